@@ -1,0 +1,613 @@
+-- parflow 0.1.0: workflow definitions, the planner, runs, tasks and the agent API.
+--
+-- Tables and views live in schema "parflow"; the public functions, all named
+-- parflow_*, live in the schema the extension is created in (normally
+-- "public") so that SELECT parflow_start(...) works with the default
+-- search_path.
+
+\echo Use "CREATE EXTENSION parflow" to load this file. \quit
+
+CREATE SCHEMA parflow;
+COMMENT ON SCHEMA parflow IS 'parflow: workflow definitions, runs, tasks and the event log';
+
+-- Roles (cluster-wide, so created only when missing).
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'parflow_reader') THEN
+        CREATE ROLE parflow_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'parflow_operator') THEN
+        CREATE ROLE parflow_operator NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'parflow_agent') THEN
+        CREATE ROLE parflow_agent NOLOGIN;
+    END IF;
+END
+$roles$;
+
+GRANT USAGE ON SCHEMA parflow TO parflow_reader, parflow_operator, parflow_agent;
+
+------------------------------------------------------------------------------
+-- Definitions
+------------------------------------------------------------------------------
+
+CREATE TABLE parflow.workflow (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE parflow.workflow IS 'One row per workflow name; its definitions are in parflow.workflow_version';
+
+CREATE TABLE parflow.workflow_version (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workflow_id   bigint NOT NULL REFERENCES parflow.workflow,
+    version       integer NOT NULL CHECK (version >= 1),
+    spec          jsonb NOT NULL,
+    max_parallel  integer CHECK (max_parallel >= 1),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (workflow_id, version)
+);
+COMMENT ON TABLE parflow.workflow_version IS 'An immutable version of a workflow, as given to parflow_define()';
+
+CREATE TABLE parflow.stage_group (
+    version_id  bigint NOT NULL REFERENCES parflow.workflow_version,
+    ord         integer NOT NULL,
+    name        text NOT NULL,
+    parallel    boolean NOT NULL DEFAULT true,
+    on_failure  text NOT NULL DEFAULT 'continue' CHECK (on_failure IN ('continue', 'fail_fast')),
+    PRIMARY KEY (version_id, ord),
+    UNIQUE (version_id, name)
+);
+COMMENT ON TABLE parflow.stage_group IS 'Stage groups of a workflow version, in spec order (ord from 0); a group is a barrier';
+
+CREATE TABLE parflow.group_dep (
+    version_id  bigint NOT NULL,
+    group_ord   integer NOT NULL,
+    dep_ord     integer NOT NULL,
+    PRIMARY KEY (version_id, group_ord, dep_ord),
+    FOREIGN KEY (version_id, group_ord) REFERENCES parflow.stage_group,
+    FOREIGN KEY (version_id, dep_ord) REFERENCES parflow.stage_group,
+    CHECK (group_ord <> dep_ord)
+);
+COMMENT ON TABLE parflow.group_dep IS 'Group barriers: group group_ord starts when group dep_ord is done';
+
+CREATE TABLE parflow.stage (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version_id       bigint NOT NULL,
+    ord              integer NOT NULL,
+    group_ord        integer NOT NULL,
+    pos              integer NOT NULL,
+    name             text NOT NULL,
+    agent            text NOT NULL,
+    estimate         interval NOT NULL CHECK (estimate > interval '0'),
+    when_flag        text,
+    verifies_ord     integer,
+    produces         text[] NOT NULL DEFAULT '{}',
+    consumes         text[] NOT NULL DEFAULT '{}',
+    max_attempts     integer NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
+    retry_backoff    interval NOT NULL DEFAULT '5 s' CHECK (retry_backoff >= interval '0'),
+    timeout          interval CHECK (timeout > interval '0'),
+    max_route_backs  integer NOT NULL DEFAULT 3 CHECK (max_route_backs >= 0),
+    description      text,
+    UNIQUE (version_id, ord),
+    UNIQUE (version_id, name),
+    FOREIGN KEY (version_id, group_ord) REFERENCES parflow.stage_group,
+    FOREIGN KEY (version_id, verifies_ord) REFERENCES parflow.stage (version_id, ord)
+);
+COMMENT ON TABLE parflow.stage IS 'Stages of a workflow version; ord is the position in the whole spec (plan order)';
+
+CREATE TABLE parflow.stage_dep (
+    version_id  bigint NOT NULL,
+    stage_ord   integer NOT NULL,
+    dep_ord     integer NOT NULL,
+    kind        "char" NOT NULL CHECK (kind IN ('e', 'a', 's', 'v')),
+    PRIMARY KEY (version_id, stage_ord, dep_ord),
+    FOREIGN KEY (version_id, stage_ord) REFERENCES parflow.stage (version_id, ord),
+    FOREIGN KEY (version_id, dep_ord) REFERENCES parflow.stage (version_id, ord),
+    CHECK (stage_ord <> dep_ord)
+);
+COMMENT ON TABLE parflow.stage_dep IS 'Stage-level edges beside group barriers: e = explicit depends_on, a = inferred from artifacts, s = order in a sequential group, v = verification after its work';
+
+CREATE TABLE parflow.affinity (
+    version_id        bigint NOT NULL REFERENCES parflow.workflow_version,
+    ord               integer NOT NULL,
+    agents            text[] NOT NULL,
+    max_concurrent    integer NOT NULL CHECK (max_concurrent >= 1),
+    resource_profile  text CHECK (resource_profile IN ('cpu', 'memory', 'io')),
+    PRIMARY KEY (version_id, ord)
+);
+COMMENT ON TABLE parflow.affinity IS 'Affinity rules: at most max_concurrent tasks of the named agents at once';
+
+------------------------------------------------------------------------------
+-- Internal helpers (C)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION parflow._nearest(word text, candidates text[]) RETURNS text
+    AS 'MODULE_PATHNAME', 'parflow_nearest'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION parflow._nearest(text, text[]) IS 'Internal: the candidate closest to word by edit distance, or NULL when none is close';
+
+CREATE FUNCTION parflow._check_version(version_id bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'parflow_check_version'
+    LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION parflow._check_version(bigint) IS 'Internal: load a version''s graph and reject cycles, naming them';
+
+------------------------------------------------------------------------------
+-- Spec validation (PL/pgSQL, set-based so that 100k stages validate fast)
+------------------------------------------------------------------------------
+
+-- Raise 22023 for a spec problem.
+CREATE FUNCTION parflow._spec_error(msg text, detail text DEFAULT NULL, hint text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = msg,
+        DETAIL = coalesce(detail, ''), HINT = coalesce(hint, '');
+END
+$$;
+COMMENT ON FUNCTION parflow._spec_error(text, text, text) IS 'Internal: raise an invalid_parameter_value error about a workflow spec';
+
+-- A readable name for the JSON type of a value.
+CREATE FUNCTION parflow._json_kind(v jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE jsonb_typeof(v)
+        WHEN 'object' THEN 'an object' WHEN 'array' THEN 'an array'
+        WHEN 'string' THEN 'a string' WHEN 'number' THEN 'a number'
+        WHEN 'boolean' THEN 'a boolean' ELSE 'null' END
+$$;
+COMMENT ON FUNCTION parflow._json_kind(jsonb) IS 'Internal: "a string", "an array"... for error details';
+
+-- Check a list of JSON objects against a shape: {key: type} with types
+-- string, boolean, integer, strings (array of strings), array, interval.
+-- labels[i] names objs[i] in messages.  Raises the first problem found.
+CREATE FUNCTION parflow._check_shape(labels text[], objs jsonb[], shape jsonb, required text[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    want text;
+BEGIN
+    SELECT i INTO r FROM unnest(objs) WITH ORDINALITY u(o, i)
+     WHERE jsonb_typeof(o) IS DISTINCT FROM 'object' ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s must be a JSON object', labels[r.i]),
+            format('Found %s.', parflow._json_kind(objs[r.i])));
+    END IF;
+
+    SELECT i, k INTO r FROM unnest(objs) WITH ORDINALITY u(o, i), jsonb_object_keys(o) k
+     WHERE NOT shape ? k ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        want := parflow._nearest(r.k, ARRAY(SELECT jsonb_object_keys(shape)));
+        PERFORM parflow._spec_error(format('unknown key "%s" in %s', r.k, labels[r.i]),
+            format('Valid keys are: %s.', (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(shape) k)),
+            CASE WHEN want IS NOT NULL THEN format('Did you mean "%s"?', want) END);
+    END IF;
+
+    SELECT i, k INTO r FROM unnest(objs) WITH ORDINALITY u(o, i), unnest(required) k
+     WHERE NOT o ? k ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s lacks required key "%s"', labels[r.i], r.k));
+    END IF;
+
+    SELECT i, e.key, e.value, shape->>e.key AS want INTO r
+      FROM unnest(objs) WITH ORDINALITY u(o, i), jsonb_each(o) e
+     WHERE NOT CASE shape->>e.key
+            WHEN 'string' THEN jsonb_typeof(e.value) = 'string'
+            WHEN 'interval' THEN jsonb_typeof(e.value) = 'string'
+            WHEN 'boolean' THEN jsonb_typeof(e.value) = 'boolean'
+            WHEN 'array' THEN jsonb_typeof(e.value) = 'array'
+            WHEN 'integer' THEN jsonb_typeof(e.value) = 'number'
+                AND e.value::numeric = trunc(e.value::numeric)
+                AND abs(e.value::numeric) <= 2147483647
+            WHEN 'strings' THEN jsonb_typeof(e.value) = 'array'
+                AND NOT EXISTS (SELECT FROM jsonb_array_elements(e.value) x
+                                 WHERE jsonb_typeof(x) <> 'string')
+            ELSE true END
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(
+            format('key "%s" of %s must be %s', r.key, labels[r.i],
+                CASE r.want WHEN 'string' THEN 'a string'
+                            WHEN 'interval' THEN 'an interval string, such as "45 min"'
+                            WHEN 'boolean' THEN 'a boolean'
+                            WHEN 'array' THEN 'an array'
+                            WHEN 'integer' THEN 'an integer'
+                            WHEN 'strings' THEN 'an array of strings' END),
+            format('Found %s.', CASE WHEN r.want = 'strings' AND jsonb_typeof(r.value) = 'array'
+                                     THEN 'an array with an element that is not a string'
+                                     ELSE parflow._json_kind(r.value) END));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION parflow._check_shape(text[], jsonb[], jsonb, text[]) IS 'Internal: check keys and JSON types of spec objects';
+
+-- Check a name: not empty, not too long, no control characters.
+CREATE FUNCTION parflow._check_names(kind text, labels text[], names text[], maxlen integer)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT i, n INTO r FROM unnest(names) WITH ORDINALITY u(n, i)
+     WHERE n IS NULL OR btrim(n) = '' OR octet_length(n) > maxlen OR n ~ '[[:cntrl:]]'
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(
+            CASE WHEN r.n IS NULL OR btrim(r.n) = '' THEN format('%s name of %s must not be empty', kind, labels[r.i])
+                 WHEN octet_length(r.n) > maxlen THEN format('%s name "%s" is too long', kind, left(r.n, 20) || '...')
+                 ELSE format('%s name of %s contains a control character', kind, labels[r.i]) END,
+            CASE WHEN octet_length(r.n) > maxlen THEN format('The limit is %s bytes.', maxlen) END);
+    END IF;
+    SELECT n INTO r FROM unnest(names) n GROUP BY n HAVING count(*) > 1 ORDER BY min(n) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '% name "%" is used more than once', kind, r.n
+            USING ERRCODE = 'unique_violation',
+                  HINT = format('Each %s of a workflow needs its own name.', kind);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION parflow._check_names(text, text[], text[], integer) IS 'Internal: reject empty, overlong, control-character and duplicate names';
+
+-- Cast a spec interval, or raise naming where it came from.
+CREATE FUNCTION parflow._interval(v text, what text, allow_zero boolean DEFAULT false)
+RETURNS interval LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    i interval;
+BEGIN
+    BEGIN
+        i := v::interval;
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+        PERFORM parflow._spec_error(format('%s "%s" is not a valid interval', what, v),
+            NULL, 'Write a duration such as "45 min" or "1 hour 30 min".');
+    END;
+    IF i < interval '0' OR (i = interval '0' AND NOT allow_zero) THEN
+        PERFORM parflow._spec_error(format('%s must be positive', what),
+            format('Found "%s".', v), 'Write a duration such as "45 min".');
+    END IF;
+    RETURN i;
+END
+$$;
+COMMENT ON FUNCTION parflow._interval(text, text, boolean) IS 'Internal: parse a positive interval from a spec';
+
+------------------------------------------------------------------------------
+-- parflow_define
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.parflow_define(name text, spec jsonb) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+DECLARE
+    wf_name   ALIAS FOR $1;
+    groups    jsonb[];
+    glabels   text[];
+    gnames    text[];
+    stages    jsonb[];
+    slabels   text[];
+    snames    text[];
+    rules     jsonb[];
+    rlabels   text[];
+    wf_id     bigint;
+    ver       integer;
+    ver_id    bigint;
+    r         record;
+    near      text;
+    mp        integer;
+BEGIN
+    IF wf_name IS NULL THEN
+        RAISE EXCEPTION 'workflow name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF spec IS NULL THEN
+        RAISE EXCEPTION 'workflow spec must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM parflow._check_names('workflow', ARRAY['the workflow'], ARRAY[wf_name], 200);
+
+    -- Top level.
+    PERFORM parflow._check_shape(ARRAY['the workflow spec'], ARRAY[spec],
+        '{"groups": "array", "max_parallel": "integer", "affinity": "array", "description": "string"}',
+        ARRAY['groups']);
+    IF jsonb_array_length(spec->'groups') = 0 THEN
+        PERFORM parflow._spec_error('workflow spec has no groups', NULL,
+            'Give "groups" at least one group with at least one stage.');
+    END IF;
+    mp := (spec->>'max_parallel')::integer;
+    IF mp < 1 THEN
+        PERFORM parflow._spec_error('max_parallel must be at least 1', format('Found %s.', mp));
+    END IF;
+
+    -- Groups.
+    SELECT array_agg(g ORDER BY i),
+           array_agg(CASE WHEN jsonb_typeof(g->'name') = 'string'
+                          THEN format('group "%s"', g->>'name') ELSE format('group #%s', i) END ORDER BY i),
+           array_agg(g->>'name' ORDER BY i)
+      INTO groups, glabels, gnames
+      FROM jsonb_array_elements(spec->'groups') WITH ORDINALITY e(g, i);
+    PERFORM parflow._check_shape(glabels, groups,
+        '{"name": "string", "stages": "array", "parallel": "boolean", "depends_on": "strings",
+          "on_failure": "string", "description": "string"}',
+        ARRAY['name', 'stages']);
+    PERFORM parflow._check_names('group', glabels, gnames, 200);
+    SELECT i INTO r FROM unnest(groups) WITH ORDINALITY u(g, i)
+     WHERE jsonb_array_length(g->'stages') = 0 ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s has no stages', glabels[r.i]), NULL,
+            'Give every group at least one stage, or remove the group.');
+    END IF;
+    SELECT i, g->>'on_failure' AS v INTO r FROM unnest(groups) WITH ORDINALITY u(g, i)
+     WHERE g ? 'on_failure' AND g->>'on_failure' NOT IN ('continue', 'fail_fast') ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('on_failure of %s must be "continue" or "fail_fast"', glabels[r.i]),
+            format('Found "%s".', r.v));
+    END IF;
+    SELECT u.i, d.d INTO r FROM unnest(groups) WITH ORDINALITY u(g, i),
+           jsonb_array_elements_text(coalesce(g->'depends_on', '[]')) d(d)
+     WHERE d.d = g->>'name' OR NOT d.d = ANY (gnames) ORDER BY u.i LIMIT 1;
+    IF FOUND THEN
+        IF r.d = gnames[r.i] THEN
+            PERFORM parflow._spec_error(format('%s depends on itself', glabels[r.i]), NULL,
+                'Remove the group''s own name from its depends_on.');
+        END IF;
+        near := parflow._nearest(r.d, gnames);
+        PERFORM parflow._spec_error(format('%s depends on unknown group "%s"', glabels[r.i], r.d), NULL,
+            CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
+    END IF;
+
+    -- Stages, flattened in spec order.
+    SELECT array_agg(s ORDER BY gi, si),
+           array_agg(CASE WHEN jsonb_typeof(s->'name') = 'string'
+                          THEN format('stage "%s"', s->>'name')
+                          ELSE format('stage #%s of group "%s"', si, g->>'name') END ORDER BY gi, si),
+           array_agg(s->>'name' ORDER BY gi, si)
+      INTO stages, slabels, snames
+      FROM unnest(groups) WITH ORDINALITY u(g, gi), jsonb_array_elements(g->'stages') WITH ORDINALITY e(s, si);
+    PERFORM parflow._check_shape(slabels, stages,
+        '{"name": "string", "agent": "string", "estimate": "interval", "depends_on": "strings",
+          "when": "string", "verifies": "string", "produces": "strings", "consumes": "strings",
+          "max_attempts": "integer", "retry_backoff": "interval", "timeout": "interval",
+          "max_route_backs": "integer", "description": "string"}',
+        ARRAY['name', 'agent', 'estimate']);
+    PERFORM parflow._check_names('stage', slabels, snames, 200);
+    SELECT i, s->>'agent' AS a INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE btrim(s->>'agent') = '' OR octet_length(s->>'agent') > 55 OR s->>'agent' ~ '[[:cntrl:]]'
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('agent of %s must be a non-empty name of at most 55 bytes without control characters', slabels[r.i]),
+            format('Found "%s".', r.a), 'Agents listen on channel "parflow_<agent>", and a channel name is at most 63 bytes.');
+    END IF;
+    SELECT i, s->>'when' AS w INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE btrim(s->>'when') = '' ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('when of %s must not be empty', slabels[r.i]), NULL,
+            'Name the run flag that enables the stage, or remove "when".');
+    END IF;
+    SELECT i, k, (s->>k)::numeric AS v INTO r
+      FROM unnest(stages) WITH ORDINALITY u(s, i), unnest(ARRAY['max_attempts', 'max_route_backs']) k
+     WHERE (k = 'max_attempts' AND (s->>k)::numeric < 1) OR (k = 'max_route_backs' AND (s->>k)::numeric < 0)
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s of %s must be at least %s', r.k, slabels[r.i],
+            CASE r.k WHEN 'max_attempts' THEN 1 ELSE 0 END), format('Found %s.', r.v));
+    END IF;
+    -- Intervals (the casts raise clear errors themselves).
+    PERFORM parflow._interval(s->>'estimate', format('estimate of %s', l))
+       FROM unnest(stages, slabels) u(s, l);
+    PERFORM parflow._interval(s->>'retry_backoff', format('retry_backoff of %s', l), true)
+       FROM unnest(stages, slabels) u(s, l) WHERE s ? 'retry_backoff';
+    PERFORM parflow._interval(s->>'timeout', format('timeout of %s', l))
+       FROM unnest(stages, slabels) u(s, l) WHERE s ? 'timeout';
+    -- References between stages.
+    SELECT u.i, d.d INTO r FROM unnest(stages) WITH ORDINALITY u(s, i),
+           jsonb_array_elements_text(coalesce(s->'depends_on', '[]')) d(d)
+     WHERE d.d = s->>'name' OR NOT d.d = ANY (snames) ORDER BY u.i LIMIT 1;
+    IF FOUND THEN
+        IF r.d = snames[r.i] THEN
+            PERFORM parflow._spec_error(format('%s depends on itself', slabels[r.i]), NULL,
+                'Remove the stage''s own name from its depends_on.');
+        END IF;
+        near := parflow._nearest(r.d, snames);
+        PERFORM parflow._spec_error(format('%s depends on unknown stage "%s"', slabels[r.i], r.d), NULL,
+            CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
+    END IF;
+    SELECT i, s->>'verifies' AS v INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE s ? 'verifies' AND (s->>'verifies' = s->>'name' OR NOT s->>'verifies' = ANY (snames))
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        IF r.v = snames[r.i] THEN
+            PERFORM parflow._spec_error(format('%s verifies itself', slabels[r.i]), NULL,
+                'A verification stage checks the work of another stage.');
+        END IF;
+        near := parflow._nearest(r.v, snames);
+        PERFORM parflow._spec_error(format('%s verifies unknown stage "%s"', slabels[r.i], r.v), NULL,
+            CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
+    END IF;
+    SELECT i, a INTO r FROM unnest(stages) WITH ORDINALITY u(s, i),
+           jsonb_array_elements_text(coalesce(s->'consumes', '[]')) a
+     WHERE NOT EXISTS (SELECT FROM unnest(stages) p
+                        WHERE coalesce(p->'produces', '[]') ? a AND p->>'name' <> s->>'name')
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s consumes artifact "%s", which no other stage produces', slabels[r.i], r.a),
+            NULL, format('Add "%s" to the produces list of the stage that makes it, or remove it from consumes.', r.a));
+    END IF;
+
+    -- Affinity rules.
+    IF spec ? 'affinity' THEN
+        SELECT array_agg(a ORDER BY i), array_agg(format('affinity rule #%s', i) ORDER BY i)
+          INTO rules, rlabels FROM jsonb_array_elements(spec->'affinity') WITH ORDINALITY e(a, i);
+        PERFORM parflow._check_shape(rlabels, rules,
+            '{"agents": "strings", "max_concurrent": "integer", "resource_profile": "string"}',
+            ARRAY['agents', 'max_concurrent']);
+        SELECT i INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
+         WHERE jsonb_array_length(a->'agents') = 0 ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('%s names no agents', rlabels[r.i]), NULL,
+                'List the agents the rule bounds in "agents".');
+        END IF;
+        SELECT i, x AS agent INTO r FROM unnest(rules) WITH ORDINALITY u(a, i), jsonb_array_elements_text(a->'agents') x
+         WHERE NOT EXISTS (SELECT FROM unnest(stages) s WHERE s->>'agent' = x) ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            near := parflow._nearest(r.agent, ARRAY(SELECT DISTINCT s->>'agent' FROM unnest(stages) s));
+            PERFORM parflow._spec_error(format('%s names agent "%s", which no stage uses', rlabels[r.i], r.agent), NULL,
+                coalesce(format('Did you mean "%s"?', near), 'Name the agent of at least one stage.'));
+        END IF;
+        SELECT i, (a->>'max_concurrent')::integer AS v INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
+         WHERE (a->>'max_concurrent')::numeric < 1 ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('max_concurrent of %s must be at least 1', rlabels[r.i]), format('Found %s.', r.v));
+        END IF;
+        SELECT i, a->>'resource_profile' AS v INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
+         WHERE a ? 'resource_profile' AND a->>'resource_profile' NOT IN ('cpu', 'memory', 'io') ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('resource_profile of %s must be "cpu", "memory" or "io"', rlabels[r.i]),
+                format('Found "%s".', r.v));
+        END IF;
+    END IF;
+
+    -- Everything checks: write the new version.  Lock the workflow row so
+    -- that concurrent definitions get consecutive version numbers.
+    INSERT INTO parflow.workflow AS w (name) VALUES (wf_name)
+        ON CONFLICT ON CONSTRAINT workflow_name_key DO NOTHING;
+    SELECT w.id INTO wf_id FROM parflow.workflow w WHERE w.name = wf_name FOR UPDATE;
+    SELECT coalesce(max(v.version), 0) + 1 INTO ver FROM parflow.workflow_version v WHERE v.workflow_id = wf_id;
+    INSERT INTO parflow.workflow_version (workflow_id, version, spec, max_parallel)
+        VALUES (wf_id, ver, spec, mp) RETURNING id INTO ver_id;
+
+    INSERT INTO parflow.stage_group (version_id, ord, name, parallel, on_failure)
+    SELECT ver_id, i - 1, g->>'name', coalesce((g->>'parallel')::boolean, true),
+           coalesce(g->>'on_failure', 'continue')
+      FROM unnest(groups) WITH ORDINALITY u(g, i);
+
+    -- A group without depends_on depends on the group before it.
+    INSERT INTO parflow.group_dep (version_id, group_ord, dep_ord)
+    SELECT ver_id, i - 1, i - 2 FROM unnest(groups) WITH ORDINALITY u(g, i)
+     WHERE NOT g ? 'depends_on' AND i > 1
+    UNION
+    SELECT ver_id, i - 1, array_position(gnames, d) - 1
+      FROM unnest(groups) WITH ORDINALITY u(g, i), jsonb_array_elements_text(g->'depends_on') d
+     WHERE g ? 'depends_on';
+
+    INSERT INTO parflow.stage (version_id, ord, group_ord, pos, name, agent, estimate, when_flag,
+                               produces, consumes, max_attempts, retry_backoff, timeout,
+                               max_route_backs, description)
+    SELECT ver_id, (row_number() OVER (ORDER BY gi, si)) - 1, gi - 1, si - 1,
+           s->>'name', s->>'agent', (s->>'estimate')::interval, s->>'when',
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'produces', '[]'))),
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'consumes', '[]'))),
+           coalesce((s->>'max_attempts')::integer, 3),
+           coalesce((s->>'retry_backoff')::interval, interval '5 s'),
+           (s->>'timeout')::interval,
+           coalesce((s->>'max_route_backs')::integer, 3),
+           s->>'description'
+      FROM unnest(groups) WITH ORDINALITY u(g, gi), jsonb_array_elements(g->'stages') WITH ORDINALITY e(s, si);
+
+    UPDATE parflow.stage st SET verifies_ord = v.ord
+      FROM parflow.stage v
+     WHERE st.version_id = ver_id AND v.version_id = ver_id
+       AND v.name = stages[st.ord + 1]->>'verifies';
+
+    -- Stage edges: explicit, artifacts, sequential order, verifications.
+    INSERT INTO parflow.stage_dep (version_id, stage_ord, dep_ord, kind)
+    SELECT DISTINCT ON (stage_ord, dep_ord) ver_id, stage_ord, dep_ord, kind FROM (
+        SELECT st.ord AS stage_ord, array_position(snames, d) - 1 AS dep_ord, 'e'::"char" AS kind, 1 AS pref
+          FROM parflow.stage st, jsonb_array_elements_text(stages[st.ord + 1]->'depends_on') d
+         WHERE st.version_id = ver_id
+        UNION ALL
+        SELECT c.ord, p.ord, 'a', 2
+          FROM parflow.stage c JOIN parflow.stage p
+            ON p.version_id = c.version_id AND p.produces && c.consumes AND p.ord <> c.ord
+         WHERE c.version_id = ver_id
+        UNION ALL
+        SELECT st.ord, prev.ord, 's', 3
+          FROM parflow.stage st JOIN parflow.stage_group g ON g.version_id = st.version_id AND g.ord = st.group_ord
+          JOIN parflow.stage prev ON prev.version_id = st.version_id AND prev.group_ord = st.group_ord
+                                 AND prev.pos = st.pos - 1
+         WHERE st.version_id = ver_id AND NOT g.parallel
+        UNION ALL
+        -- A verification runs after the stage it verifies and after the
+        -- work (non-verification) stages of its own group.
+        SELECT st.ord, w.ord, 'v', 4
+          FROM parflow.stage st JOIN parflow.stage w
+            ON w.version_id = st.version_id
+           AND (w.ord = st.verifies_ord OR (w.group_ord = st.group_ord AND w.verifies_ord IS NULL))
+         WHERE st.version_id = ver_id AND st.verifies_ord IS NOT NULL AND w.ord <> st.ord
+    ) e
+    ORDER BY stage_ord, dep_ord, pref;
+
+    INSERT INTO parflow.affinity (version_id, ord, agents, max_concurrent, resource_profile)
+    SELECT ver_id, i - 1, ARRAY(SELECT jsonb_array_elements_text(a->'agents')),
+           (a->>'max_concurrent')::integer, a->>'resource_profile'
+      FROM unnest(rules) WITH ORDINALITY u(a, i);
+
+    -- Cycles, through group barriers and stage edges alike (raises).
+    PERFORM parflow._check_version(ver_id);
+    RETURN ver;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_define(text, jsonb) IS
+    'Create a new version of a workflow from a JSON spec, after validating all of it; returns the version number';
+
+-- The id of the current (latest) version of a workflow, or an error.
+CREATE FUNCTION parflow._current_version(workflow text) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    vid bigint;
+    near text;
+BEGIN
+    IF workflow IS NULL THEN
+        RAISE EXCEPTION 'workflow name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT v.id INTO vid FROM parflow.workflow w JOIN parflow.workflow_version v ON v.workflow_id = w.id
+     WHERE w.name = workflow ORDER BY v.version DESC LIMIT 1;
+    IF vid IS NULL THEN
+        near := parflow._nearest(workflow, ARRAY(SELECT name FROM parflow.workflow));
+        RAISE EXCEPTION 'workflow "%" does not exist', workflow
+            USING ERRCODE = 'undefined_object',
+                  HINT = coalesce(format('Did you mean "%s"?', near), 'Define it with parflow_define().');
+    END IF;
+    RETURN vid;
+END
+$$;
+COMMENT ON FUNCTION parflow._current_version(text) IS 'Internal: id of the latest version of a workflow; raises 42704 when there is none';
+
+------------------------------------------------------------------------------
+-- Planning (C)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.parflow_plan(workflow text, flags text[] DEFAULT '{}', max_parallel integer DEFAULT NULL)
+RETURNS TABLE(stage text, agent text, group_name text, wave integer,
+              est_start interval, est_finish interval, slack interval, critical boolean)
+    AS 'MODULE_PATHNAME', 'parflow_plan'
+    LANGUAGE C STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.parflow_plan(text, text[], integer) IS
+    'The parallel plan of the latest version of a workflow: one row per stage that runs, with its wave, planned start and finish under every cap, slack and whether it is critical';
+
+CREATE FUNCTION @extschema@.parflow_estimate(workflow text, flags text[] DEFAULT '{}', max_parallel integer DEFAULT NULL)
+RETURNS TABLE(sequential interval, parallel interval, savings_pct numeric,
+              critical_path interval, lower_bound interval)
+    AS 'MODULE_PATHNAME', 'parflow_estimate'
+    LANGUAGE C STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.parflow_estimate(text, text[], integer) IS
+    'Estimated one-at-a-time total, planned parallel makespan, savings, critical path and the lower bound max(critical path, work / cap)';
+
+CREATE FUNCTION parflow._plan_stats(workflow text, flags text[] DEFAULT '{}', max_parallel integer DEFAULT NULL,
+                                    policy text DEFAULT 'best')
+RETURNS TABLE(stages integer, edges bigint, makespan interval, load_ms double precision,
+              compute_ms double precision)
+    AS 'MODULE_PATHNAME', 'parflow_plan_stats'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION parflow._plan_stats(text, text[], integer, text) IS
+    'Internal, for benchmarks: plan under a policy (best, cp, fifo) and report sizes, makespan and the time spent loading and computing';
+
+------------------------------------------------------------------------------
+-- Privileges
+------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA parflow FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.parflow_define(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.parflow_define(text, jsonb) TO parflow_operator;
+GRANT SELECT ON parflow.workflow, parflow.workflow_version, parflow.stage_group, parflow.group_dep,
+                parflow.stage, parflow.stage_dep, parflow.affinity
+   TO parflow_reader, parflow_operator;
+
+SELECT pg_catalog.pg_extension_config_dump('parflow.workflow', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.workflow_version', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.stage_group', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.group_dep', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.stage', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.stage_dep', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.affinity', '');

@@ -1,0 +1,62 @@
+/*
+ * guc.c - parflow's configuration parameters.  This file owns every
+ * parflow.* GUC: their variables, defaults, ranges and contexts.  Settings
+ * that only the postmaster can change (the database the dispatcher serves)
+ * are defined only while the library is preloaded; the others are defined
+ * whenever the library is loaded, so that the SQL functions see them too.
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "guc.h"
+
+char	   *pf_database = NULL;
+int			pf_max_parallel_stages = 4;
+bool		pf_parallel_default = false;
+int			pf_naptime_ms = 1000;
+
+/* Define the parflow.* parameters; called once from _PG_init. */
+void
+pf_guc_init(void)
+{
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("parflow.database",
+								   "Database whose runs the parflow dispatcher serves.",
+								   NULL,
+								   &pf_database,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   GUC_SUPERUSER_ONLY,
+								   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("parflow.max_parallel_stages",
+							"Maximum number of tasks dispatched or running at once in the database.",
+							"Plans and the dispatcher both honour it; a workflow or run may set a lower max_parallel.",
+							&pf_max_parallel_stages,
+							4, 1, 10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("parflow.parallel_default",
+							 "Whether runs are parallel when parflow_start() is not told.",
+							 "Off runs stages one at a time in plan order, the baseline before rollout.",
+							 &pf_parallel_default,
+							 false,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("parflow.naptime",
+							"Longest time the dispatcher sleeps between passes when nothing wakes it.",
+							"Commits that change task states wake it at once; this is only a safety net.",
+							&pf_naptime_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("parflow");
+}

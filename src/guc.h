@@ -1,0 +1,14 @@
+/*
+ * guc.h - parflow's configuration parameters (parflow.*).
+ */
+#ifndef PARFLOW_GUC_H
+#define PARFLOW_GUC_H
+
+extern char *pf_database;
+extern int	pf_max_parallel_stages;
+extern bool pf_parallel_default;
+extern int	pf_naptime_ms;
+
+extern void pf_guc_init(void);
+
+#endif							/* PARFLOW_GUC_H */

@@ -1,0 +1,917 @@
+/*
+ * planner.c - the planner.  This file owns the in-memory dependency graph of
+ * a workflow version (loaded once from the definition tables into compact
+ * arrays), its validation (cycles are found and named), and every schedule
+ * computed from it: topological waves, bottom levels and the critical path,
+ * the lower bound max(critical path, work / cap), and list scheduling under
+ * every cap (global, workflow, call, affinity rules).  It also implements
+ * the SQL functions parflow_plan, parflow_estimate and their helpers.  The
+ * ranks it computes are what the dispatcher orders ready tasks by, so a run
+ * whose estimates hold follows its plan.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/binaryheap.h"
+#include "miscadmin.h"
+#include "portability/instr_time.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/lsyscache.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "planner.h"
+#include "util.h"
+
+PG_FUNCTION_INFO_V1(parflow_plan);
+PG_FUNCTION_INFO_V1(parflow_estimate);
+PG_FUNCTION_INFO_V1(parflow_plan_stats);
+PG_FUNCTION_INFO_V1(parflow_check_version);
+
+/* ----------------------------------------------------------------
+ * Loading
+ * ----------------------------------------------------------------
+ */
+
+/* Run a query with one bigint parameter; rows stay in SPI_tuptable. */
+static void
+spi_exec_int8(const char *sql, int64 arg)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+	int			rc;
+
+	values[0] = Int64GetDatum(arg);
+	rc = SPI_execute_with_args(sql, 1, argtypes, values, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "parflow: query failed (%s): %s", SPI_result_code_string(rc), sql);
+}
+
+static int
+get_int4(HeapTuple tup, TupleDesc desc, int col, bool *isnull)
+{
+	Datum		d = SPI_getbinval(tup, desc, col, isnull);
+
+	return *isnull ? 0 : DatumGetInt32(d);
+}
+
+/* Build CSR arrays from an edge list (from[i] -> to[i]). */
+static void
+build_csr(int n, int64 m, const int *from, const int *to,
+		  int **off_out, int **adj_out, bool by_from)
+{
+	int		   *off = palloc0(sizeof(int) * (n + 1));
+	int		   *adj = palloc(sizeof(int) * Max(m, 1));
+	int		   *fill = palloc(sizeof(int) * (n + 1));
+	int64		i;
+
+	for (i = 0; i < m; i++)
+		off[(by_from ? from[i] : to[i]) + 1]++;
+	for (i = 0; i < n; i++)
+		off[i + 1] += off[i];
+	memcpy(fill, off, sizeof(int) * (n + 1));
+	for (i = 0; i < m; i++)
+	{
+		int			k = by_from ? from[i] : to[i];
+
+		adj[fill[k]++] = by_from ? to[i] : from[i];
+	}
+	pfree(fill);
+	*off_out = off;
+	*adj_out = adj;
+}
+
+/*
+ * Load the graph of a workflow version.  flags decides which conditional
+ * stages run (NULL: all of them, as for validation).  Allocates in the
+ * caller's memory context.
+ */
+PfGraph *
+pf_graph_load(int64 version_id, ArrayType *flags)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	PfGraph    *g = palloc0(sizeof(PfGraph));
+	char	  **flagv = NULL;
+	int			nflags = 0;
+	int		   *from;
+	int		   *to;
+	int64		m = 0;
+	int64		cap_edges;
+	int		   *gstart;
+	int		   *gend;
+	uint64		i;
+	int			j;
+
+	if (flags != NULL)
+		flagv = pf_text_array(flags, "flags", &nflags);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "parflow: SPI_connect failed");
+
+	spi_exec_int8("SELECT coalesce(max_parallel, 0) FROM parflow.workflow_version WHERE id = $1",
+				  version_id);
+	if (SPI_processed != 1)
+		elog(ERROR, "parflow: workflow version " INT64_FORMAT " does not exist", version_id);
+	{
+		bool		isnull;
+
+		g->wf_max_parallel = get_int4(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	}
+
+	/* groups */
+	spi_exec_int8("SELECT ord, name FROM parflow.stage_group WHERE version_id = $1 ORDER BY ord",
+				  version_id);
+	g->ngroups = (int) SPI_processed;
+	g->group_name = MemoryContextAlloc(outer, sizeof(char *) * Max(g->ngroups, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+
+		g->group_name[i] = MemoryContextStrdup(outer, name);
+	}
+
+	/* stages, in spec order; group_ord never decreases along ord */
+	spi_exec_int8("SELECT ord, group_ord, name, agent, estimate, when_flag "
+				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord",
+				  version_id);
+	g->nstages = (int) SPI_processed;
+	g->nnodes = g->nstages + g->ngroups;
+	g->cost = MemoryContextAllocZero(outer, sizeof(int64) * g->nnodes);
+	g->runs = MemoryContextAllocZero(outer, sizeof(bool) * g->nnodes);
+	g->group_of = MemoryContextAlloc(outer, sizeof(int) * Max(g->nstages, 1));
+	g->stage_name = MemoryContextAlloc(outer, sizeof(char *) * Max(g->nstages, 1));
+	g->agent = MemoryContextAlloc(outer, sizeof(char *) * Max(g->nstages, 1));
+	gstart = palloc(sizeof(int) * Max(g->ngroups, 1));
+	gend = palloc0(sizeof(int) * Max(g->ngroups, 1));
+	for (j = 0; j < g->ngroups; j++)
+		gstart[j] = -1;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int			grp = get_int4(tup, desc, 2, &isnull);
+		Interval   *est = DatumGetIntervalP(SPI_getbinval(tup, desc, 5, &isnull));
+		char	   *when = SPI_getvalue(tup, desc, 6);
+		bool		runs = true;
+
+		if ((int) i != get_int4(tup, desc, 1, &isnull) || grp < 0 || grp >= g->ngroups)
+			elog(ERROR, "parflow: stage numbering of version " INT64_FORMAT " is corrupt", version_id);
+		g->group_of[i] = grp;
+		if (gstart[grp] < 0)
+			gstart[grp] = (int) i;
+		gend[grp] = (int) i + 1;
+		g->stage_name[i] = MemoryContextStrdup(outer, SPI_getvalue(tup, desc, 3));
+		g->agent[i] = MemoryContextStrdup(outer, SPI_getvalue(tup, desc, 4));
+		if (when != NULL && flags != NULL)
+		{
+			runs = false;
+			for (j = 0; j < nflags && !runs; j++)
+				runs = (strcmp(flagv[j], when) == 0);
+		}
+		g->runs[i] = runs;
+		g->cost[i] = runs ? pf_interval_usec(est) : 0;
+	}
+
+	/* affinity rules, and the rules that bound each stage */
+	spi_exec_int8("SELECT a.ord, a.max_concurrent, s.ord "
+				  "FROM parflow.affinity a JOIN parflow.stage s "
+				  "  ON s.version_id = a.version_id AND s.agent = ANY (a.agents) "
+				  "WHERE a.version_id = $1 ORDER BY s.ord, a.ord",
+				  version_id);
+	{
+		int		   *rs = palloc(sizeof(int) * Max(SPI_processed, 1));
+		int		   *rr = palloc(sizeof(int) * Max(SPI_processed, 1));
+
+		g->nrules = 0;
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+
+			rr[i] = get_int4(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			rs[i] = get_int4(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull);
+			g->nrules = Max(g->nrules, rr[i] + 1);
+		}
+		g->rule_cap = MemoryContextAllocZero(outer, sizeof(int) * Max(g->nrules, 1));
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+
+			g->rule_cap[rr[i]] = get_int4(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+		}
+		{
+			MemoryContext old = MemoryContextSwitchTo(outer);
+
+			build_csr(g->nstages, (int64) SPI_processed, rs, rr, &g->srule_off, &g->srule, true);
+			MemoryContextSwitchTo(old);
+		}
+	}
+
+	/*
+	 * Edges: every stage -> its group's barrier; a group's prerequisite
+	 * barriers -> each of its stages; stage edges.
+	 */
+	spi_exec_int8("SELECT group_ord, dep_ord FROM parflow.group_dep WHERE version_id = $1",
+				  version_id);
+	{
+		SPITupleTable *gd = SPI_tuptable;
+		uint64		ngd = SPI_processed;
+
+		cap_edges = g->nstages;
+		for (i = 0; i < ngd; i++)
+		{
+			bool		isnull;
+			int			go = get_int4(gd->vals[i], gd->tupdesc, 1, &isnull);
+
+			if (go < 0 || go >= g->ngroups || gstart[go] < 0)
+				elog(ERROR, "parflow: group numbering of version " INT64_FORMAT " is corrupt", version_id);
+			cap_edges += gend[go] - gstart[go];
+		}
+
+		/* keep the group edges while the stage edges are read */
+		spi_exec_int8("SELECT stage_ord, dep_ord FROM parflow.stage_dep WHERE version_id = $1",
+					  version_id);
+		cap_edges += SPI_processed;
+		from = MemoryContextAlloc(outer, sizeof(int) * Max(cap_edges, 1));
+		to = MemoryContextAlloc(outer, sizeof(int) * Max(cap_edges, 1));
+
+		for (j = 0; j < g->nstages; j++)
+		{
+			from[m] = j;
+			to[m] = g->nstages + g->group_of[j];
+			m++;
+		}
+		for (i = 0; i < ngd; i++)
+		{
+			bool		isnull;
+			int			go = get_int4(gd->vals[i], gd->tupdesc, 1, &isnull);
+			int			dep = get_int4(gd->vals[i], gd->tupdesc, 2, &isnull);
+			int			k;
+
+			for (k = gstart[go]; k < gend[go]; k++)
+			{
+				from[m] = g->nstages + dep;
+				to[m] = k;
+				m++;
+			}
+		}
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			int			s = get_int4(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			int			d = get_int4(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+
+			if (s < 0 || s >= g->nstages || d < 0 || d >= g->nstages)
+				elog(ERROR, "parflow: stage edges of version " INT64_FORMAT " are corrupt", version_id);
+			from[m] = d;
+			to[m] = s;
+			m++;
+		}
+	}
+	SPI_finish();
+
+	g->nedges = m;
+	build_csr(g->nnodes, m, from, to, &g->succ_off, &g->succ, true);
+	build_csr(g->nnodes, m, from, to, &g->pred_off, &g->pred, false);
+	/* gstart and gend went with SPI's memory context */
+	pfree(from);
+	pfree(to);
+	return g;
+}
+
+/* A node's name for messages: the stage, or the group whose barrier it is. */
+static const char *
+node_name(PfGraph *g, int v)
+{
+	if (v < g->nstages)
+		return g->stage_name[v];
+	return psprintf("end of group \"%s\"", g->group_name[v - g->nstages]);
+}
+
+/*
+ * Order the graph topologically (into g->topo) or raise an error that names
+ * a cycle, in the order its dependencies run: a -> b -> a.
+ */
+void
+pf_graph_check(PfGraph *g, const char *workflow)
+{
+	int			n = g->nnodes;
+	int		   *indeg = palloc(sizeof(int) * Max(n, 1));
+	int			head = 0;
+	int			tail = 0;
+	int			v;
+
+	g->topo = palloc(sizeof(int) * Max(n, 1));
+	for (v = 0; v < n; v++)
+	{
+		indeg[v] = g->pred_off[v + 1] - g->pred_off[v];
+		if (indeg[v] == 0)
+			g->topo[tail++] = v;
+	}
+	while (head < tail)
+	{
+		int			u = g->topo[head++];
+		int			k;
+
+		for (k = g->succ_off[u]; k < g->succ_off[u + 1]; k++)
+			if (--indeg[g->succ[k]] == 0)
+				g->topo[tail++] = g->succ[k];
+	}
+
+	if (tail < n)
+	{
+		/*
+		 * Every node left has a predecessor that is left too: walk backwards
+		 * until a node repeats; the walk from there is a cycle.
+		 */
+		int		   *seen = palloc(sizeof(int) * n);
+		int		   *path = palloc(sizeof(int) * (n + 1));
+		int			len = 0;
+		int			start;
+		StringInfoData cyc;
+		StringInfoData via;
+		int			i;
+
+		for (v = 0; v < n; v++)
+			seen[v] = -1;
+		for (v = 0; v < n && indeg[v] == 0; v++)
+			;
+		while (seen[v] < 0)
+		{
+			int			k;
+
+			seen[v] = len;
+			path[len++] = v;
+			for (k = g->pred_off[v]; k < g->pred_off[v + 1]; k++)
+				if (indeg[g->pred[k]] > 0)
+					break;
+			v = g->pred[k];
+		}
+		start = seen[v];
+
+		/* path[start..len) walks the cycle backwards; print it forwards */
+		initStringInfo(&cyc);
+		initStringInfo(&via);
+		for (i = len - 1; i >= start; i--)
+		{
+			if (path[i] >= g->nstages)
+			{
+				appendStringInfo(&via, "%s%s", via.len ? ", " : "", node_name(g, path[i]));
+				continue;
+			}
+			appendStringInfo(&cyc, "%s%s", cyc.len ? " -> " : "", g->stage_name[path[i]]);
+		}
+		/* close the loop on the first stage printed */
+		for (i = len - 1; i >= start && path[i] >= g->nstages; i--)
+			;
+		appendStringInfo(&cyc, " -> %s", g->stage_name[path[i]]);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dependency cycle: %s", cyc.data),
+				 via.len ? errdetail("The cycle passes through the group barrier at the %s.", via.data)
+				 : errdetail("Workflow \"%s\" cannot run: each of these stages waits for the one before it.",
+							 workflow ? workflow : "?"),
+				 errhint("Remove one of the dependencies on the cycle: an explicit depends_on, a consumed artifact, or a group's depends_on.")));
+	}
+	pfree(indeg);
+}
+
+/* The cap a plan honours: the global cap, the workflow's and the call's. */
+int
+pf_effective_cap(PfGraph *g, int call_max_parallel)
+{
+	int			cap = pf_max_parallel_stages;
+
+	if (g->wf_max_parallel > 0)
+		cap = Min(cap, g->wf_max_parallel);
+	if (call_max_parallel > 0)
+		cap = Min(cap, call_max_parallel);
+	return cap;
+}
+
+/* ----------------------------------------------------------------
+ * Scheduling
+ * ----------------------------------------------------------------
+ */
+
+typedef struct SchedState
+{
+	const int64 *key;			/* ready: larger first */
+	const int64 *finish;		/* running: earlier first */
+} SchedState;
+
+static int
+ready_cmp(Datum a, Datum b, void *arg)
+{
+	SchedState *st = (SchedState *) arg;
+	int			x = DatumGetInt32(a);
+	int			y = DatumGetInt32(b);
+
+	if (st->key[x] != st->key[y])
+		return st->key[x] > st->key[y] ? 1 : -1;
+	return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+static int
+running_cmp(Datum a, Datum b, void *arg)
+{
+	SchedState *st = (SchedState *) arg;
+	int			x = DatumGetInt32(a);
+	int			y = DatumGetInt32(b);
+
+	if (st->finish[x] != st->finish[y])
+		return st->finish[x] < st->finish[y] ? 1 : -1;
+	return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+/*
+ * One greedy list schedule: whenever capacity is free, start the ready stage
+ * with the highest key that no affinity rule holds back.  With fifo, the key
+ * is the order in which stages became ready.  Returns the makespan.
+ */
+static int64
+list_schedule(PfGraph *g, int cap, int64 *key, bool fifo,
+			  int64 *start, int64 *finish)
+{
+	int			n = g->nnodes;
+	int		   *indeg = palloc(sizeof(int) * Max(n, 1));
+	int		   *stack = palloc(sizeof(int) * Max(n, 1));
+	int		   *deferred = palloc(sizeof(int) * Max(n, 1));
+	int		   *rule_running = palloc0(sizeof(int) * Max(g->nrules, 1));
+	SchedState	st;
+	binaryheap *ready;
+	binaryheap *running;
+	int64		t = 0;
+	int64		seq = 0;
+	int64		makespan = 0;
+	int			nrun = 0;
+	int			v;
+	int			sp = 0;
+	int			pass = 0;
+
+	st.key = key;
+	st.finish = finish;
+	ready = binaryheap_allocate(Max(n, 1), ready_cmp, &st);
+	running = binaryheap_allocate(Max(n, 1), running_cmp, &st);
+
+	/* release(v): ready to start at time t (or done at once when it costs nothing) */
+#define RELEASE(x) \
+	do { \
+		int rv_ = (x); \
+		if (!g->runs[rv_]) \
+		{ \
+			start[rv_] = finish[rv_] = t; \
+			stack[sp++] = rv_; \
+		} \
+		else \
+		{ \
+			if (fifo) \
+				key[rv_] = -(seq++); \
+			binaryheap_add(ready, Int32GetDatum(rv_)); \
+		} \
+	} while (0)
+#define DRAIN() \
+	while (sp > 0) \
+	{ \
+		int du_ = stack[--sp]; \
+		int dk_; \
+		for (dk_ = g->succ_off[du_]; dk_ < g->succ_off[du_ + 1]; dk_++) \
+			if (--indeg[g->succ[dk_]] == 0) \
+				RELEASE(g->succ[dk_]); \
+	}
+
+	for (v = 0; v < n; v++)
+		indeg[v] = g->pred_off[v + 1] - g->pred_off[v];
+	for (v = 0; v < n; v++)
+		if (indeg[v] == 0)
+			RELEASE(v);
+	DRAIN();
+
+	for (;;)
+	{
+		int			nd = 0;
+		int			i;
+
+		if ((++pass & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
+
+		while (nrun < cap && !binaryheap_empty(ready))
+		{
+			int			u = DatumGetInt32(binaryheap_remove_first(ready));
+			bool		blocked = false;
+			int			k;
+
+			for (k = g->srule_off[u]; k < g->srule_off[u + 1] && !blocked; k++)
+				blocked = rule_running[g->srule[k]] >= g->rule_cap[g->srule[k]];
+			if (blocked)
+			{
+				deferred[nd++] = u;
+				continue;
+			}
+			for (k = g->srule_off[u]; k < g->srule_off[u + 1]; k++)
+				rule_running[g->srule[k]]++;
+			start[u] = t;
+			finish[u] = t + g->cost[u];
+			binaryheap_add(running, Int32GetDatum(u));
+			nrun++;
+		}
+		for (i = 0; i < nd; i++)
+			binaryheap_add(ready, Int32GetDatum(deferred[i]));
+
+		if (binaryheap_empty(running))
+			break;
+
+		t = finish[DatumGetInt32(binaryheap_first(running))];
+		makespan = Max(makespan, t);
+		while (!binaryheap_empty(running) &&
+			   finish[DatumGetInt32(binaryheap_first(running))] == t)
+		{
+			int			u = DatumGetInt32(binaryheap_remove_first(running));
+			int			k;
+
+			nrun--;
+			for (k = g->srule_off[u]; k < g->srule_off[u + 1]; k++)
+				rule_running[g->srule[k]]--;
+			for (k = g->succ_off[u]; k < g->succ_off[u + 1]; k++)
+				if (--indeg[g->succ[k]] == 0)
+					RELEASE(g->succ[k]);
+			DRAIN();
+		}
+	}
+#undef RELEASE
+#undef DRAIN
+
+	if (!binaryheap_empty(ready))
+		elog(ERROR, "parflow: list scheduling stalled with ready stages left");
+
+	binaryheap_free(ready);
+	binaryheap_free(running);
+	pfree(indeg);
+	pfree(stack);
+	pfree(deferred);
+	pfree(rule_running);
+	return makespan;
+}
+
+/* A small deterministic generator (splitmix64), so plans are repeatable. */
+static uint64
+next_rand(uint64 *state)
+{
+	uint64		z = (*state += UINT64CONST(0x9E3779B97F4A7C15));
+
+	z = (z ^ (z >> 30)) * UINT64CONST(0xBF58476D1CE4E5B9);
+	z = (z ^ (z >> 27)) * UINT64CONST(0x94D049BB133111EB);
+	return z ^ (z >> 31);
+}
+
+static int64
+ceil_div(int64 a, int64 b)
+{
+	return (a + b - 1) / b;
+}
+
+/*
+ * Plan the graph under a cap.  PF_POLICY_BEST tries the plain bottom-level
+ * order, two tie-breaking variants and then perturbed orders (more of them
+ * for small graphs), keeping the shortest schedule; it stops early when a
+ * schedule reaches the lower bound.
+ */
+PfSchedule *
+pf_schedule(PfGraph *g, int cap, PfPolicy policy)
+{
+	PfSchedule *s = palloc0(sizeof(PfSchedule));
+	int			n = g->nnodes;
+	int64	   *key = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *start = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *finish = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *rule_work = palloc0(sizeof(int64) * Max(g->nrules, 1));
+	int		   *lvl = palloc0(sizeof(int) * Max(n, 1));
+	int			i;
+	int			iters;
+	uint64		rng = UINT64CONST(0x5eed);
+
+	if (g->topo == NULL)
+		pf_graph_check(g, NULL);
+
+	s->cap = cap;
+	s->start = palloc(sizeof(int64) * Max(n, 1));
+	s->finish = palloc(sizeof(int64) * Max(n, 1));
+	s->bottom = palloc0(sizeof(int64) * Max(n, 1));
+	s->rank = palloc(sizeof(int64) * Max(n, 1));
+	s->wave = palloc0(sizeof(int) * Max(n, 1));
+
+	/* bottom levels, in reverse topological order */
+	for (i = n - 1; i >= 0; i--)
+	{
+		int			v = g->topo[i];
+		int64		best = 0;
+		int			k;
+
+		for (k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
+			best = Max(best, s->bottom[g->succ[k]]);
+		s->bottom[v] = g->cost[v] + best;
+		s->critical_path = Max(s->critical_path, s->bottom[v]);
+	}
+	/* waves: the number of running stages on the longest chain up to v */
+	for (i = 0; i < n; i++)
+	{
+		int			v = g->topo[i];
+		int			k;
+
+		for (k = g->pred_off[v]; k < g->pred_off[v + 1]; k++)
+		{
+			int			p = g->pred[k];
+
+			lvl[v] = Max(lvl[v], lvl[p] + (g->runs[p] ? 1 : 0));
+		}
+		if (g->runs[v])
+			s->wave[v] = lvl[v] + 1;
+	}
+	/* work and the lower bound */
+	for (i = 0; i < g->nstages; i++)
+	{
+		int			k;
+
+		s->total_work += g->cost[i];
+		for (k = g->srule_off[i]; k < g->srule_off[i + 1]; k++)
+			rule_work[g->srule[k]] += g->cost[i];
+	}
+	s->lower_bound = Max(s->critical_path, ceil_div(s->total_work, cap));
+	for (i = 0; i < g->nrules; i++)
+		if (g->rule_cap[i] > 0)
+			s->lower_bound = Max(s->lower_bound, ceil_div(rule_work[i], Min(g->rule_cap[i], cap)));
+
+	if (policy == PF_POLICY_FIFO)
+		iters = 1;
+	else if (policy == PF_POLICY_CP)
+		iters = 1;
+	else
+		iters = Max(3, Min(64, 400000 / (n + 1)));
+
+	s->makespan = PG_INT64_MAX;
+	for (i = 0; i < iters; i++)
+	{
+		int			v;
+		int64		mk;
+
+		for (v = 0; v < n; v++)
+		{
+			int64		b = s->bottom[v];
+
+			if (i == 0 || policy != PF_POLICY_BEST)
+				key[v] = b;
+			else if (i == 1)
+				key[v] = b + g->cost[v];	/* longer stages first among equals */
+			else if (i == 2)
+			{
+				int64		out = 0;
+				int			k;
+
+				for (k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
+					out += g->cost[g->succ[k]];
+				key[v] = b + out / 2;	/* stages that unlock more work */
+			}
+			else
+				key[v] = b + (int64) (next_rand(&rng) % (uint64) (b / 6 + 1));
+		}
+		mk = list_schedule(g, cap, key, policy == PF_POLICY_FIFO, start, finish);
+		if (mk < s->makespan)
+		{
+			s->makespan = mk;
+			memcpy(s->start, start, sizeof(int64) * n);
+			memcpy(s->finish, finish, sizeof(int64) * n);
+			memcpy(s->rank, key, sizeof(int64) * n);
+		}
+		if (s->makespan <= s->lower_bound)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (n == 0)
+		s->makespan = 0;
+
+	pfree(key);
+	pfree(start);
+	pfree(finish);
+	pfree(rule_work);
+	pfree(lvl);
+	return s;
+}
+
+/* ----------------------------------------------------------------
+ * SQL-callable functions
+ * ----------------------------------------------------------------
+ */
+
+/* The id of the latest version of a workflow; 42704 when there is none. */
+int64
+pf_current_version(const char *workflow)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	int64		vid = 0;
+	bool		found;
+
+	values[0] = CStringGetTextDatum(workflow);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "parflow: SPI_connect failed");
+	if (SPI_execute_with_args("SELECT v.id FROM parflow.workflow w "
+							  "JOIN parflow.workflow_version v ON v.workflow_id = w.id "
+							  "WHERE w.name = $1 ORDER BY v.version DESC LIMIT 1",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "parflow: could not look up workflow");
+	found = (SPI_processed == 1);
+	if (found)
+	{
+		bool		isnull;
+
+		vid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" does not exist", workflow),
+				 errhint("Define it with parflow_define(), or list the defined ones with SELECT name FROM parflow.workflow.")));
+	return vid;
+}
+
+/* Common argument handling of parflow_plan and parflow_estimate. */
+static PfGraph *
+plan_args(FunctionCallInfo fcinfo, char **workflow, int *call_cap)
+{
+	ArrayType  *flags = NULL;
+	int64		vid;
+	PfGraph    *g;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow name must not be null")));
+	*workflow = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!PG_ARGISNULL(1))
+		flags = PG_GETARG_ARRAYTYPE_P(1);
+	*call_cap = 0;
+	if (PG_NARGS() > 2 && !PG_ARGISNULL(2))
+	{
+		*call_cap = PG_GETARG_INT32(2);
+		if (*call_cap < 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_parallel must be at least 1"),
+					 errdetail("Found %d.", *call_cap),
+					 errhint("Pass NULL to use the workflow's own cap.")));
+	}
+	vid = pf_current_version(*workflow);
+	g = pf_graph_load(vid, flags != NULL ? flags : construct_empty_array(TEXTOID));
+	pf_graph_check(g, *workflow);
+	return g;
+}
+
+static int
+cmp_by_start(const void *a, const void *b, void *arg)
+{
+	PfSchedule *s = (PfSchedule *) arg;
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+
+	if (s->start[x] != s->start[y])
+		return s->start[x] < s->start[y] ? -1 : 1;
+	return x - y;
+}
+
+Datum
+parflow_plan(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *workflow;
+	int			call_cap;
+	PfGraph    *g;
+	PfSchedule *s;
+	int		   *order;
+	int			n = 0;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	g = plan_args(fcinfo, &workflow, &call_cap);
+	s = pf_schedule(g, pf_effective_cap(g, call_cap), PF_POLICY_BEST);
+
+	order = palloc(sizeof(int) * Max(g->nstages, 1));
+	for (i = 0; i < g->nstages; i++)
+		if (g->runs[i])
+			order[n++] = i;
+	qsort_arg(order, n, sizeof(int), cmp_by_start, s);
+
+	for (i = 0; i < n; i++)
+	{
+		int			v = order[i];
+		int64		slack = s->makespan - (s->start[v] + s->bottom[v]);
+		Datum		values[8];
+		bool		nulls[8] = {0};
+
+		values[0] = CStringGetTextDatum(g->stage_name[v]);
+		values[1] = CStringGetTextDatum(g->agent[v]);
+		values[2] = CStringGetTextDatum(g->group_name[g->group_of[v]]);
+		values[3] = Int32GetDatum(s->wave[v]);
+		values[4] = IntervalPGetDatum(pf_usec_interval(s->start[v]));
+		values[5] = IntervalPGetDatum(pf_usec_interval(s->finish[v]));
+		values[6] = IntervalPGetDatum(pf_usec_interval(Max(slack, 0)));
+		values[7] = BoolGetDatum(slack <= 0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+Datum
+parflow_estimate(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *workflow;
+	int			call_cap;
+	PfGraph    *g;
+	PfSchedule *s;
+	Datum		values[5];
+	bool		nulls[5] = {0};
+	double		pct = 0;
+
+	InitMaterializedSRF(fcinfo, 0);
+	g = plan_args(fcinfo, &workflow, &call_cap);
+	s = pf_schedule(g, pf_effective_cap(g, call_cap), PF_POLICY_BEST);
+
+	if (s->total_work > 0)
+		pct = 100.0 * (double) (s->total_work - s->makespan) / (double) s->total_work;
+	values[0] = IntervalPGetDatum(pf_usec_interval(s->total_work));
+	values[1] = IntervalPGetDatum(pf_usec_interval(s->makespan));
+	values[2] = DirectFunctionCall2(numeric_round,
+									DirectFunctionCall1(float8_numeric, Float8GetDatum(pct)),
+									Int32GetDatum(1));
+	values[3] = IntervalPGetDatum(pf_usec_interval(s->critical_path));
+	values[4] = IntervalPGetDatum(pf_usec_interval(s->lower_bound));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}
+
+/* parflow._plan_stats: sizes, makespan and timings under a given policy. */
+Datum
+parflow_plan_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *workflow;
+	int			call_cap;
+	char	   *policy_name;
+	PfPolicy	policy;
+	PfGraph    *g;
+	PfSchedule *s;
+	instr_time	t0,
+				t1,
+				t2;
+	Datum		values[5];
+	bool		nulls[5] = {0};
+
+	InitMaterializedSRF(fcinfo, 0);
+	policy_name = PG_ARGISNULL(3) ? "best" : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	if (strcmp(policy_name, "best") == 0)
+		policy = PF_POLICY_BEST;
+	else if (strcmp(policy_name, "cp") == 0)
+		policy = PF_POLICY_CP;
+	else if (strcmp(policy_name, "fifo") == 0)
+		policy = PF_POLICY_FIFO;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown planning policy \"%s\"", policy_name),
+				 errhint("Use \"best\", \"cp\" or \"fifo\".")));
+
+	INSTR_TIME_SET_CURRENT(t0);
+	g = plan_args(fcinfo, &workflow, &call_cap);
+	INSTR_TIME_SET_CURRENT(t1);
+	s = pf_schedule(g, pf_effective_cap(g, call_cap), policy);
+	INSTR_TIME_SET_CURRENT(t2);
+	INSTR_TIME_SUBTRACT(t2, t1);
+	INSTR_TIME_SUBTRACT(t1, t0);
+
+	values[0] = Int32GetDatum(g->nstages);
+	values[1] = Int64GetDatum(g->nedges);
+	values[2] = IntervalPGetDatum(pf_usec_interval(s->makespan));
+	values[3] = Float8GetDatum(INSTR_TIME_GET_MILLISEC(t1));
+	values[4] = Float8GetDatum(INSTR_TIME_GET_MILLISEC(t2));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}
+
+/* parflow._check_version: reject a version whose graph has a cycle. */
+Datum
+parflow_check_version(PG_FUNCTION_ARGS)
+{
+	PfGraph    *g = pf_graph_load(PG_GETARG_INT64(0), NULL);
+
+	pf_graph_check(g, NULL);
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,66 @@
+/*
+ * planner.h - the dependency graph of a workflow version and its schedules.
+ *
+ * A graph has one node per stage (0 .. nstages-1, in spec order) and one
+ * barrier node per group (nstages + group ord) that is done when every stage
+ * of its group is done.  Barrier nodes and skipped stages cost nothing and
+ * take no capacity: they only pass dependencies on.
+ */
+#ifndef PARFLOW_PLANNER_H
+#define PARFLOW_PLANNER_H
+
+#include "utils/array.h"
+
+/* How the list scheduler orders ready stages. */
+typedef enum PfPolicy
+{
+	PF_POLICY_BEST,				/* best of several bottom-level orders */
+	PF_POLICY_CP,				/* plain bottom level (critical path) */
+	PF_POLICY_FIFO				/* first ready, first served */
+} PfPolicy;
+
+typedef struct PfGraph
+{
+	int			nstages;
+	int			ngroups;
+	int			nnodes;			/* nstages + ngroups */
+	int64		nedges;
+	int64	   *cost;			/* microseconds; 0 for barriers and skipped */
+	bool	   *runs;			/* a stage that runs (not a barrier, not skipped) */
+	int		   *group_of;		/* per stage */
+	char	  **stage_name;		/* per stage */
+	char	  **agent;			/* per stage */
+	char	  **group_name;		/* per group */
+	int		   *succ_off;		/* CSR successors: succ[succ_off[v] .. succ_off[v+1]) */
+	int		   *succ;
+	int		   *pred_off;		/* CSR predecessors */
+	int		   *pred;
+	int			nrules;			/* affinity rules */
+	int		   *rule_cap;
+	int		   *srule_off;		/* rules that bound each stage, CSR */
+	int		   *srule;
+	int			wf_max_parallel;	/* 0 when the workflow sets none */
+	int		   *topo;			/* a topological order of all nodes */
+} PfGraph;
+
+typedef struct PfSchedule
+{
+	int			cap;			/* the effective cap used */
+	int64		makespan;
+	int64		critical_path;
+	int64		total_work;
+	int64		lower_bound;
+	int64	   *start;			/* per node */
+	int64	   *finish;
+	int64	   *bottom;			/* bottom level: longest path from the node's start to the end */
+	int64	   *rank;			/* the dispatch priority that produced the schedule */
+	int		   *wave;			/* 1-based topological wave of each stage that runs */
+} PfSchedule;
+
+extern PfGraph *pf_graph_load(int64 version_id, ArrayType *flags);
+extern void pf_graph_check(PfGraph *g, const char *workflow);
+extern int	pf_effective_cap(PfGraph *g, int call_max_parallel);
+extern PfSchedule *pf_schedule(PfGraph *g, int cap, PfPolicy policy);
+extern int64 pf_current_version(const char *workflow);
+
+#endif							/* PARFLOW_PLANNER_H */
