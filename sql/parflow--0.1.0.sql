@@ -81,6 +81,8 @@ CREATE TABLE parflow.stage (
     agent            text NOT NULL,
     estimate         interval NOT NULL CHECK (estimate > interval '0'),
     when_flag        text,
+    depends_on       text[] NOT NULL DEFAULT '{}',
+    verifies         text,
     verifies_ord     integer,
     produces         text[] NOT NULL DEFAULT '{}',
     consumes         text[] NOT NULL DEFAULT '{}',
@@ -91,6 +93,7 @@ CREATE TABLE parflow.stage (
     description      text,
     UNIQUE (version_id, ord),
     UNIQUE (version_id, name),
+    UNIQUE (version_id, group_ord, pos),
     FOREIGN KEY (version_id, group_ord) REFERENCES parflow.stage_group,
     FOREIGN KEY (version_id, verifies_ord) REFERENCES parflow.stage (version_id, ord)
 );
@@ -390,76 +393,10 @@ BEGIN
        FROM unnest(stages, slabels) u(s, l) WHERE s ? 'retry_backoff';
     PERFORM parflow._interval(s->>'timeout', format('timeout of %s', l))
        FROM unnest(stages, slabels) u(s, l) WHERE s ? 'timeout';
-    -- References between stages.
-    SELECT u.i, d.d INTO r FROM unnest(stages) WITH ORDINALITY u(s, i),
-           jsonb_array_elements_text(coalesce(s->'depends_on', '[]')) d(d)
-     WHERE d.d = s->>'name' OR NOT d.d = ANY (snames) ORDER BY u.i LIMIT 1;
-    IF FOUND THEN
-        IF r.d = snames[r.i] THEN
-            PERFORM parflow._spec_error(format('%s depends on itself', slabels[r.i]), NULL,
-                'Remove the stage''s own name from its depends_on.');
-        END IF;
-        near := parflow._nearest(r.d, snames);
-        PERFORM parflow._spec_error(format('%s depends on unknown stage "%s"', slabels[r.i], r.d), NULL,
-            CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
-    END IF;
-    SELECT i, s->>'verifies' AS v INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
-     WHERE s ? 'verifies' AND (s->>'verifies' = s->>'name' OR NOT s->>'verifies' = ANY (snames))
-     ORDER BY i LIMIT 1;
-    IF FOUND THEN
-        IF r.v = snames[r.i] THEN
-            PERFORM parflow._spec_error(format('%s verifies itself', slabels[r.i]), NULL,
-                'A verification stage checks the work of another stage.');
-        END IF;
-        near := parflow._nearest(r.v, snames);
-        PERFORM parflow._spec_error(format('%s verifies unknown stage "%s"', slabels[r.i], r.v), NULL,
-            CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
-    END IF;
-    SELECT i, a INTO r FROM unnest(stages) WITH ORDINALITY u(s, i),
-           jsonb_array_elements_text(coalesce(s->'consumes', '[]')) a
-     WHERE NOT EXISTS (SELECT FROM unnest(stages) p
-                        WHERE coalesce(p->'produces', '[]') ? a AND p->>'name' <> s->>'name')
-     ORDER BY i LIMIT 1;
-    IF FOUND THEN
-        PERFORM parflow._spec_error(format('%s consumes artifact "%s", which no other stage produces', slabels[r.i], r.a),
-            NULL, format('Add "%s" to the produces list of the stage that makes it, or remove it from consumes.', r.a));
-    END IF;
-
-    -- Affinity rules.
-    IF spec ? 'affinity' THEN
-        SELECT array_agg(a ORDER BY i), array_agg(format('affinity rule #%s', i) ORDER BY i)
-          INTO rules, rlabels FROM jsonb_array_elements(spec->'affinity') WITH ORDINALITY e(a, i);
-        PERFORM parflow._check_shape(rlabels, rules,
-            '{"agents": "strings", "max_concurrent": "integer", "resource_profile": "string"}',
-            ARRAY['agents', 'max_concurrent']);
-        SELECT i INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
-         WHERE jsonb_array_length(a->'agents') = 0 ORDER BY i LIMIT 1;
-        IF FOUND THEN
-            PERFORM parflow._spec_error(format('%s names no agents', rlabels[r.i]), NULL,
-                'List the agents the rule bounds in "agents".');
-        END IF;
-        SELECT i, x AS agent INTO r FROM unnest(rules) WITH ORDINALITY u(a, i), jsonb_array_elements_text(a->'agents') x
-         WHERE NOT EXISTS (SELECT FROM unnest(stages) s WHERE s->>'agent' = x) ORDER BY i LIMIT 1;
-        IF FOUND THEN
-            near := parflow._nearest(r.agent, ARRAY(SELECT DISTINCT s->>'agent' FROM unnest(stages) s));
-            PERFORM parflow._spec_error(format('%s names agent "%s", which no stage uses', rlabels[r.i], r.agent), NULL,
-                coalesce(format('Did you mean "%s"?', near), 'Name the agent of at least one stage.'));
-        END IF;
-        SELECT i, (a->>'max_concurrent')::integer AS v INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
-         WHERE (a->>'max_concurrent')::numeric < 1 ORDER BY i LIMIT 1;
-        IF FOUND THEN
-            PERFORM parflow._spec_error(format('max_concurrent of %s must be at least 1', rlabels[r.i]), format('Found %s.', r.v));
-        END IF;
-        SELECT i, a->>'resource_profile' AS v INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
-         WHERE a ? 'resource_profile' AND a->>'resource_profile' NOT IN ('cpu', 'memory', 'io') ORDER BY i LIMIT 1;
-        IF FOUND THEN
-            PERFORM parflow._spec_error(format('resource_profile of %s must be "cpu", "memory" or "io"', rlabels[r.i]),
-                format('Found "%s".', r.v));
-        END IF;
-    END IF;
-
-    -- Everything checks: write the new version.  Lock the workflow row so
-    -- that concurrent definitions get consecutive version numbers.
+    -- Every object has the right shape: write the new version, then check
+    -- the references between its parts with joins against what was written
+    -- (an error rolls all of it back).  Lock the workflow row so that
+    -- concurrent definitions get consecutive version numbers.
     INSERT INTO parflow.workflow AS w (name) VALUES (wf_name)
         ON CONFLICT ON CONSTRAINT workflow_name_key DO NOTHING;
     SELECT w.id INTO wf_id FROM parflow.workflow w WHERE w.name = wf_name FOR UPDATE;
@@ -482,10 +419,12 @@ BEGIN
      WHERE g ? 'depends_on';
 
     INSERT INTO parflow.stage (version_id, ord, group_ord, pos, name, agent, estimate, when_flag,
+                               depends_on, verifies,
                                produces, consumes, max_attempts, retry_backoff, timeout,
                                max_route_backs, description)
     SELECT ver_id, (row_number() OVER (ORDER BY gi, si)) - 1, gi - 1, si - 1,
            s->>'name', s->>'agent', (s->>'estimate')::interval, s->>'when',
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'depends_on', '[]'))), s->>'verifies',
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'produces', '[]'))),
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'consumes', '[]'))),
            coalesce((s->>'max_attempts')::integer, 3),
@@ -495,36 +434,122 @@ BEGIN
            s->>'description'
       FROM unnest(groups) WITH ORDINALITY u(g, gi), jsonb_array_elements(g->'stages') WITH ORDINALITY e(s, si);
 
+    -- Explicit stage dependencies must name other, existing stages.
+    SELECT st.ord, st.name, d AS dep, dep.ord AS dep_ord INTO r
+      FROM parflow.stage st
+     CROSS JOIN unnest(st.depends_on) d
+      LEFT JOIN parflow.stage dep ON dep.version_id = ver_id AND dep.name = d
+     WHERE st.version_id = ver_id AND (dep.ord IS NULL OR dep.ord = st.ord)
+     ORDER BY st.ord LIMIT 1;
+    IF FOUND THEN
+        IF r.dep_ord IS NOT NULL THEN
+            PERFORM parflow._spec_error(format('stage "%s" depends on itself', r.name), NULL,
+                'Remove the stage''s own name from its depends_on.');
+        END IF;
+        near := parflow._nearest(r.dep, snames);
+        PERFORM parflow._spec_error(format('stage "%s" depends on unknown stage "%s"', r.name, r.dep), NULL,
+            CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
+    END IF;
+
+    -- verifies: another, existing stage.
     UPDATE parflow.stage st SET verifies_ord = v.ord
       FROM parflow.stage v
-     WHERE st.version_id = ver_id AND v.version_id = ver_id
-       AND v.name = stages[st.ord + 1]->>'verifies';
+     WHERE st.version_id = ver_id AND st.verifies IS NOT NULL
+       AND v.version_id = ver_id AND v.name = st.verifies;
+    SELECT st.name, st.verifies AS v INTO r
+      FROM parflow.stage st
+     WHERE st.version_id = ver_id AND st.verifies IS NOT NULL
+       AND (st.verifies_ord IS NULL OR st.verifies_ord = st.ord)
+     ORDER BY st.ord LIMIT 1;
+    IF FOUND THEN
+        IF r.v = r.name THEN
+            PERFORM parflow._spec_error(format('stage "%s" verifies itself', r.name), NULL,
+                'A verification stage checks the work of another stage.');
+        END IF;
+        near := parflow._nearest(r.v, snames);
+        PERFORM parflow._spec_error(format('stage "%s" verifies unknown stage "%s"', r.name, r.v), NULL,
+            CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
+    END IF;
+
+    -- Every consumed artifact has a producer other than the consumer.
+    SELECT c.name, c.a INTO r
+      FROM (SELECT st.ord, st.name, unnest(st.consumes) a FROM parflow.stage st WHERE st.version_id = ver_id) c
+     WHERE NOT EXISTS (SELECT FROM (SELECT st.ord, unnest(st.produces) a FROM parflow.stage st
+                                     WHERE st.version_id = ver_id) p
+                        WHERE p.a = c.a AND p.ord <> c.ord)
+     ORDER BY c.ord LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('stage "%s" consumes artifact "%s", which no other stage produces', r.name, r.a),
+            NULL, format('Add "%s" to the produces list of the stage that makes it, or remove it from consumes.', r.a));
+    END IF;
+
+    -- Affinity rules: every agent they name is the agent of a stage.
+    IF spec ? 'affinity' THEN
+        SELECT array_agg(a ORDER BY i), array_agg(format('affinity rule #%s', i) ORDER BY i)
+          INTO rules, rlabels FROM jsonb_array_elements(spec->'affinity') WITH ORDINALITY e(a, i);
+        PERFORM parflow._check_shape(rlabels, rules,
+            '{"agents": "strings", "max_concurrent": "integer", "resource_profile": "string"}',
+            ARRAY['agents', 'max_concurrent']);
+        SELECT i INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
+         WHERE jsonb_array_length(a->'agents') = 0 ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('%s names no agents', rlabels[r.i]), NULL,
+                'List the agents the rule bounds in "agents".');
+        END IF;
+        SELECT i, x AS agent INTO r FROM unnest(rules) WITH ORDINALITY u(a, i), jsonb_array_elements_text(a->'agents') x
+         WHERE NOT EXISTS (SELECT FROM parflow.stage s WHERE s.version_id = ver_id AND s.agent = x)
+         ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            near := parflow._nearest(r.agent, ARRAY(SELECT DISTINCT s.agent FROM parflow.stage s WHERE s.version_id = ver_id));
+            PERFORM parflow._spec_error(format('%s names agent "%s", which no stage uses', rlabels[r.i], r.agent), NULL,
+                coalesce(format('Did you mean "%s"?', near), 'Name the agent of at least one stage.'));
+        END IF;
+        SELECT i, (a->>'max_concurrent')::integer AS v INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
+         WHERE (a->>'max_concurrent')::numeric < 1 ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('max_concurrent of %s must be at least 1', rlabels[r.i]), format('Found %s.', r.v));
+        END IF;
+        SELECT i, a->>'resource_profile' AS v INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
+         WHERE a ? 'resource_profile' AND a->>'resource_profile' NOT IN ('cpu', 'memory', 'io') ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('resource_profile of %s must be "cpu", "memory" or "io"', rlabels[r.i]),
+                format('Found "%s".', r.v));
+        END IF;
+    END IF;
 
     -- Stage edges: explicit, artifacts, sequential order, verifications.
     INSERT INTO parflow.stage_dep (version_id, stage_ord, dep_ord, kind)
     SELECT DISTINCT ON (stage_ord, dep_ord) ver_id, stage_ord, dep_ord, kind FROM (
-        SELECT st.ord AS stage_ord, array_position(snames, d) - 1 AS dep_ord, 'e'::"char" AS kind, 1 AS pref
-          FROM parflow.stage st, jsonb_array_elements_text(stages[st.ord + 1]->'depends_on') d
+        SELECT st.ord AS stage_ord, dep.ord AS dep_ord, 'e'::"char" AS kind, 1 AS pref
+          FROM parflow.stage st
+         CROSS JOIN unnest(st.depends_on) d
+          JOIN parflow.stage dep ON dep.version_id = ver_id AND dep.name = d
          WHERE st.version_id = ver_id
         UNION ALL
         SELECT c.ord, p.ord, 'a', 2
-          FROM parflow.stage c JOIN parflow.stage p
-            ON p.version_id = c.version_id AND p.produces && c.consumes AND p.ord <> c.ord
-         WHERE c.version_id = ver_id
+          FROM (SELECT st.ord, unnest(st.consumes) a FROM parflow.stage st WHERE st.version_id = ver_id) c
+          JOIN (SELECT st.ord, unnest(st.produces) a FROM parflow.stage st
+                 WHERE st.version_id = ver_id AND st.produces <> '{}') p
+            ON p.a = c.a AND p.ord <> c.ord
         UNION ALL
-        SELECT st.ord, prev.ord, 's', 3
+        -- (stages of a group are numbered consecutively)
+        SELECT st.ord, st.ord - 1, 's', 3
           FROM parflow.stage st JOIN parflow.stage_group g ON g.version_id = st.version_id AND g.ord = st.group_ord
-          JOIN parflow.stage prev ON prev.version_id = st.version_id AND prev.group_ord = st.group_ord
-                                 AND prev.pos = st.pos - 1
-         WHERE st.version_id = ver_id AND NOT g.parallel
+         WHERE st.version_id = ver_id AND NOT g.parallel AND st.pos > 0
         UNION ALL
-        -- A verification runs after the stage it verifies and after the
-        -- work (non-verification) stages of its own group.
-        SELECT st.ord, w.ord, 'v', 4
-          FROM parflow.stage st JOIN parflow.stage w
-            ON w.version_id = st.version_id
-           AND (w.ord = st.verifies_ord OR (w.group_ord = st.group_ord AND w.verifies_ord IS NULL))
-         WHERE st.version_id = ver_id AND st.verifies_ord IS NOT NULL AND w.ord <> st.ord
+        -- A verification runs after the stage it verifies...
+        SELECT st.ord, st.verifies_ord, 'v', 4
+          FROM parflow.stage st
+         WHERE st.version_id = ver_id AND st.verifies_ord IS NOT NULL
+        UNION ALL
+        -- ... and after the work (non-verification) stages of its group.
+        -- (LATERAL: driven by the few verification stages)
+        SELECT st.ord, w.ord, 'v', 5
+          FROM parflow.stage st
+         CROSS JOIN LATERAL (SELECT w.ord FROM parflow.stage w
+                              WHERE w.version_id = ver_id AND w.group_ord = st.group_ord
+                                AND w.verifies IS NULL OFFSET 0) w
+         WHERE st.version_id = ver_id AND st.verifies IS NOT NULL
     ) e
     ORDER BY stage_ord, dep_ord, pref;
 

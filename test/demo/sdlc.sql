@@ -1,0 +1,3 @@
+-- Placeholder: the lead replaces this with the SDLC walk-through.
+CREATE EXTENSION IF NOT EXISTS parflow;
+SELECT 'demo placeholder';
