@@ -105,10 +105,10 @@ CREATE TABLE parflow.stage_dep (
     dep_ord     integer NOT NULL,
     kind        "char" NOT NULL CHECK (kind IN ('e', 'a', 's', 'v')),
     PRIMARY KEY (version_id, stage_ord, dep_ord),
-    FOREIGN KEY (version_id, stage_ord) REFERENCES parflow.stage (version_id, ord),
-    FOREIGN KEY (version_id, dep_ord) REFERENCES parflow.stage (version_id, ord),
     CHECK (stage_ord <> dep_ord)
 );
+-- No foreign keys to parflow.stage: parflow_define, the only writer, joins
+-- every edge to its stages, and per-row checks would triple its cost.
 COMMENT ON TABLE parflow.stage_dep IS 'Stage-level edges beside group barriers: e = explicit depends_on, a = inferred from artifacts, s = order in a sequential group, v = verification after its work';
 
 CREATE TABLE parflow.affinity (
@@ -273,8 +273,11 @@ COMMENT ON FUNCTION parflow._interval(text, text, boolean) IS 'Internal: parse a
 -- parflow_define
 ------------------------------------------------------------------------------
 
+-- enable_nestloop is off because the rows just written have no statistics
+-- yet: the planner would pick nested loops that are quadratic in stages.
 CREATE FUNCTION @extschema@.parflow_define(name text, spec jsonb) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow
+    SET enable_nestloop = off SET jit = off AS $$
 DECLARE
     wf_name   ALIAS FOR $1;
     groups    jsonb[];
@@ -435,11 +438,11 @@ BEGIN
       FROM unnest(groups) WITH ORDINALITY u(g, gi), jsonb_array_elements(g->'stages') WITH ORDINALITY e(s, si);
 
     -- Explicit stage dependencies must name other, existing stages.
-    SELECT st.ord, st.name, d AS dep, dep.ord AS dep_ord INTO r
-      FROM parflow.stage st
-     CROSS JOIN unnest(st.depends_on) d
-      LEFT JOIN parflow.stage dep ON dep.version_id = ver_id AND dep.name = d
-     WHERE st.version_id = ver_id AND (dep.ord IS NULL OR dep.ord = st.ord)
+    SELECT st.ord, st.name, st.d AS dep, dep.ord AS dep_ord INTO r
+      FROM (SELECT s.ord, s.name, unnest(s.depends_on) d FROM parflow.stage s
+             WHERE s.version_id = ver_id) st
+      LEFT JOIN parflow.stage dep ON dep.version_id = ver_id AND dep.name = st.d
+     WHERE dep.ord IS NULL OR dep.ord = st.ord
      ORDER BY st.ord LIMIT 1;
     IF FOUND THEN
         IF r.dep_ord IS NOT NULL THEN
@@ -521,10 +524,9 @@ BEGIN
     INSERT INTO parflow.stage_dep (version_id, stage_ord, dep_ord, kind)
     SELECT DISTINCT ON (stage_ord, dep_ord) ver_id, stage_ord, dep_ord, kind FROM (
         SELECT st.ord AS stage_ord, dep.ord AS dep_ord, 'e'::"char" AS kind, 1 AS pref
-          FROM parflow.stage st
-         CROSS JOIN unnest(st.depends_on) d
-          JOIN parflow.stage dep ON dep.version_id = ver_id AND dep.name = d
-         WHERE st.version_id = ver_id
+          FROM (SELECT s.ord, unnest(s.depends_on) d FROM parflow.stage s
+                 WHERE s.version_id = ver_id) st
+          JOIN parflow.stage dep ON dep.version_id = ver_id AND dep.name = st.d
         UNION ALL
         SELECT c.ord, p.ord, 'a', 2
           FROM (SELECT st.ord, unnest(st.consumes) a FROM parflow.stage st WHERE st.version_id = ver_id) c
