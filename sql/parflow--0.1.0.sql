@@ -143,8 +143,14 @@ COMMENT ON FUNCTION parflow._check_version(bigint) IS 'Internal: load a version'
 CREATE FUNCTION parflow._spec_error(msg text, detail text DEFAULT NULL, hint text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = msg,
-        DETAIL = coalesce(detail, ''), HINT = coalesce(hint, '');
+    IF detail IS NULL AND hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = msg;
+    ELSIF hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = msg, DETAIL = detail;
+    ELSIF detail IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = msg, HINT = hint;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = msg, DETAIL = detail, HINT = hint;
 END
 $$;
 COMMENT ON FUNCTION parflow._spec_error(text, text, text) IS 'Internal: raise an invalid_parameter_value error about a workflow spec';
@@ -233,9 +239,9 @@ BEGIN
      ORDER BY i LIMIT 1;
     IF FOUND THEN
         PERFORM parflow._spec_error(
-            CASE WHEN r.n IS NULL OR btrim(r.n) = '' THEN format('%s name of %s must not be empty', kind, labels[r.i])
+            CASE WHEN r.n IS NULL OR btrim(r.n) = '' THEN format('%s has an empty name', labels[r.i])
                  WHEN octet_length(r.n) > maxlen THEN format('%s name "%s" is too long', kind, left(r.n, 20) || '...')
-                 ELSE format('%s name of %s contains a control character', kind, labels[r.i]) END,
+                 ELSE format('%s has a name with a control character', labels[r.i]) END,
             CASE WHEN octet_length(r.n) > maxlen THEN format('The limit is %s bytes.', maxlen) END);
     END IF;
     SELECT n INTO r FROM unnest(names) n GROUP BY n HAVING count(*) > 1 ORDER BY min(n) LIMIT 1;
@@ -257,8 +263,8 @@ BEGIN
     BEGIN
         i := v::interval;
     EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
-        PERFORM parflow._spec_error(format('%s "%s" is not a valid interval', what, v),
-            NULL, 'Write a duration such as "45 min" or "1 hour 30 min".');
+        PERFORM parflow._spec_error(format('%s is not a valid interval', what),
+            format('Found "%s".', v), 'Write a duration such as "45 min" or "1 hour 30 min".');
     END;
     IF i < interval '0' OR (i = interval '0' AND NOT allow_zero) THEN
         PERFORM parflow._spec_error(format('%s must be positive', what),
@@ -318,7 +324,7 @@ BEGIN
 
     -- Groups.
     SELECT array_agg(g ORDER BY i),
-           array_agg(CASE WHEN jsonb_typeof(g->'name') = 'string'
+           array_agg(CASE WHEN jsonb_typeof(g->'name') = 'string' AND btrim(g->>'name') <> ''
                           THEN format('group "%s"', g->>'name') ELSE format('group #%s', i) END ORDER BY i),
            array_agg(g->>'name' ORDER BY i)
       INTO groups, glabels, gnames
@@ -355,7 +361,7 @@ BEGIN
 
     -- Stages, flattened in spec order.
     SELECT array_agg(s ORDER BY gi, si),
-           array_agg(CASE WHEN jsonb_typeof(s->'name') = 'string'
+           array_agg(CASE WHEN jsonb_typeof(s->'name') = 'string' AND btrim(s->>'name') <> ''
                           THEN format('stage "%s"', s->>'name')
                           ELSE format('stage #%s of group "%s"', si, g->>'name') END ORDER BY gi, si),
            array_agg(s->>'name' ORDER BY gi, si)

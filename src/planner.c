@@ -286,15 +286,6 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	return g;
 }
 
-/* A node's name for messages: the stage, or the group whose barrier it is. */
-static const char *
-node_name(PfGraph *g, int v)
-{
-	if (v < g->nstages)
-		return g->stage_name[v];
-	return psprintf("end of group \"%s\"", g->group_name[v - g->nstages]);
-}
-
 /*
  * Order the graph topologically (into g->topo) or raise an error that names
  * a cycle, in the order its dependencies run: a -> b -> a.
@@ -356,30 +347,43 @@ pf_graph_check(PfGraph *g, const char *workflow)
 		}
 		start = seen[v];
 
-		/* path[start..len) walks the cycle backwards; print it forwards */
-		initStringInfo(&cyc);
-		initStringInfo(&via);
-		for (i = len - 1; i >= start; i--)
+		/*
+		 * path[start..len) walks the cycle backwards.  Print it forwards,
+		 * starting from the stage that comes first in the spec.
+		 */
 		{
-			if (path[i] >= g->nstages)
-			{
-				appendStringInfo(&via, "%s%s", via.len ? ", " : "", node_name(g, path[i]));
-				continue;
-			}
-			appendStringInfo(&cyc, "%s%s", cyc.len ? " -> " : "", g->stage_name[path[i]]);
-		}
-		/* close the loop on the first stage printed */
-		for (i = len - 1; i >= start && path[i] >= g->nstages; i--)
-			;
-		appendStringInfo(&cyc, " -> %s", g->stage_name[path[i]]);
+			int			clen = len - start;
+			int			first = -1;
+			int			nvia = 0;
+			int			j;
 
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("dependency cycle: %s", cyc.data),
-				 via.len ? errdetail("The cycle passes through the group barrier at the %s.", via.data)
-				 : errdetail("Workflow \"%s\" cannot run: each of these stages waits for the one before it.",
-							 workflow ? workflow : "?"),
-				 errhint("Remove one of the dependencies on the cycle: an explicit depends_on, a consumed artifact, or a group's depends_on.")));
+			for (j = start; j < len; j++)
+				if (path[j] < g->nstages && (first < 0 || path[j] < path[first]))
+					first = j;
+			initStringInfo(&cyc);
+			initStringInfo(&via);
+			for (j = 0; j < clen; j++)
+			{
+				/* backwards from first, wrapping around the cycle */
+				i = start + ((first - start) - j + clen) % clen;
+				if (path[i] >= g->nstages)
+				{
+					appendStringInfo(&via, "%s\"%s\"", nvia++ ? ", " : "",
+									 g->group_name[path[i] - g->nstages]);
+					continue;
+				}
+				appendStringInfo(&cyc, "%s%s", cyc.len ? " -> " : "", g->stage_name[path[i]]);
+			}
+			appendStringInfo(&cyc, " -> %s", g->stage_name[path[first]]);
+
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("dependency cycle: %s", cyc.data),
+					 nvia == 0 ? errdetail("Each of these stages waits for the one before it.") :
+					 nvia == 1 ? errdetail("The cycle passes through the barrier of group %s.", via.data) :
+					 errdetail("The cycle passes through the barriers of groups %s.", via.data),
+					 errhint("Remove one of the dependencies on the cycle: an explicit depends_on, a consumed artifact, or a group's depends_on.")));
+		}
 	}
 	pfree(indeg);
 }
@@ -578,6 +582,109 @@ ceil_div(int64 a, int64 b)
 	return (a + b - 1) / b;
 }
 
+typedef struct SlackSort
+{
+	const int64 *start;
+	const int  *topo_pos;
+} SlackSort;
+
+/* Later start first; among equal starts, later in topological order first. */
+static int
+cmp_start_desc(const void *a, const void *b, void *arg)
+{
+	SlackSort  *ss = (SlackSort *) arg;
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+
+	if (ss->start[x] != ss->start[y])
+		return ss->start[x] > ss->start[y] ? -1 : 1;
+	return ss->topo_pos[y] - ss->topo_pos[x];
+}
+
+static int
+cmp_finish(const void *a, const void *b, void *arg)
+{
+	const int64 *finish = (const int64 *) arg;
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+
+	if (finish[x] != finish[y])
+		return finish[x] < finish[y] ? -1 : 1;
+	return x - y;
+}
+
+/*
+ * Slack in the capped schedule: the latest start of each node such that the
+ * makespan does not move, counting both its successors in the graph and the
+ * stages that were waiting for the capacity it freed (a stage that started
+ * later than its dependencies allowed, exactly when others finished, waited
+ * for them).  Without contention this is the classic critical-path float.
+ */
+static void
+compute_slack(PfGraph *g, PfSchedule *s)
+{
+	int			n = g->nnodes;
+	int		   *order = palloc(sizeof(int) * Max(n, 1));
+	int		   *byfin = palloc(sizeof(int) * Max(n, 1));
+	int		   *topo_pos = palloc(sizeof(int) * Max(n, 1));
+	int64	   *ls = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *rmin = palloc(sizeof(int64) * Max(n, 1));
+	SlackSort	ss;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		topo_pos[g->topo[i]] = i;
+		order[i] = byfin[i] = i;
+		rmin[i] = s->makespan;
+	}
+	ss.start = s->start;
+	ss.topo_pos = topo_pos;
+	qsort_arg(order, n, sizeof(int), cmp_start_desc, &ss);
+	qsort_arg(byfin, n, sizeof(int), cmp_finish, s->finish);
+
+	s->slack = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		int			v = order[i];
+		int64		lf = rmin[v];
+		int64		ready = 0;
+		int			k;
+
+		for (k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
+			lf = Min(lf, ls[g->succ[k]]);
+		ls[v] = lf - g->cost[v];
+		s->slack[v] = Max(ls[v] - s->start[v], 0);
+
+		for (k = g->pred_off[v]; k < g->pred_off[v + 1]; k++)
+			ready = Max(ready, s->finish[g->pred[k]]);
+		if (g->runs[v] && s->start[v] > ready)
+		{
+			/* v waited for capacity: whatever finished as it started held it */
+			int			lo = 0;
+			int			hi = n;
+
+			while (lo < hi)
+			{
+				int			mid = (lo + hi) / 2;
+
+				if (s->finish[byfin[mid]] < s->start[v])
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			for (; lo < n && s->finish[byfin[lo]] == s->start[v]; lo++)
+				if (g->runs[byfin[lo]])
+					rmin[byfin[lo]] = Min(rmin[byfin[lo]], ls[v]);
+		}
+	}
+	pfree(order);
+	pfree(byfin);
+	pfree(topo_pos);
+	pfree(ls);
+	pfree(rmin);
+}
+
 /*
  * Plan the graph under a cap.  PF_POLICY_BEST tries the plain bottom-level
  * order, two tie-breaking variants and then perturbed orders (more of them
@@ -679,8 +786,10 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 					out += g->cost[g->succ[k]];
 				key[v] = b + out / 2;	/* stages that unlock more work */
 			}
-			else
+			else if (i % 2 == 1)
 				key[v] = b + (int64) (next_rand(&rng) % (uint64) (b / 6 + 1));
+			else
+				key[v] = b + (int64) (next_rand(&rng) % (uint64) (b + 1));
 		}
 		mk = list_schedule(g, cap, key, policy == PF_POLICY_FIFO, start, finish);
 		if (mk < s->makespan)
@@ -696,6 +805,7 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 	}
 	if (n == 0)
 		s->makespan = 0;
+	compute_slack(g, s);
 
 	pfree(key);
 	pfree(start);
@@ -733,14 +843,31 @@ pf_current_version(const char *workflow)
 		bool		isnull;
 
 		vid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_finish();
+		return vid;
 	}
-	SPI_finish();
-	if (!found)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("workflow \"%s\" does not exist", workflow),
-				 errhint("Define it with parflow_define(), or list the defined ones with SELECT name FROM parflow.workflow.")));
-	return vid;
+
+	/* not found: look for a near miss to suggest */
+	if (SPI_execute("SELECT name FROM parflow.workflow ORDER BY name LIMIT 10000", true, 0) == SPI_OK_SELECT)
+	{
+		char	  **names = palloc(sizeof(char *) * Max(SPI_processed, 1));
+		const char *near;
+		uint64		i;
+
+		for (i = 0; i < SPI_processed; i++)
+			names[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		near = pf_nearest(workflow, names, (int) SPI_processed);
+		if (near != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("workflow \"%s\" does not exist", workflow),
+					 errhint("Did you mean \"%s\"?", near)));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("workflow \"%s\" does not exist", workflow),
+			 errhint("Define it with parflow_define(), or list the defined ones with SELECT name FROM parflow.workflow.")));
+	return 0;					/* keep the compiler quiet */
 }
 
 /* Common argument handling of parflow_plan and parflow_estimate. */
@@ -812,7 +939,7 @@ parflow_plan(PG_FUNCTION_ARGS)
 	for (i = 0; i < n; i++)
 	{
 		int			v = order[i];
-		int64		slack = s->makespan - (s->start[v] + s->bottom[v]);
+		int64		slack = s->slack[v];
 		Datum		values[8];
 		bool		nulls[8] = {0};
 
@@ -822,7 +949,7 @@ parflow_plan(PG_FUNCTION_ARGS)
 		values[3] = Int32GetDatum(s->wave[v]);
 		values[4] = IntervalPGetDatum(pf_usec_interval(s->start[v]));
 		values[5] = IntervalPGetDatum(pf_usec_interval(s->finish[v]));
-		values[6] = IntervalPGetDatum(pf_usec_interval(Max(slack, 0)));
+		values[6] = IntervalPGetDatum(pf_usec_interval(slack));
 		values[7] = BoolGetDatum(slack <= 0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

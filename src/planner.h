@@ -54,6 +54,7 @@ typedef struct PfSchedule
 	int64	   *finish;
 	int64	   *bottom;			/* bottom level: longest path from the node's start to the end */
 	int64	   *rank;			/* the dispatch priority that produced the schedule */
+	int64	   *slack;			/* how far a stage can slip before the makespan moves */
 	int		   *wave;			/* 1-based topological wave of each stage that runs */
 } PfSchedule;
 

@@ -1,0 +1,78 @@
+-- parflow_plan and parflow_estimate on the seed's SDLC workflow, built from
+-- a table of its stages the way an integration would, and their errors.
+CREATE EXTENSION parflow;
+SET client_min_messages = warning;
+\ir ../test/demo/sdlc_spec.sql
+-- (seed_stage holds the seed's 11 stages; build the spec from it)
+SELECT parflow_define('sdlc', jsonb_build_object('max_parallel', 4, 'groups',
+  (SELECT jsonb_agg(jsonb_build_object('name', grp, 'stages', st) ORDER BY o)
+     FROM (SELECT grp, min(ord) o, jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                  'name', name, 'agent', agent, 'estimate', minutes || ' min', 'when', flag)) ORDER BY ord) st
+             FROM seed_stage GROUP BY grp) g)));
+
+-- The seed's arithmetic, recomputed from the stage minutes: all eleven
+-- stages add up to 540 min (9 h, not "~8.5 hours"); in parallel 375 min
+-- (6 h 15, not "~5.5 hours"): 30.6 % faster, not 35 %.
+SELECT sum(minutes) AS all_minutes,
+       sum(minutes) FILTER (WHERE flag IS NULL) AS unconditional_minutes FROM seed_stage;
+SELECT * FROM parflow_estimate('sdlc', '{performance,security}');
+-- without the two conditional stages: 420 min against 315 min, 25 %
+SELECT * FROM parflow_estimate('sdlc');
+-- one conditional stage: the hardening group lasts 60 min either way
+SELECT * FROM parflow_estimate('sdlc', '{security}');
+-- one at a time, parallel equals sequential
+SELECT * FROM parflow_estimate('sdlc', '{performance,security}', 1);
+-- with a cap of 1 the plan is the spec order
+SELECT stage, wave, est_start, est_finish, slack, critical FROM parflow_plan('sdlc', '{performance,security}', 1);
+SELECT * FROM parflow_plan('sdlc', '{performance,security}');
+SELECT * FROM parflow_plan('sdlc');
+
+-- Stage-level edges beside barriers: qa_backend needs only backend, so it
+-- starts while frontend is still running; an affinity rule holding the two
+-- build agents to one at a time serialises them.
+SELECT parflow_define('edges', '{"groups": [
+  {"name": "build", "stages": [
+    {"name": "backend",  "agent": "backend",  "estimate": "30 min", "produces": ["api"]},
+    {"name": "frontend", "agent": "frontend", "estimate": "60 min"}]},
+  {"name": "qa", "depends_on": [], "stages": [
+    {"name": "qa_backend", "agent": "qa", "estimate": "20 min", "consumes": ["api"]}]},
+  {"name": "release", "depends_on": ["build", "qa"], "parallel": false, "stages": [
+    {"name": "notes", "agent": "docs", "estimate": "10 min"},
+    {"name": "ship",  "agent": "devops", "estimate": "5 min"}]}]}');
+SELECT * FROM parflow_plan('edges');
+SELECT * FROM parflow_estimate('edges');
+SELECT parflow_define('edges', '{"groups": [
+  {"name": "build", "stages": [
+    {"name": "backend",  "agent": "backend",  "estimate": "30 min"},
+    {"name": "frontend", "agent": "frontend", "estimate": "60 min"}]}],
+  "affinity": [{"agents": ["backend", "frontend"], "max_concurrent": 1, "resource_profile": "cpu"}]}');
+SELECT stage, est_start, est_finish FROM parflow_plan('edges');
+SELECT * FROM parflow_estimate('edges');
+
+-- A list schedule that the plain critical-path order gets wrong: the best
+-- plan tries other orders too and reaches the lower bound.
+SELECT parflow_define('tricky', '{"groups": [{"name": "g", "stages": [
+  {"name": "a", "agent": "x", "estimate": "3 min"},
+  {"name": "b", "agent": "x", "estimate": "3 min"},
+  {"name": "c", "agent": "x", "estimate": "2 min"},
+  {"name": "d", "agent": "x", "estimate": "2 min"},
+  {"name": "e", "agent": "x", "estimate": "2 min"}]}]}');
+SELECT policy, makespan FROM unnest(ARRAY['fifo', 'cp', 'best']) policy,
+       LATERAL parflow._plan_stats('tricky', '{}', 2, policy);
+SELECT parallel, lower_bound FROM parflow_estimate('tricky', '{}', 2);
+
+-- Errors
+\set VERBOSITY default
+SELECT * FROM parflow_plan(NULL);
+SELECT * FROM parflow_plan('nope');
+SELECT * FROM parflow_plan('sdcl');
+SELECT * FROM parflow_plan('sdlc', '{}', 0);
+SELECT * FROM parflow_plan('sdlc', ARRAY[NULL]::text[]);
+SELECT * FROM parflow_plan('sdlc', '{{a,b},{c,d}}');
+SELECT * FROM parflow_estimate(NULL);
+SELECT * FROM parflow_estimate('nope');
+SELECT * FROM parflow_estimate('sdlc', '{}', -3);
+SELECT * FROM parflow._plan_stats('sdlc', '{}', NULL, 'random');
+-- a NULL flags array means no flags
+SELECT sequential FROM parflow_estimate('sdlc', NULL);
+DROP EXTENSION parflow;

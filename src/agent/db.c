@@ -1,0 +1,809 @@
+/*
+ * db.c -- parflow-agent's libpq connection and the SQL calls it makes.
+ *
+ * Owns the one connection: the first connect (which also checks --lease and
+ * LISTENs), losing it and reconnecting with backoff (100 ms doubling to 2 s,
+ * asynchronously, so children keep being served meanwhile), and the single
+ * query in flight at a time, sent with PQsendQueryParams and read back when
+ * poll() says the socket is readable.  What to send next is derived from the
+ * task table, in this order: releases, reports (complete/fail), heartbeats
+ * that are due, then a claim when capacity is free.  A report whose outcome
+ * was lost with the connection stays in the table and is sent again after the
+ * reconnect (the server refuses a second report of the same lease with
+ * SQLSTATE 55000).  Notifications on parflow_<KIND> are scanned here and turn
+ * into a claim (dispatch), a release (interrupt) or a drop (cancel).
+ */
+#include "agent.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "libpq-fe.h"
+
+#define BACKOFF_MIN_MS 100.0
+#define BACKOFF_MAX_MS 2000.0
+#define CONNECT_TIMEOUT_MS 10000.0
+#define RETRY_MS 1000.0         /* a transient error: try again after this */
+
+/*
+ * The claim.  The estimate is read through to_jsonb so that a parflow_claim
+ * without an estimate column still works (the estimate is then NULL).
+ */
+#define SQL_CLAIM \
+	"SELECT c.task, c.token, c.run, c.stage, c.attempt, c.input, " \
+	"extract(epoch FROM (to_jsonb(c) ->> 'estimate')::interval)::float8 " \
+	"FROM parflow_claim($1::text, $2::text, $3::text::interval) AS c"
+#define SQL_HEARTBEAT "SELECT parflow_heartbeat($1::bigint, $2::uuid)"
+#define SQL_COMPLETE "SELECT parflow_complete($1::bigint, $2::uuid, $3::jsonb)"
+#define SQL_FAIL "SELECT parflow_fail($1::bigint, $2::uuid, $3::text, $4::boolean)"
+#define SQL_RELEASE "SELECT parflow_release($1::bigint, $2::uuid)"
+
+typedef enum
+{
+	CS_DOWN,
+	CS_CONNECTING,
+	CS_UP
+} ConnState;
+
+typedef enum
+{
+	RQ_NONE,
+	RQ_CLAIM,
+	RQ_HEARTBEAT,
+	RQ_REPORT,
+	RQ_RELEASE
+} ReqKind;
+
+static PGconn *conn;
+static ConnState cstate = CS_DOWN;
+static PostgresPollingStatusType cpoll;
+static double connect_deadline;
+static double retry_at;
+static double backoff_ms = BACKOFF_MIN_MS;
+static int  attempts;           /* reconnect attempts in this outage */
+
+static ReqKind inflight = RQ_NONE;
+static long long inflight_task;
+static PGresult *inflight_res;
+static bool claim_again;        /* a dispatch arrived while a claim ran */
+static char *last_claim_error;
+
+static double
+dmin(double a, double b)
+{
+	return a < b ? a : b;
+}
+
+/* Server notices (and the FATAL of a terminated backend) go to our log. */
+static void
+notice_processor(void *arg, const char *message)
+{
+	size_t      n = strlen(message);
+
+	(void) arg;
+	while (n > 0 && message[n - 1] == '\n')
+		n--;
+	agent_log(LOG_INFO, NULL, "server: %.*s", (int) n, message);
+}
+
+/* A malloc'ed one-line copy of libpq's error text: blanks and breaks collapsed. */
+static char *
+one_line(const char *msg)
+{
+	char       *s = xstrdup(msg ? msg : "");
+	size_t      i,
+				o = 0;
+
+	for (i = 0; s[i]; i++)
+	{
+		char        c = s[i];
+
+		if (c == '\n' || c == '\t' || c == '\r')
+			c = ' ';
+		if (c == ' ' && (o == 0 || s[o - 1] == ' '))
+			continue;
+		s[o++] = c;
+	}
+	while (o > 0 && s[o - 1] == ' ')
+		o--;
+	s[o] = '\0';
+	return s;
+}
+
+/* A malloc'ed short text of the error in RES: message, detail, SQLSTATE. */
+static char *
+result_error(const PGresult *res)
+{
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	char       *text,
+			   *line;
+
+	if (primary == NULL)
+		return one_line(PQresultErrorMessage(res));
+	if (detail)
+		text = xprintf("%s (%s) [%s]", primary, detail, state ? state : "?");
+	else
+		text = xprintf("%s [%s]", primary, state ? state : "?");
+	line = one_line(text);
+	free(text);
+	return line;
+}
+
+/* Start a connection (asynchronously unless SYNC). */
+static PGconn *
+open_conn(bool sync)
+{
+	const char *keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[] = {opt.conninfo, "parflow-agent", NULL};
+
+	if (sync)
+		return PQconnectdbParams(keys, vals, 1);
+	return PQconnectStartParams(keys, vals, 1);
+}
+
+/* Deliver the notifications libpq has read. */
+static void
+process_notifies(double now)
+{
+	PGnotify   *n;
+
+	while (conn && (n = PQnotifies(conn)) != NULL)
+	{
+		char        kind[32];
+		long long   id;
+		Task       *t;
+
+		if (!payload_scan(n->extra, kind, sizeof(kind), &id))
+		{
+			agent_log(LOG_DEBUG, NULL, "notification without a kind ignored: %s", n->extra);
+			PQfreemem(n);
+			continue;
+		}
+		agent_log(LOG_DEBUG, NULL, "notification: %s", n->extra);
+		t = id ? task_find(id) : NULL;
+		if (strcmp(kind, "dispatch") == 0)
+		{
+			st.want_claim = true;
+			if (inflight == RQ_CLAIM)
+				claim_again = true;
+		}
+		else if (strcmp(kind, "interrupt") == 0 && t)
+		{
+			if (t->state == TS_WORKING)
+			{
+				agent_log(LOG_INFO, t, "interrupted");
+				work_stop(t, AFTER_RELEASE, now);
+			}
+			else
+				agent_log(LOG_DEBUG, t, "interrupt ignored: the work already ended");
+		}
+		else if (strcmp(kind, "cancel") == 0 && t)
+		{
+			agent_log(LOG_INFO, t, "cancelled");
+			if (t->state == TS_WORKING || t->state == TS_STOPPING)
+			{
+				if (t->state == TS_STOPPING)
+					t->after = AFTER_DROP;
+				else
+					work_stop(t, AFTER_DROP, now);
+			}
+			else if (!(inflight != RQ_NONE && inflight_task == t->id))
+				task_remove(t);
+			/* else: the report or release in flight gets its answer */
+		}
+		PQfreemem(n);
+	}
+}
+
+/* Set up a fresh connection: encoding, --lease check (FIRST), LISTEN. */
+static bool
+setup_session(bool first, char **err)
+{
+	PGresult   *res;
+	char       *ident,
+			   *sql;
+
+	PQsetNoticeProcessor(conn, notice_processor, NULL);
+	if (PQsetClientEncoding(conn, "UTF8") != 0)
+	{
+		*err = one_line(PQerrorMessage(conn));
+		return false;
+	}
+	if (first)
+	{
+		const char *params[1] = {opt.lease};
+
+		res = PQexecParams(conn, "SELECT extract(epoch FROM $1::text::interval)::float8",
+						   1, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		{
+			*err = xprintf("invalid --lease \"%s\": %s", opt.lease,
+						   PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) ?
+						   PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) :
+						   PQerrorMessage(conn));
+			PQclear(res);
+			return false;
+		}
+		opt.lease_s = atof(PQgetvalue(res, 0, 0));
+		PQclear(res);
+		if (!(opt.lease_s > 0))
+		{
+			*err = xprintf("invalid --lease \"%s\": must be positive", opt.lease);
+			return false;
+		}
+	}
+	ident = PQescapeIdentifier(conn, opt.channel, strlen(opt.channel));
+	if (ident == NULL)
+	{
+		*err = one_line(PQerrorMessage(conn));
+		return false;
+	}
+	sql = xprintf("LISTEN %s", ident);
+	PQfreemem(ident);
+	res = PQexec(conn, sql);
+	free(sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		*err = one_line(PQerrorMessage(conn));
+		PQclear(res);
+		return false;
+	}
+	PQclear(res);
+	return true;
+}
+
+/* Connect at start-up; a failure there is fatal (exit 1). */
+bool
+db_first_connect(void)
+{
+	char       *err = NULL;
+
+	conn = open_conn(true);
+	if (conn == NULL)
+		die(1, "out of memory");
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		err = one_line(PQerrorMessage(conn));
+		PQfinish(conn);
+		die(1, "could not connect: %s", err);
+	}
+	if (!setup_session(true, &err))
+	{
+		PQfinish(conn);
+		die(1, "%s", err);
+	}
+	cstate = CS_UP;
+	return true;
+}
+
+void
+db_close(void)
+{
+	if (inflight_res)
+		PQclear(inflight_res);
+	inflight_res = NULL;
+	if (conn)
+		PQfinish(conn);
+	conn = NULL;
+	cstate = CS_DOWN;
+	free(last_claim_error);
+	last_claim_error = NULL;
+}
+
+/* Wait before the next connection attempt. */
+static void
+schedule_retry(double now)
+{
+	retry_at = now + backoff_ms;
+	backoff_ms = dmin(backoff_ms * 2, BACKOFF_MAX_MS);
+}
+
+/* The connection broke: forget the query in flight and plan a reconnect. */
+static void
+conn_lost(const char *why, double now)
+{
+	char       *msg = one_line(why);
+
+	if (inflight == RQ_REPORT || inflight == RQ_RELEASE)
+	{
+		Task       *t = task_find(inflight_task);
+
+		/* its outcome is unknown: send it again once reconnected */
+		if (t)
+			t->report_resend = true;
+	}
+	inflight = RQ_NONE;
+	if (inflight_res)
+		PQclear(inflight_res);
+	inflight_res = NULL;
+	if (conn)
+		PQfinish(conn);
+	conn = NULL;
+	cstate = CS_DOWN;
+	attempts = 0;
+	backoff_ms = BACKOFF_MIN_MS;
+	agent_log(LOG_INFO, NULL, "reconnecting: %s", msg[0] ? msg : "connection lost");
+	free(msg);
+	schedule_retry(now);
+}
+
+/* An attempt to reconnect failed. */
+static void
+connect_failed(const char *why, double now)
+{
+	char       *msg = one_line(why);
+
+	if (conn)
+		PQfinish(conn);
+	conn = NULL;
+	cstate = CS_DOWN;
+	schedule_retry(now);
+	agent_log(LOG_DEBUG, NULL, "reconnecting: attempt %d failed, next in %.0f ms: %s",
+			  attempts, retry_at - now, msg);
+	free(msg);
+}
+
+/* Drive an asynchronous reconnect one step. */
+static void
+connect_step(double now)
+{
+	char       *err = NULL;
+
+	cpoll = PQconnectPoll(conn);
+	if (cpoll == PGRES_POLLING_FAILED)
+	{
+		connect_failed(PQerrorMessage(conn), now);
+		return;
+	}
+	if (cpoll != PGRES_POLLING_OK)
+		return;
+	if (!setup_session(false, &err))
+	{
+		connect_failed(err, now);
+		free(err);
+		return;
+	}
+	cstate = CS_UP;
+	agent_log(LOG_INFO, NULL, "reconnected after %d attempt%s", attempts,
+			  attempts == 1 ? "" : "s");
+	backoff_ms = BACKOFF_MIN_MS;
+	st.want_claim = true;
+	process_notifies(now);
+}
+
+/* True if RES says the connection itself failed (or is going away). */
+static bool
+conn_error(const PGresult *res)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+	if (PQstatus(conn) == CONNECTION_BAD || state == NULL)
+		return true;
+	return strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0;
+}
+
+/* Errors worth sending again: serialization, deadlock, resources. */
+static bool
+transient(const char *state)
+{
+	return state && (strncmp(state, "40", 2) == 0 || strncmp(state, "53", 2) == 0);
+}
+
+static bool
+send_query(ReqKind kind, Task *t, const char *sql, int n, const char *const *params,
+		   double now)
+{
+	if (!PQsendQueryParams(conn, sql, n, NULL, params, NULL, NULL, 0))
+	{
+		conn_lost(PQerrorMessage(conn), now);
+		return false;
+	}
+	inflight = kind;
+	inflight_task = t ? t->id : 0;
+	return true;
+}
+
+/* Send the one query the task table calls for first, if any. */
+static void
+send_next(double now)
+{
+	char        id[32];
+	const char *params[4];
+	int         i;
+
+	for (i = 0; i < st.ntasks; i++)
+	{
+		Task       *t = st.tasks[i];
+
+		if (t->state != TS_RELEASE || t->retry_at > now)
+			continue;
+		snprintf(id, sizeof(id), "%lld", t->id);
+		params[0] = id;
+		params[1] = t->token;
+		send_query(RQ_RELEASE, t, SQL_RELEASE, 2, params, now);
+		return;
+	}
+	for (i = 0; i < st.ntasks; i++)
+	{
+		Task       *t = st.tasks[i];
+
+		if (t->state != TS_REPORT || t->retry_at > now)
+			continue;
+		snprintf(id, sizeof(id), "%lld", t->id);
+		params[0] = id;
+		params[1] = t->token;
+		params[2] = t->report_text;
+		params[3] = "true";
+		if (t->report_fail)
+			send_query(RQ_REPORT, t, SQL_FAIL, 4, params, now);
+		else
+			send_query(RQ_REPORT, t, SQL_COMPLETE, 3, params, now);
+		return;
+	}
+	if (st.shutting_down)
+		return;
+	for (i = 0; i < st.ntasks; i++)
+	{
+		Task       *t = st.tasks[i];
+
+		if (t->state != TS_WORKING || t->next_heartbeat > now)
+			continue;
+		snprintf(id, sizeof(id), "%lld", t->id);
+		params[0] = id;
+		params[1] = t->token;
+		send_query(RQ_HEARTBEAT, t, SQL_HEARTBEAT, 2, params, now);
+		return;
+	}
+	if (free_capacity() > 0 && (st.want_claim || st.next_poll <= now))
+	{
+		params[0] = opt.agent;
+		params[1] = opt.worker;
+		params[2] = opt.lease;
+		st.want_claim = false;
+		claim_again = false;
+		st.next_poll = now + opt.poll_ms;
+		send_query(RQ_CLAIM, NULL, SQL_CLAIM, 3, params, now);
+	}
+}
+
+/* Connection upkeep and the next query; called once per loop turn. */
+void
+db_tick(double now)
+{
+	if (cstate == CS_DOWN && now >= retry_at)
+	{
+		attempts++;
+		conn = open_conn(false);
+		if (conn == NULL)
+			die(1, "out of memory");
+		if (PQstatus(conn) == CONNECTION_BAD)
+		{
+			connect_failed(PQerrorMessage(conn), now);
+			return;
+		}
+		cstate = CS_CONNECTING;
+		cpoll = PGRES_POLLING_WRITING;
+		connect_deadline = now + CONNECT_TIMEOUT_MS;
+		return;
+	}
+	if (cstate == CS_CONNECTING && now >= connect_deadline)
+	{
+		connect_failed("timeout expired", now);
+		return;
+	}
+	if (cstate == CS_UP && inflight == RQ_NONE)
+		send_next(now);
+}
+
+/* When db_tick next has something to do. */
+double
+db_deadline(double now)
+{
+	double      d = now + 3600e3;
+	int         i;
+
+	if (cstate == CS_DOWN)
+		return retry_at;
+	if (cstate == CS_CONNECTING)
+		return connect_deadline;
+	if (inflight != RQ_NONE)
+		return d;
+	for (i = 0; i < st.ntasks; i++)
+	{
+		Task       *t = st.tasks[i];
+
+		if (t->state == TS_RELEASE || t->state == TS_REPORT)
+			d = dmin(d, t->retry_at);
+		if (t->state == TS_WORKING && !st.shutting_down)
+			d = dmin(d, t->next_heartbeat);
+	}
+	if (!st.shutting_down && free_capacity() > 0)
+		d = dmin(d, st.want_claim ? now : st.next_poll);
+	return d;
+}
+
+/* The socket to poll, with the events it waits for; false if none. */
+int
+db_pollfd(struct pollfd *pfd)
+{
+	if (conn == NULL || PQsocket(conn) < 0)
+		return 0;
+	pfd->fd = PQsocket(conn);
+	if (cstate == CS_CONNECTING)
+		pfd->events = cpoll == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+	else
+		pfd->events = POLLIN;
+	return 1;
+}
+
+/* The first line of an error report, at most 200 bytes, for the log. */
+static const char *
+brief(const char *text, char *out, size_t size)
+{
+	size_t      n = strcspn(text, "\n");
+
+	if (n >= size)
+		n = size - 1;
+	memcpy(out, text, n);
+	out[n] = '\0';
+	return out;
+}
+
+static void
+claim_result(PGresult *res, double now)
+{
+	Task       *t;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		char       *msg = result_error(res);
+
+		/* the same error every poll is logged once, then only in --verbose */
+		if (last_claim_error == NULL || strcmp(last_claim_error, msg) != 0)
+			agent_log(LOG_ERROR, NULL, "could not claim: %s", msg);
+		else
+			agent_log(LOG_DEBUG, NULL, "could not claim: %s", msg);
+		free(last_claim_error);
+		last_claim_error = msg;
+		return;
+	}
+	free(last_claim_error);
+	last_claim_error = NULL;
+	if (PQntuples(res) < 1 || PQgetisnull(res, 0, 0) || PQgetisnull(res, 0, 1))
+	{
+		agent_log(LOG_DEBUG, NULL, "nothing to claim");
+		st.last_claim_empty = true;
+		if (st.ntasks == 0 && st.idle_since < 0)
+			st.idle_since = now;
+		st.want_claim = claim_again;
+		return;
+	}
+	t = task_new();
+	t->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	snprintf(t->token, sizeof(t->token), "%s", PQgetvalue(res, 0, 1));
+	t->run = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	t->stage = xstrdup(PQgetvalue(res, 0, 3));
+	t->attempt = atoi(PQgetvalue(res, 0, 4));
+	t->input = xstrdup(PQgetisnull(res, 0, 5) ? "{}" : PQgetvalue(res, 0, 5));
+	if (!PQgetisnull(res, 0, 6))
+		t->estimate = atof(PQgetvalue(res, 0, 6));
+	t->claimed_at = now;
+	t->next_heartbeat = now + opt.heartbeat_ms;
+	st.claimed++;
+	st.last_claim_empty = false;
+	st.idle_since = -1;
+	/* keep claiming while capacity is free and rows come back */
+	st.want_claim = true;
+	agent_log(LOG_INFO, t, "claimed (run %lld)", t->run);
+	if (st.shutting_down)
+	{
+		/* the claim was in flight when SIGTERM came: give it back unworked */
+		t->state = TS_RELEASE;
+		return;
+	}
+	work_start(t);
+}
+
+static void
+heartbeat_result(PGresult *res, Task *t, const char *state, double now)
+{
+	if (t == NULL || t->state != TS_WORKING)
+		return;
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+	{
+		t->next_heartbeat = now + opt.heartbeat_ms;
+		agent_log(LOG_DEBUG, t, "heartbeat: lease until %s",
+				  PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : "?");
+		return;
+	}
+	if (state && strcmp(state, "55000") == 0)
+	{
+		char       *msg = result_error(res);
+
+		agent_log(LOG_INFO, t, "lease-lost: %s", msg);
+		free(msg);
+		work_stop(t, AFTER_DROP, now);
+		return;
+	}
+	{
+		char       *msg = result_error(res);
+
+		agent_log(LOG_ERROR, t, "heartbeat failed: %s", msg);
+		free(msg);
+		t->next_heartbeat = now + dmin(opt.heartbeat_ms, RETRY_MS);
+	}
+}
+
+static void
+report_result(PGresult *res, Task *t, const char *state, double now)
+{
+	char        line[201];
+	char       *msg;
+
+	if (t == NULL || t->state != TS_REPORT)
+		return;
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+	{
+		if (t->report_fail)
+			agent_log(LOG_INFO, t, "failed: %s", brief(t->report_text, line, sizeof(line)));
+		else
+			agent_log(LOG_INFO, t, "completed (%.0f ms)", now - t->claimed_at);
+		st.finished++;
+		task_remove(t);
+		return;
+	}
+	msg = result_error(res);
+	if (state && strcmp(state, "55000") == 0)
+	{
+		if (t->report_resend)
+			agent_log(LOG_INFO, t, "lease-lost: report sent again after a reconnect "
+					  "was refused (the first one may have been recorded): %s", msg);
+		else
+			agent_log(LOG_INFO, t, "lease-lost: result not recorded: %s", msg);
+		st.finished++;
+		task_remove(t);
+	}
+	else if (!t->report_fail && !t->report_wrapped && !t->sim &&
+			 state && strncmp(state, "22", 2) == 0)
+	{
+		/* stdout is not JSON: send it as {"stdout": "<text>"} */
+		Buf         b = {0};
+
+		agent_log(LOG_DEBUG, t, "stdout is not JSON (%s): wrapping it", state);
+		buf_append(&b, "{\"stdout\": ", 11);
+		json_escape(&b, t->report_text);
+		buf_append(&b, "}", 1);
+		free(t->report_text);
+		t->report_text = b.data;
+		t->report_wrapped = true;
+	}
+	else if (transient(state))
+	{
+		agent_log(LOG_ERROR, t, "could not report, trying again: %s", msg);
+		t->retry_at = now + RETRY_MS;
+	}
+	else
+	{
+		agent_log(LOG_ERROR, t, "could not report, dropping the task "
+				  "(its lease will expire): %s", msg);
+		st.finished++;
+		task_remove(t);
+	}
+	free(msg);
+}
+
+static void
+release_result(PGresult *res, Task *t, const char *state, double now)
+{
+	char       *msg;
+
+	if (t == NULL || t->state != TS_RELEASE)
+		return;
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+	{
+		agent_log(LOG_INFO, t, "released");
+		task_remove(t);
+		return;
+	}
+	msg = result_error(res);
+	if (state && strcmp(state, "55000") == 0)
+	{
+		agent_log(LOG_INFO, t, "lease-lost: nothing to release: %s", msg);
+		task_remove(t);
+	}
+	else if (transient(state))
+	{
+		agent_log(LOG_ERROR, t, "could not release, trying again: %s", msg);
+		t->retry_at = now + RETRY_MS;
+	}
+	else
+	{
+		agent_log(LOG_ERROR, t, "could not release, dropping the task "
+				  "(its lease will expire): %s", msg);
+		task_remove(t);
+	}
+	free(msg);
+}
+
+/* The query in flight is answered with RES. */
+static void
+finish_request(PGresult *res, double now)
+{
+	ReqKind     kind = inflight;
+	Task       *t = inflight_task ? task_find(inflight_task) : NULL;
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	ExecStatusType status = PQresultStatus(res);
+
+	if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK && conn_error(res))
+	{
+		conn_lost(PQresultErrorMessage(res), now);
+		return;
+	}
+	inflight = RQ_NONE;
+	switch (kind)
+	{
+		case RQ_CLAIM:
+			claim_result(res, now);
+			break;
+		case RQ_HEARTBEAT:
+			heartbeat_result(res, t, state, now);
+			break;
+		case RQ_REPORT:
+			report_result(res, t, state, now);
+			break;
+		case RQ_RELEASE:
+			release_result(res, t, state, now);
+			break;
+		case RQ_NONE:
+			break;
+	}
+}
+
+/* The socket is ready: read, finish the query in flight, take notifications. */
+void
+db_io(short revents, double now)
+{
+	(void) revents;
+	if (cstate == CS_CONNECTING)
+	{
+		connect_step(now);
+		return;
+	}
+	if (conn == NULL)
+		return;
+	if (!PQconsumeInput(conn))
+	{
+		conn_lost(PQerrorMessage(conn), now);
+		return;
+	}
+	while (inflight != RQ_NONE && !PQisBusy(conn))
+	{
+		PGresult   *res = PQgetResult(conn);
+
+		if (res == NULL)
+		{
+			res = inflight_res;
+			inflight_res = NULL;
+			if (res == NULL)
+			{
+				conn_lost("no result from the server", now);
+				return;
+			}
+			finish_request(res, now);
+			PQclear(res);
+			if (conn == NULL)
+				return;
+			continue;
+		}
+		/* keep the last result; the NULL after it ends the query */
+		if (inflight_res)
+			PQclear(inflight_res);
+		inflight_res = res;
+	}
+	process_notifies(now);
+	if (conn && PQstatus(conn) == CONNECTION_BAD)
+		conn_lost(PQerrorMessage(conn), now);
+}
