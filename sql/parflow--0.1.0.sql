@@ -627,6 +627,575 @@ COMMENT ON FUNCTION parflow._plan_stats(text, text[], integer, text) IS
     'Internal, for benchmarks: plan under a policy (best, cp, fifo) and report sizes, makespan and the time spent loading and computing';
 
 ------------------------------------------------------------------------------
+-- Runs, tasks and the event log
+------------------------------------------------------------------------------
+
+CREATE TABLE parflow.run (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version_id    bigint NOT NULL REFERENCES parflow.workflow_version,
+    state         text NOT NULL DEFAULT 'running'
+                  CHECK (state IN ('running', 'paused', 'blocked', 'succeeded', 'cancelled')),
+    priority      integer NOT NULL CHECK (priority BETWEEN 0 AND 3),
+    parallel      boolean NOT NULL,
+    flags         text[] NOT NULL,
+    input         jsonb NOT NULL,
+    max_parallel  integer NOT NULL CHECK (max_parallel >= 1),
+    remaining     integer NOT NULL,
+    planned       interval NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    started_at    timestamptz,
+    finished_at   timestamptz
+);
+COMMENT ON TABLE parflow.run IS 'One execution of a workflow version; remaining counts tasks not yet succeeded or skipped';
+CREATE INDEX run_live_idx ON parflow.run (id) WHERE state IN ('running', 'paused');
+
+CREATE TABLE parflow.task (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id         bigint NOT NULL REFERENCES parflow.run,
+    stage_ord      integer NOT NULL,
+    group_ord      integer NOT NULL,
+    agent          text NOT NULL,
+    state          text NOT NULL
+                   CHECK (state IN ('waiting', 'ready', 'dispatched', 'running', 'succeeded',
+                                    'failed', 'skipped', 'cancelled')),
+    pending        integer NOT NULL,
+    rank           bigint NOT NULL,
+    attempt        integer NOT NULL DEFAULT 0,
+    worker         text,
+    token          uuid,
+    lease          interval,
+    lease_until    timestamptz,
+    not_before     timestamptz,
+    dispatched_at  timestamptz,
+    started_at     timestamptz,
+    finished_at    timestamptz,
+    output         jsonb,
+    error          text,
+    UNIQUE (run_id, stage_ord)
+);
+COMMENT ON TABLE parflow.task IS 'One stage inside one run: the row that moves through the state machine; pending counts unfinished dependencies';
+CREATE INDEX task_ready_idx ON parflow.task (run_id) WHERE state = 'ready';
+CREATE INDEX task_active_idx ON parflow.task (agent) WHERE state IN ('dispatched', 'running');
+CREATE INDEX task_run_group_idx ON parflow.task (run_id, group_ord);
+CREATE INDEX stage_dep_dep_idx ON parflow.stage_dep (version_id, dep_ord);
+
+CREATE TABLE parflow.run_group (
+    run_id     bigint NOT NULL REFERENCES parflow.run,
+    group_ord  integer NOT NULL,
+    pending    integer NOT NULL,
+    PRIMARY KEY (run_id, group_ord)
+);
+COMMENT ON TABLE parflow.run_group IS 'Group barriers of a run: pending counts the group''s tasks not yet done';
+
+CREATE TABLE parflow.event (
+    id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    run_id   bigint NOT NULL,
+    task_id  bigint,
+    kind     text NOT NULL,
+    detail   jsonb NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE parflow.event IS 'The event log: one row per run or task transition, written in the transaction that made it';
+CREATE INDEX event_run_idx ON parflow.event (run_id, id);
+
+CREATE VIEW parflow.runs AS
+SELECT r.id AS run, w.name AS workflow, v.version, r.state, r.priority, r.parallel, r.flags,
+       r.created_at, r.started_at, r.finished_at
+  FROM parflow.run r JOIN parflow.workflow_version v ON v.id = r.version_id
+  JOIN parflow.workflow w ON w.id = v.workflow_id;
+COMMENT ON VIEW parflow.runs IS 'Runs: workflow, version, state, priority, mode, flags and times';
+
+CREATE VIEW parflow.tasks AS
+SELECT t.id AS task, t.run_id AS run, s.name AS stage, t.agent, g.name AS group_name, t.state,
+       t.attempt, t.worker, t.dispatched_at, t.started_at, t.finished_at
+  FROM parflow.task t JOIN parflow.run r ON r.id = t.run_id
+  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
+  JOIN parflow.stage_group g ON g.version_id = r.version_id AND g.ord = t.group_ord;
+COMMENT ON VIEW parflow.tasks IS 'Tasks: one per stage of each run, with state, attempt, worker and times';
+
+CREATE VIEW parflow.events AS
+SELECT e.id AS event, e.at, e.run_id AS run, e.task_id AS task, e.kind, e.detail
+  FROM parflow.event e;
+COMMENT ON VIEW parflow.events IS 'The event log: every run and task transition';
+
+------------------------------------------------------------------------------
+-- The state machine (internal)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION parflow._wake() RETURNS void
+    AS 'MODULE_PATHNAME', 'parflow_wake'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION parflow._wake() IS 'Internal: wake the dispatcher when the current transaction commits';
+
+CREATE FUNCTION parflow._ranks(version_id bigint, flags text[], cap integer)
+RETURNS TABLE(stage_ord integer, rank bigint, makespan interval)
+    AS 'MODULE_PATHNAME', 'parflow_ranks'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION parflow._ranks(bigint, text[], integer) IS 'Internal: dispatch rank of each stage from the plan under a cap, and the planned makespan';
+
+CREATE FUNCTION parflow._event(p_run bigint, p_task bigint, p_kind text, p_detail jsonb DEFAULT '{}')
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO parflow.event (run_id, task_id, kind, detail) VALUES (p_run, p_task, p_kind, p_detail)
+$$;
+COMMENT ON FUNCTION parflow._event(bigint, bigint, text, jsonb) IS 'Internal: append to the event log';
+
+-- Announce a run transition to integrations.
+CREATE FUNCTION parflow._announce(p_run bigint, p_kind text, p_detail jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM parflow._event(p_run, NULL, 'run_' || p_kind, p_detail);
+    PERFORM pg_notify('parflow_orchestrator',
+                      (jsonb_build_object('kind', p_kind, 'run', p_run) || p_detail)::text);
+END
+$$;
+COMMENT ON FUNCTION parflow._announce(bigint, text, jsonb) IS 'Internal: log a run transition and NOTIFY parflow_orchestrator';
+
+-- Propagate the completion of tasks (succeeded, or skipped and passed
+-- through) to their dependents, through stage edges and group barriers.
+-- Dependents whose last dependency this was become ready; skipped ones are
+-- passed through in turn.
+CREATE FUNCTION parflow._done(p_run bigint, p_ords integer[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    ver bigint;
+    done_groups integer[];
+    freed integer[];
+    r record;
+BEGIN
+    SELECT version_id INTO ver FROM parflow.run WHERE id = p_run;
+    WHILE cardinality(p_ords) > 0 LOOP
+        -- group barriers: a group is done when its last task is
+        WITH c AS (SELECT t.group_ord, count(*)::integer AS n FROM parflow.task t
+                    WHERE t.run_id = p_run AND t.stage_ord = ANY (p_ords) GROUP BY t.group_ord),
+        u AS (UPDATE parflow.run_group rg SET pending = rg.pending - c.n FROM c
+               WHERE rg.run_id = p_run AND rg.group_ord = c.group_ord
+              RETURNING rg.group_ord, rg.pending)
+        SELECT array_agg(u.group_ord) FILTER (WHERE u.pending = 0) INTO done_groups FROM u;
+
+        -- dependents: stage edges, and the groups that waited on finished groups
+        WITH c AS (
+            SELECT d.stage_ord, count(*)::integer AS n FROM parflow.stage_dep d
+             WHERE d.version_id = ver AND d.dep_ord = ANY (p_ords) GROUP BY d.stage_ord
+            UNION ALL
+            SELECT t.stage_ord, count(*)::integer FROM parflow.group_dep gd
+              JOIN parflow.task t ON t.run_id = p_run AND t.group_ord = gd.group_ord
+             WHERE gd.version_id = ver AND gd.dep_ord = ANY (coalesce(done_groups, '{}'))
+             GROUP BY t.stage_ord),
+        s AS (SELECT c.stage_ord, sum(c.n)::integer AS n FROM c GROUP BY c.stage_ord),
+        u AS (
+            UPDATE parflow.task t SET pending = t.pending - s.n,
+                   state = CASE WHEN t.pending = s.n AND t.state = 'waiting' THEN 'ready' ELSE t.state END
+              FROM s WHERE t.run_id = p_run AND t.stage_ord = s.stage_ord
+            RETURNING t.id, t.stage_ord, t.state, t.pending)
+        SELECT array_agg(u.stage_ord) FILTER (WHERE u.state = 'skipped' AND u.pending = 0),
+               array_agg(u.id) FILTER (WHERE u.state = 'ready' AND u.pending = 0)
+          INTO p_ords, freed FROM u;
+        INSERT INTO parflow.event (run_id, task_id, kind)
+        SELECT p_run, id, 'ready' FROM unnest(freed) id;
+        p_ords := coalesce(p_ords, '{}');
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION parflow._done(bigint, integer[]) IS 'Internal: propagate finished tasks to their dependents (stage edges and group barriers)';
+
+-- After a task failed for good: block the run when nothing more can run.
+CREATE FUNCTION parflow._check_blocked(p_run bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM parflow.run r WHERE r.id = p_run AND r.state = 'running')
+       AND EXISTS (SELECT FROM parflow.task t WHERE t.run_id = p_run AND t.state = 'failed')
+       AND NOT EXISTS (SELECT FROM parflow.task t WHERE t.run_id = p_run
+                          AND t.state IN ('ready', 'dispatched', 'running')) THEN
+        UPDATE parflow.run r SET state = 'blocked' WHERE r.id = p_run;
+        PERFORM parflow._announce(p_run, 'blocked', jsonb_build_object('failures', @extschema@.parflow_failures(p_run)));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION parflow._check_blocked(bigint) IS 'Internal: mark a run blocked, with its failure report, when a failure left nothing runnable';
+
+-- The task held by (task, token), locked; raises unless the token holds it.
+CREATE FUNCTION parflow._held(task_id bigint, tok uuid) RETURNS parflow.task
+LANGUAGE plpgsql AS $$
+DECLARE
+    t parflow.task;
+BEGIN
+    IF task_id IS NULL OR tok IS NULL THEN
+        RAISE EXCEPTION 'task and token must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO t FROM parflow.task WHERE id = task_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'undefined_object';
+    END IF;
+    IF t.token IS DISTINCT FROM tok OR t.state <> 'running' THEN
+        RAISE EXCEPTION 'task % is not held by this token', task_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The task is %s%s.', t.state,
+                                  CASE WHEN t.state = 'running' THEN ' under another lease' ELSE '' END),
+                  HINT = 'The lease may have expired or the task was re-dispatched; claim new work with parflow_claim().';
+    END IF;
+    IF t.lease_until < clock_timestamp() THEN
+        RAISE EXCEPTION 'lease of task % expired at %', task_id, t.lease_until
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Send parflow_heartbeat() more often than the lease given to parflow_claim().';
+    END IF;
+    RETURN t;
+END
+$$;
+COMMENT ON FUNCTION parflow._held(bigint, uuid) IS 'Internal: lock a task and check that the token holds its live lease (55000 otherwise)';
+
+-- Back to ready (or failed for good) after a lost attempt.
+CREATE FUNCTION parflow._retry_or_fail(t parflow.task, why text, err text, retryable boolean)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st parflow.stage;
+    next_state text;
+BEGIN
+    SELECT s.* INTO st FROM parflow.stage s JOIN parflow.run r ON r.version_id = s.version_id
+     WHERE r.id = t.run_id AND s.ord = t.stage_ord;
+    next_state := CASE WHEN retryable AND t.attempt < st.max_attempts THEN 'ready' ELSE 'failed' END;
+    UPDATE parflow.task SET state = next_state, token = NULL, lease_until = NULL, error = err,
+           not_before = CASE WHEN next_state = 'ready'
+                             THEN clock_timestamp() + st.retry_backoff * power(2, greatest(t.attempt - 1, 0)) END,
+           finished_at = CASE WHEN next_state = 'failed' THEN clock_timestamp() END
+     WHERE id = t.id;
+    PERFORM parflow._event(t.run_id, t.id, CASE next_state WHEN 'ready' THEN 'retry' ELSE 'failed' END,
+        jsonb_build_object('why', why, 'attempt', t.attempt, 'max_attempts', st.max_attempts,
+                           'worker', t.worker, 'error', err));
+    IF next_state = 'failed' THEN
+        PERFORM parflow._check_blocked(t.run_id);
+    END IF;
+    PERFORM parflow._wake();
+    RETURN next_state;
+END
+$$;
+COMMENT ON FUNCTION parflow._retry_or_fail(parflow.task, text, text, boolean) IS 'Internal: after a lost attempt, retry with backoff while attempts are left, else fail the task';
+
+------------------------------------------------------------------------------
+-- Runs: start and report
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.parflow_start(workflow text, flags text[] DEFAULT '{}', priority integer DEFAULT 2,
+                                           parallel boolean DEFAULT NULL, input jsonb DEFAULT '{}')
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+DECLARE
+    ver bigint;
+    wf_cap integer;
+    par boolean;
+    cap integer;
+    new_run bigint;
+    plan_len interval;
+    start_ords integer[];
+    rk_ords integer[];
+    rk_ranks bigint[];
+BEGIN
+    ver := parflow._current_version(workflow);
+    flags := coalesce(flags, '{}');
+    IF array_position(flags, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'flags must not contain nulls' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF priority IS NULL OR priority NOT BETWEEN 0 AND 3 THEN
+        RAISE EXCEPTION 'priority must be between 0 and 3' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('Found %s.', coalesce(priority::text, 'NULL')),
+            HINT = '0 is the most urgent (P0); the default is 2.';
+    END IF;
+    input := coalesce(input, '{}');
+    IF jsonb_typeof(input) <> 'object' THEN
+        RAISE EXCEPTION 'run input must be a JSON object' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('Found %s.', parflow._json_kind(input));
+    END IF;
+    par := coalesce(parallel, current_setting('parflow.parallel_default', true)::boolean, false);
+    SELECT v.max_parallel INTO wf_cap FROM parflow.workflow_version v WHERE v.id = ver;
+    cap := CASE WHEN par THEN coalesce(wf_cap, 2147483647) ELSE 1 END;
+
+    SELECT array_agg(rk.stage_ord), array_agg(rk.rank), max(rk.makespan)
+      INTO rk_ords, rk_ranks, plan_len
+      FROM parflow._ranks(ver, flags, CASE WHEN par THEN NULL ELSE 1 END) rk;
+
+    INSERT INTO parflow.run (version_id, priority, parallel, flags, input, max_parallel, remaining, planned, started_at)
+    VALUES (ver, priority, par, flags, input, cap, 0, coalesce(plan_len, '0'), clock_timestamp())
+    RETURNING id INTO new_run;
+
+    -- pending: stage edges, plus one per group barrier the task's group waits for
+    INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, pending, rank)
+    SELECT new_run, s.ord, s.group_ord, s.agent,
+           CASE WHEN s.when_flag IS NULL OR s.when_flag = ANY (flags) THEN 'waiting' ELSE 'skipped' END,
+           (SELECT count(*) FROM parflow.stage_dep d WHERE d.version_id = ver AND d.stage_ord = s.ord)
+           + (SELECT count(*) FROM parflow.group_dep gd WHERE gd.version_id = ver AND gd.group_ord = s.group_ord),
+           rk.rank
+      FROM parflow.stage s JOIN unnest(rk_ords, rk_ranks) rk(ord, rank) ON rk.ord = s.ord
+     WHERE s.version_id = ver;
+
+    INSERT INTO parflow.run_group (run_id, group_ord, pending)
+    SELECT new_run, g.ord, (SELECT count(*) FROM parflow.stage s WHERE s.version_id = ver AND s.group_ord = g.ord)
+      FROM parflow.stage_group g WHERE g.version_id = ver;
+
+    UPDATE parflow.run r
+       SET remaining = (SELECT count(*) FROM parflow.task t WHERE t.run_id = new_run AND t.state <> 'skipped')
+     WHERE r.id = new_run;
+
+    PERFORM parflow._announce(new_run, 'started',
+        jsonb_build_object('workflow', workflow, 'parallel', par, 'priority', priority));
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    SELECT new_run, t.id, 'skipped', jsonb_build_object('flag', s.when_flag)
+      FROM parflow.task t JOIN parflow.stage s ON s.version_id = ver AND s.ord = t.stage_ord
+     WHERE t.run_id = new_run AND t.state = 'skipped';
+
+    -- Tasks with nothing to wait for are ready; skipped ones pass through.
+    WITH u AS (UPDATE parflow.task t SET state = 'ready'
+                WHERE t.run_id = new_run AND t.pending = 0 AND t.state = 'waiting' RETURNING t.id)
+    INSERT INTO parflow.event (run_id, task_id, kind) SELECT new_run, u.id, 'ready' FROM u;
+    SELECT array_agg(t.stage_ord) INTO start_ords FROM parflow.task t
+     WHERE t.run_id = new_run AND t.pending = 0 AND t.state = 'skipped';
+    PERFORM parflow._done(new_run, coalesce(start_ords, '{}'));
+    PERFORM parflow._finish_if_done(new_run);
+    PERFORM parflow._wake();
+    RETURN new_run;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb) IS
+    'Start a run of the latest version of a workflow: one task per stage, conditional stages without their flag skipped; returns the run id';
+
+-- Mark a run succeeded once every task has succeeded or was skipped.
+CREATE FUNCTION parflow._finish_if_done(p_run bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM parflow.run r WHERE r.id = p_run AND r.remaining = 0 AND r.state IN ('running', 'paused')) THEN
+        UPDATE parflow.run r SET state = 'succeeded', finished_at = clock_timestamp() WHERE r.id = p_run;
+        PERFORM parflow._announce(p_run, 'succeeded');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION parflow._finish_if_done(bigint) IS 'Internal: mark a run succeeded when nothing is left to do';
+
+CREATE FUNCTION @extschema@.parflow_failures(run bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+DECLARE
+    rep jsonb;
+BEGIN
+    IF run IS NULL THEN
+        RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT FROM parflow.run r WHERE r.id = run) THEN
+        RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'task', t.id, 'stage', s.name, 'agent', t.agent, 'attempts', t.attempt,
+               'failed_at', t.finished_at, 'last_error', t.error,
+               'errors', (SELECT coalesce(jsonb_agg(jsonb_build_object('at', e.at, 'attempt', e.detail->'attempt',
+                                                              'worker', e.detail->'worker', 'why', e.detail->'why',
+                                                              'error', e.detail->'error') ORDER BY e.id), '[]')
+                            FROM parflow.event e WHERE e.run_id = run AND e.task_id = t.id
+                             AND e.kind IN ('retry', 'failed')))
+             ORDER BY t.stage_ord), '[]')
+      INTO rep
+      FROM parflow.task t JOIN parflow.run r ON r.id = t.run_id
+      JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
+     WHERE t.run_id = run AND t.state = 'failed';
+    RETURN rep;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_failures(bigint) IS
+    'The aggregated failure report of a run: every failed stage with its agent, attempts and each attempt''s error';
+
+------------------------------------------------------------------------------
+-- The agent API
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.parflow_claim(agent text, worker text, lease interval DEFAULT '5 min')
+RETURNS TABLE(task bigint, token uuid, run bigint, stage text, attempt integer, input jsonb,
+              estimate interval, lease_until timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+DECLARE
+    t parflow.task;
+    r parflow.run;
+    st parflow.stage;
+    upstream jsonb;
+BEGIN
+    IF agent IS NULL OR btrim(agent) = '' THEN
+        RAISE EXCEPTION 'agent must be a non-empty name' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF worker IS NULL OR btrim(worker) = '' THEN
+        RAISE EXCEPTION 'worker must be a non-empty name' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Name the process that claims, for example host and pid.';
+    END IF;
+    IF lease IS NULL OR lease <= interval '0' OR lease > interval '1 day' THEN
+        RAISE EXCEPTION 'lease must be between 0 and 1 day' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('Found %s.', coalesce(lease::text, 'NULL'));
+    END IF;
+
+    SELECT tk.* INTO t FROM parflow.task tk JOIN parflow.run rn ON rn.id = tk.run_id
+     WHERE tk.agent = parflow_claim.agent AND tk.state = 'dispatched'
+     ORDER BY rn.priority, tk.rank DESC, tk.id
+     LIMIT 1 FOR UPDATE OF tk SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+
+    UPDATE parflow.task tk SET state = 'running', attempt = tk.attempt + 1, worker = parflow_claim.worker,
+           token = gen_random_uuid(), lease = parflow_claim.lease,
+           lease_until = clock_timestamp() + parflow_claim.lease, started_at = clock_timestamp(),
+           finished_at = NULL
+     WHERE tk.id = t.id RETURNING * INTO t;
+    SELECT * INTO r FROM parflow.run WHERE id = t.run_id;
+    SELECT * INTO st FROM parflow.stage s WHERE s.version_id = r.version_id AND s.ord = t.stage_ord;
+    PERFORM parflow._event(t.run_id, t.id, 'running', jsonb_build_object('worker', t.worker, 'attempt', t.attempt));
+
+    -- The input: the run's input, plus the outputs of the stages it depends on.
+    SELECT jsonb_object_agg(ds.name, dt.output) INTO upstream
+      FROM parflow.task dt JOIN parflow.stage ds ON ds.version_id = r.version_id AND ds.ord = dt.stage_ord
+     WHERE dt.run_id = r.id AND dt.state = 'succeeded'
+       AND (dt.stage_ord IN (SELECT d.dep_ord FROM parflow.stage_dep d
+                               WHERE d.version_id = r.version_id AND d.stage_ord = t.stage_ord)
+            OR dt.group_ord IN (SELECT gd.dep_ord FROM parflow.group_dep gd
+                                 WHERE gd.version_id = r.version_id AND gd.group_ord = t.group_ord));
+
+    RETURN QUERY SELECT t.id, t.token, t.run_id, st.name, t.attempt,
+                        r.input || jsonb_build_object('upstream', coalesce(upstream, '{}')),
+                        st.estimate, t.lease_until;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_claim(text, text, interval) IS
+    'Claim one dispatched task of an agent kind: returns it with a fresh lease token, or no row';
+
+CREATE FUNCTION @extschema@.parflow_heartbeat(task bigint, token uuid) RETURNS timestamptz
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+DECLARE
+    t parflow.task;
+BEGIN
+    t := parflow._held(task, token);
+    UPDATE parflow.task tk SET lease_until = clock_timestamp() + tk.lease WHERE tk.id = t.id
+        RETURNING tk.lease_until INTO t.lease_until;
+    RETURN t.lease_until;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_heartbeat(bigint, uuid) IS 'Extend the lease of a held task; returns the new lease end';
+
+CREATE FUNCTION @extschema@.parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+DECLARE
+    t parflow.task;
+    lim bigint := pg_size_bytes(current_setting('parflow.max_output_size', true));
+BEGIN
+    t := parflow._held(task, token);
+    output := coalesce(output, '{}');
+    IF lim IS NOT NULL AND pg_column_size(output) > lim THEN
+        RAISE EXCEPTION 'output of task % is too large', t.id USING ERRCODE = 'program_limit_exceeded',
+            DETAIL = format('It takes %s bytes; parflow.max_output_size is %s bytes.', pg_column_size(output), lim),
+            HINT = 'Store big artifacts elsewhere and return a reference to them.';
+    END IF;
+    UPDATE parflow.task tk SET state = 'succeeded', output = parflow_complete.output, token = NULL,
+           lease_until = NULL, finished_at = clock_timestamp(), error = NULL
+     WHERE tk.id = t.id;
+    UPDATE parflow.run r SET remaining = r.remaining - 1 WHERE r.id = t.run_id;
+    PERFORM parflow._event(t.run_id, t.id, 'succeeded', jsonb_build_object('worker', t.worker, 'attempt', t.attempt));
+    PERFORM parflow._done(t.run_id, ARRAY[t.stage_ord]);
+    PERFORM parflow._finish_if_done(t.run_id);
+    PERFORM parflow._wake();
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_complete(bigint, uuid, jsonb) IS 'Report a held task done with its output; its dependents become ready';
+
+CREATE FUNCTION @extschema@.parflow_fail(task bigint, token uuid, error text, retryable boolean DEFAULT true)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+DECLARE
+    t parflow.task;
+BEGIN
+    t := parflow._held(task, token);
+    PERFORM parflow._retry_or_fail(t, 'failed', coalesce(error, 'no error text'), coalesce(retryable, true));
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_fail(bigint, uuid, text, boolean) IS
+    'Report a held task failed: retried with backoff while attempts are left and the error is retryable, else failed for good';
+
+CREATE FUNCTION @extschema@.parflow_release(task bigint, token uuid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+DECLARE
+    t parflow.task;
+BEGIN
+    t := parflow._held(task, token);
+    UPDATE parflow.task tk SET state = 'ready', attempt = tk.attempt - 1, token = NULL, worker = NULL,
+           lease_until = NULL, not_before = NULL
+     WHERE tk.id = t.id;
+    PERFORM parflow._event(t.run_id, t.id, 'released', jsonb_build_object('worker', t.worker));
+    PERFORM parflow._wake();
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_release(bigint, uuid) IS 'Give a held task back (after an interrupt or at shutdown); not counted as a failed attempt';
+
+------------------------------------------------------------------------------
+-- The dispatcher's pass (called by the background worker)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION parflow._dispatch() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, parflow AS $$
+DECLARE
+    global_free integer;
+    t record;
+    n integer := 0;
+    run_active jsonb;
+    rule_active jsonb;
+    blocked boolean;
+    ra integer;
+BEGIN
+    -- Expired leases: retry or fail.
+    FOR t IN SELECT * FROM parflow.task tk WHERE tk.state = 'running' AND tk.lease_until < clock_timestamp()
+             FOR UPDATE SKIP LOCKED LOOP
+        PERFORM parflow._retry_or_fail(t::parflow.task, 'lease expired',
+                                       format('lease of worker %s expired', t.worker), true);
+    END LOOP;
+
+    global_free := current_setting('parflow.max_parallel_stages')::integer
+                 - (SELECT count(*) FROM parflow.task tk WHERE tk.state IN ('dispatched', 'running'));
+    IF global_free <= 0 THEN
+        RETURN 0;
+    END IF;
+
+    -- Tasks at work per run, and per (run, affinity rule).
+    SELECT coalesce(jsonb_object_agg(x.run_id::text, x.c), '{}') INTO run_active
+      FROM (SELECT tk.run_id, count(*) c FROM parflow.task tk
+             WHERE tk.state IN ('dispatched', 'running') GROUP BY tk.run_id) x;
+    SELECT coalesce(jsonb_object_agg(x.k, x.c), '{}') INTO rule_active
+      FROM (SELECT tk.run_id || ':' || a.ord AS k, count(*) c
+              FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id
+              JOIN parflow.affinity a ON a.version_id = r.version_id AND tk.agent = ANY (a.agents)
+             WHERE tk.state IN ('dispatched', 'running') GROUP BY 1) x;
+
+    FOR t IN
+        SELECT tk.id, tk.run_id, tk.agent, tk.stage_ord, r.max_parallel, r.version_id, s.name AS stage
+          FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id AND r.state = 'running'
+          JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord
+         WHERE tk.state = 'ready' AND (tk.not_before IS NULL OR tk.not_before <= clock_timestamp())
+         ORDER BY r.priority, tk.rank DESC, tk.id
+         FOR UPDATE OF tk SKIP LOCKED
+    LOOP
+        ra := coalesce((run_active->>t.run_id::text)::integer, 0);
+        CONTINUE WHEN ra >= t.max_parallel;
+        SELECT EXISTS (SELECT FROM parflow.affinity a
+                        WHERE a.version_id = t.version_id AND t.agent = ANY (a.agents)
+                          AND coalesce((rule_active->>(t.run_id || ':' || a.ord))::integer, 0) >= a.max_concurrent)
+          INTO blocked;
+        CONTINUE WHEN blocked;
+
+        UPDATE parflow.task SET state = 'dispatched', dispatched_at = clock_timestamp() WHERE id = t.id;
+        PERFORM parflow._event(t.run_id, t.id, 'dispatched');
+        PERFORM pg_notify('parflow_' || t.agent,
+            jsonb_build_object('kind', 'dispatch', 'task', t.id, 'run', t.run_id, 'stage', t.stage)::text);
+        run_active := run_active || jsonb_build_object(t.run_id::text, ra + 1);
+        SELECT rule_active || coalesce(jsonb_object_agg(t.run_id || ':' || a.ord,
+                   coalesce((rule_active->>(t.run_id || ':' || a.ord))::integer, 0) + 1), '{}')
+          INTO rule_active
+          FROM parflow.affinity a WHERE a.version_id = t.version_id AND t.agent = ANY (a.agents);
+        n := n + 1;
+        global_free := global_free - 1;
+        EXIT WHEN global_free = 0;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION parflow._dispatch() IS
+    'Internal, the dispatcher''s pass: expire leases, then dispatch ready tasks by run priority and rank under every cap, one NOTIFY per task';
+
+------------------------------------------------------------------------------
 -- Privileges
 ------------------------------------------------------------------------------
 
@@ -634,8 +1203,25 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA parflow FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.parflow_define(text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.parflow_define(text, jsonb) TO parflow_operator;
 GRANT SELECT ON parflow.workflow, parflow.workflow_version, parflow.stage_group, parflow.group_dep,
-                parflow.stage, parflow.stage_dep, parflow.affinity
+                parflow.stage, parflow.stage_dep, parflow.affinity,
+                parflow.runs, parflow.tasks, parflow.events
    TO parflow_reader, parflow_operator;
+
+-- Operators start runs and read reports; agents only call the agent API.
+REVOKE ALL ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb),
+                       @extschema@.parflow_failures(bigint),
+                       @extschema@.parflow_claim(text, text, interval),
+                       @extschema@.parflow_heartbeat(bigint, uuid),
+                       @extschema@.parflow_complete(bigint, uuid, jsonb),
+                       @extschema@.parflow_fail(bigint, uuid, text, boolean),
+                       @extschema@.parflow_release(bigint, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb),
+                          @extschema@.parflow_failures(bigint) TO parflow_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.parflow_claim(text, text, interval),
+                          @extschema@.parflow_heartbeat(bigint, uuid),
+                          @extschema@.parflow_complete(bigint, uuid, jsonb),
+                          @extschema@.parflow_fail(bigint, uuid, text, boolean),
+                          @extschema@.parflow_release(bigint, uuid) TO parflow_agent;
 
 SELECT pg_catalog.pg_extension_config_dump('parflow.workflow', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.workflow_version', '');
@@ -644,3 +1230,7 @@ SELECT pg_catalog.pg_extension_config_dump('parflow.group_dep', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.stage', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.stage_dep', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.affinity', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.run', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.task', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.run_group', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.event', '');

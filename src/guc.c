@@ -9,6 +9,7 @@
 
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "guc.h"
 
@@ -16,6 +17,7 @@ char	   *pf_database = NULL;
 int			pf_max_parallel_stages = 4;
 bool		pf_parallel_default = false;
 int			pf_naptime_ms = 1000;
+int			pf_max_output_size = 4 * 1024 * 1024;
 
 /* Define the parflow.* parameters; called once from _PG_init. */
 void
@@ -56,6 +58,15 @@ pf_guc_init(void)
 							1000, 10, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("parflow.max_output_size",
+							"Largest output a task may report, in bytes.",
+							"parflow_complete() refuses bigger outputs; store big artifacts elsewhere.",
+							&pf_max_output_size,
+							4 * 1024 * 1024, 1024, MaxAllocSize / 2,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("parflow");

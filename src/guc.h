@@ -8,6 +8,7 @@ extern char *pf_database;
 extern int	pf_max_parallel_stages;
 extern bool pf_parallel_default;
 extern int	pf_naptime_ms;
+extern int	pf_max_output_size;
 
 extern void pf_guc_init(void);
 

@@ -9,7 +9,9 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "dispatcher.h"
 #include "guc.h"
+#include "shmem.h"
 
 PG_MODULE_MAGIC;
 
@@ -19,4 +21,7 @@ void
 _PG_init(void)
 {
 	pf_guc_init();
+	pf_shmem_init();
+	if (process_shared_preload_libraries_in_progress)
+		pf_dispatcher_register();
 }

@@ -34,6 +34,7 @@ PG_FUNCTION_INFO_V1(parflow_plan);
 PG_FUNCTION_INFO_V1(parflow_estimate);
 PG_FUNCTION_INFO_V1(parflow_plan_stats);
 PG_FUNCTION_INFO_V1(parflow_check_version);
+PG_FUNCTION_INFO_V1(parflow_ranks);
 
 /* ----------------------------------------------------------------
  * Loading
@@ -1041,4 +1042,38 @@ parflow_check_version(PG_FUNCTION_ARGS)
 
 	pf_graph_check(g, NULL);
 	PG_RETURN_VOID();
+}
+
+/*
+ * parflow._ranks(version, flags, cap): the dispatch rank of every stage, from
+ * the best plan under the cap (NULL: the workflow's and the global cap), and
+ * the planned makespan.  Ranks are what the dispatcher orders ready tasks by.
+ */
+Datum
+parflow_ranks(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PfGraph    *g;
+	PfSchedule *s;
+	int			cap;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		elog(ERROR, "parflow: _ranks needs a version and flags");
+	g = pf_graph_load(PG_GETARG_INT64(0), PG_GETARG_ARRAYTYPE_P(1));
+	pf_graph_check(g, NULL);
+	cap = pf_effective_cap(g, PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2));
+	s = pf_schedule(g, cap, PF_POLICY_BEST);
+	for (i = 0; i < g->nstages; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {0};
+
+		values[0] = Int32GetDatum(i);
+		values[1] = Int64GetDatum(s->rank[i]);
+		values[2] = IntervalPGetDatum(pf_usec_interval(s->makespan));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }
