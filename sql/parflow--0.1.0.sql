@@ -511,7 +511,8 @@ BEGIN
         IF FOUND THEN
             near := parflow._nearest(r.agent, ARRAY(SELECT DISTINCT s.agent FROM parflow.stage s WHERE s.version_id = ver_id));
             PERFORM parflow._spec_error(format('%s names agent "%s", which no stage uses', rlabels[r.i], r.agent), NULL,
-                coalesce(format('Did you mean "%s"?', near), 'Name the agent of at least one stage.'));
+                CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near)
+                     ELSE 'Name the agent of at least one stage.' END);
         END IF;
         SELECT i, (a->>'max_concurrent')::integer AS v INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
          WHERE (a->>'max_concurrent')::numeric < 1 ORDER BY i LIMIT 1;
@@ -590,7 +591,8 @@ BEGIN
         near := parflow._nearest(workflow, ARRAY(SELECT name FROM parflow.workflow));
         RAISE EXCEPTION 'workflow "%" does not exist', workflow
             USING ERRCODE = 'undefined_object',
-                  HINT = coalesce(format('Did you mean "%s"?', near), 'Define it with parflow_define().');
+                  HINT = CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near)
+                              ELSE 'Define it with parflow_define().' END;
     END IF;
     RETURN vid;
 END
@@ -641,12 +643,13 @@ CREATE TABLE parflow.run (
     input         jsonb NOT NULL,
     max_parallel  integer NOT NULL CHECK (max_parallel >= 1),
     remaining     integer NOT NULL,
+    failed        integer NOT NULL DEFAULT 0,
     planned       interval NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     started_at    timestamptz,
     finished_at   timestamptz
 );
-COMMENT ON TABLE parflow.run IS 'One execution of a workflow version; remaining counts tasks not yet succeeded or skipped';
+COMMENT ON TABLE parflow.run IS 'One execution of a workflow version; remaining counts tasks not yet succeeded or skipped, failed those failed for good';
 CREATE INDEX run_live_idx ON parflow.run (id) WHERE state IN ('running', 'paused');
 
 CREATE TABLE parflow.task (
@@ -675,7 +678,8 @@ CREATE TABLE parflow.task (
 );
 COMMENT ON TABLE parflow.task IS 'One stage inside one run: the row that moves through the state machine; pending counts unfinished dependencies';
 CREATE INDEX task_ready_idx ON parflow.task (run_id) WHERE state = 'ready';
-CREATE INDEX task_active_idx ON parflow.task (agent) WHERE state IN ('dispatched', 'running');
+CREATE INDEX task_active_idx ON parflow.task (run_id) WHERE state IN ('dispatched', 'running');
+CREATE INDEX task_claim_idx ON parflow.task (agent) WHERE state = 'dispatched';
 CREATE INDEX task_run_group_idx ON parflow.task (run_id, group_ord);
 CREATE INDEX stage_dep_dep_idx ON parflow.stage_dep (version_id, dep_ord);
 
@@ -802,8 +806,7 @@ COMMENT ON FUNCTION parflow._done(bigint, integer[]) IS 'Internal: propagate fin
 CREATE FUNCTION parflow._check_blocked(p_run bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF EXISTS (SELECT FROM parflow.run r WHERE r.id = p_run AND r.state = 'running')
-       AND EXISTS (SELECT FROM parflow.task t WHERE t.run_id = p_run AND t.state = 'failed')
+    IF EXISTS (SELECT FROM parflow.run r WHERE r.id = p_run AND r.state = 'running' AND r.failed > 0)
        AND NOT EXISTS (SELECT FROM parflow.task t WHERE t.run_id = p_run
                           AND t.state IN ('ready', 'dispatched', 'running')) THEN
         UPDATE parflow.run r SET state = 'blocked' WHERE r.id = p_run;
@@ -829,13 +832,14 @@ BEGIN
     IF t.token IS DISTINCT FROM tok OR t.state <> 'running' THEN
         RAISE EXCEPTION 'task % is not held by this token', task_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('The task is %s%s.', t.state,
-                                  CASE WHEN t.state = 'running' THEN ' under another lease' ELSE '' END),
+                  DETAIL = CASE WHEN t.state = 'running' THEN 'Another lease holds the task.'
+                                ELSE format('The task is in state %s.', t.state) END,
                   HINT = 'The lease may have expired or the task was re-dispatched; claim new work with parflow_claim().';
     END IF;
     IF t.lease_until < clock_timestamp() THEN
-        RAISE EXCEPTION 'lease of task % expired at %', task_id, t.lease_until
+        RAISE EXCEPTION 'lease of task % has expired', task_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The lease ended at %s.', t.lease_until),
                   HINT = 'Send parflow_heartbeat() more often than the lease given to parflow_claim().';
     END IF;
     RETURN t;
@@ -862,6 +866,7 @@ BEGIN
         jsonb_build_object('why', why, 'attempt', t.attempt, 'max_attempts', st.max_attempts,
                            'worker', t.worker, 'error', err));
     IF next_state = 'failed' THEN
+        UPDATE parflow.run r SET failed = r.failed + 1 WHERE r.id = t.run_id;
         PERFORM parflow._check_blocked(t.run_id);
     END IF;
     PERFORM parflow._wake();
@@ -1090,6 +1095,7 @@ BEGIN
     PERFORM parflow._event(t.run_id, t.id, 'succeeded', jsonb_build_object('worker', t.worker, 'attempt', t.attempt));
     PERFORM parflow._done(t.run_id, ARRAY[t.stage_ord]);
     PERFORM parflow._finish_if_done(t.run_id);
+    PERFORM parflow._check_blocked(t.run_id);
     PERFORM parflow._wake();
 END
 $$;
@@ -1130,6 +1136,7 @@ CREATE FUNCTION parflow._dispatch() RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, parflow AS $$
 DECLARE
     global_free integer;
+    expired parflow.task;
     t record;
     n integer := 0;
     run_active jsonb;
@@ -1138,10 +1145,11 @@ DECLARE
     ra integer;
 BEGIN
     -- Expired leases: retry or fail.
-    FOR t IN SELECT * FROM parflow.task tk WHERE tk.state = 'running' AND tk.lease_until < clock_timestamp()
-             FOR UPDATE SKIP LOCKED LOOP
-        PERFORM parflow._retry_or_fail(t::parflow.task, 'lease expired',
-                                       format('lease of worker %s expired', t.worker), true);
+    FOR expired IN SELECT tk.* FROM parflow.task tk
+                    WHERE tk.state = 'running' AND tk.lease_until < clock_timestamp()
+                      FOR UPDATE SKIP LOCKED LOOP
+        PERFORM parflow._retry_or_fail(expired, 'lease expired',
+                                       format('lease of worker %s expired', expired.worker), true);
     END LOOP;
 
     global_free := current_setting('parflow.max_parallel_stages')::integer
