@@ -282,7 +282,7 @@ COMMENT ON FUNCTION parflow._interval(text, text, boolean) IS 'Internal: parse a
 -- enable_nestloop is off because the rows just written have no statistics
 -- yet: the planner would pick nested loops that are quadratic in stages.
 CREATE FUNCTION @extschema@.parflow_define(name text, spec jsonb) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
     SET enable_nestloop = off SET jit = off AS $$
 DECLARE
     wf_name   ALIAS FOR $1;
@@ -881,7 +881,7 @@ COMMENT ON FUNCTION parflow._retry_or_fail(parflow.task, text, text, boolean) IS
 
 CREATE FUNCTION @extschema@.parflow_start(workflow text, flags text[] DEFAULT '{}', priority integer DEFAULT 2,
                                            parallel boolean DEFAULT NULL, input jsonb DEFAULT '{}')
-RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
     ver bigint;
     wf_cap integer;
@@ -973,7 +973,7 @@ $$;
 COMMENT ON FUNCTION parflow._finish_if_done(bigint) IS 'Internal: mark a run succeeded when nothing is left to do';
 
 CREATE FUNCTION @extschema@.parflow_failures(run bigint) RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
     rep jsonb;
 BEGIN
@@ -1009,7 +1009,7 @@ COMMENT ON FUNCTION @extschema@.parflow_failures(bigint) IS
 CREATE FUNCTION @extschema@.parflow_claim(agent text, worker text, lease interval DEFAULT '5 min')
 RETURNS TABLE(task bigint, token uuid, run bigint, stage text, attempt integer, input jsonb,
               estimate interval, lease_until timestamptz)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
     t parflow.task;
     r parflow.run;
@@ -1063,7 +1063,7 @@ COMMENT ON FUNCTION @extschema@.parflow_claim(text, text, interval) IS
     'Claim one dispatched task of an agent kind: returns it with a fresh lease token, or no row';
 
 CREATE FUNCTION @extschema@.parflow_heartbeat(task bigint, token uuid) RETURNS timestamptz
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
     t parflow.task;
 BEGIN
@@ -1076,7 +1076,7 @@ $$;
 COMMENT ON FUNCTION @extschema@.parflow_heartbeat(bigint, uuid) IS 'Extend the lease of a held task; returns the new lease end';
 
 CREATE FUNCTION @extschema@.parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}')
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
     t parflow.task;
     lim bigint := pg_size_bytes(current_setting('parflow.max_output_size', true));
@@ -1102,7 +1102,7 @@ $$;
 COMMENT ON FUNCTION @extschema@.parflow_complete(bigint, uuid, jsonb) IS 'Report a held task done with its output; its dependents become ready';
 
 CREATE FUNCTION @extschema@.parflow_fail(task bigint, token uuid, error text, retryable boolean DEFAULT true)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
     t parflow.task;
 BEGIN
@@ -1114,7 +1114,7 @@ COMMENT ON FUNCTION @extschema@.parflow_fail(bigint, uuid, text, boolean) IS
     'Report a held task failed: retried with backoff while attempts are left and the error is retryable, else failed for good';
 
 CREATE FUNCTION @extschema@.parflow_release(task bigint, token uuid) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
     t parflow.task;
 BEGIN
@@ -1133,7 +1133,7 @@ COMMENT ON FUNCTION @extschema@.parflow_release(bigint, uuid) IS 'Give a held ta
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION parflow._dispatch() RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, parflow AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
     global_free integer;
     expired parflow.task;
@@ -1242,3 +1242,9 @@ SELECT pg_catalog.pg_extension_config_dump('parflow.run', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.task', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.run_group', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.event', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.workflow_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.workflow_version_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.stage_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.run_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.task_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.event_id_seq', '');
