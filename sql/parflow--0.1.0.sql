@@ -1003,6 +1003,124 @@ COMMENT ON FUNCTION @extschema@.parflow_failures(bigint) IS
     'The aggregated failure report of a run: every failed stage with its agent, attempts and each attempt''s error';
 
 ------------------------------------------------------------------------------
+-- Operator control
+------------------------------------------------------------------------------
+
+-- Lock a run and check its state; raises 42704 / 55000.
+CREATE FUNCTION parflow._run_in(p_run bigint, allowed text[], action text) RETURNS parflow.run
+LANGUAGE plpgsql AS $$
+DECLARE
+    r parflow.run;
+BEGIN
+    IF p_run IS NULL THEN
+        RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM parflow.run WHERE id = p_run FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', p_run USING ERRCODE = 'undefined_object';
+    END IF;
+    IF NOT r.state = ANY (allowed) THEN
+        RAISE EXCEPTION 'cannot % run % in state %', action, p_run, r.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Only a run that is %s can be %s.', array_to_string(allowed, ', '),
+                                  CASE action WHEN 'cancel' THEN 'cancelled' WHEN 'pause' THEN 'paused'
+                                              WHEN 'resume' THEN 'resumed' ELSE action || 'ed' END);
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION parflow._run_in(bigint, text[], text) IS 'Internal: lock a run and check that its state allows an action';
+
+CREATE FUNCTION @extschema@.parflow_cancel(run bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+DECLARE
+    r parflow.run;
+    t record;
+BEGIN
+    r := parflow._run_in(run, '{running,paused,blocked}', 'cancel');
+    -- agents holding its tasks are told to stop
+    FOR t IN SELECT tk.id, tk.agent, s.name FROM parflow.task tk
+               JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord
+              WHERE tk.run_id = r.id AND tk.state IN ('dispatched', 'running') LOOP
+        PERFORM pg_notify('parflow_' || t.agent,
+            jsonb_build_object('kind', 'cancel', 'task', t.id, 'run', r.id, 'stage', t.name)::text);
+    END LOOP;
+    WITH u AS (UPDATE parflow.task tk SET state = 'cancelled', token = NULL, lease_until = NULL,
+                      finished_at = clock_timestamp()
+                WHERE tk.run_id = r.id AND tk.state IN ('waiting', 'ready', 'dispatched', 'running')
+               RETURNING tk.id)
+    INSERT INTO parflow.event (run_id, task_id, kind) SELECT r.id, u.id, 'cancelled' FROM u;
+    UPDATE parflow.run rn SET state = 'cancelled', finished_at = clock_timestamp() WHERE rn.id = r.id;
+    PERFORM parflow._announce(r.id, 'cancelled');
+    PERFORM parflow._wake();
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_cancel(bigint) IS 'Cancel a run: its unfinished tasks are cancelled and agents holding them are told to stop';
+
+CREATE FUNCTION @extschema@.parflow_pause(run bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+DECLARE
+    r parflow.run;
+BEGIN
+    r := parflow._run_in(run, '{running}', 'pause');
+    UPDATE parflow.run rn SET state = 'paused' WHERE rn.id = r.id;
+    PERFORM parflow._announce(r.id, 'paused');
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_pause(bigint) IS 'Pause a run: nothing new is dispatched; tasks at work finish';
+
+CREATE FUNCTION @extschema@.parflow_resume(run bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+DECLARE
+    r parflow.run;
+BEGIN
+    r := parflow._run_in(run, '{paused}', 'resume');
+    UPDATE parflow.run rn SET state = 'running' WHERE rn.id = r.id;
+    PERFORM parflow._announce(r.id, 'resumed');
+    PERFORM parflow._finish_if_done(r.id);
+    PERFORM parflow._check_blocked(r.id);
+    PERFORM parflow._wake();
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_resume(bigint) IS 'Resume a paused run';
+
+CREATE FUNCTION @extschema@.parflow_retry(run bigint, stage text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+DECLARE
+    r parflow.run;
+    t parflow.task;
+BEGIN
+    r := parflow._run_in(run, '{running,paused,blocked}', 'retry a stage of');
+    IF stage IS NULL THEN
+        RAISE EXCEPTION 'stage must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT tk.* INTO t FROM parflow.task tk JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord
+     WHERE tk.run_id = r.id AND s.name = stage FOR UPDATE OF tk;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % has no stage "%"', r.id, stage USING ERRCODE = 'undefined_object';
+    END IF;
+    IF t.state <> 'failed' THEN
+        RAISE EXCEPTION 'stage "%" of run % has not failed', stage, r.id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It is %s.', t.state);
+    END IF;
+    -- Its dependents never started: they wait for it again as they were.
+    UPDATE parflow.task tk SET state = CASE WHEN tk.pending = 0 THEN 'ready' ELSE 'waiting' END,
+           attempt = 0, error = NULL, not_before = NULL, finished_at = NULL
+     WHERE tk.id = t.id;
+    UPDATE parflow.run rn SET failed = rn.failed - 1,
+           state = CASE WHEN rn.state = 'blocked' THEN 'running' ELSE rn.state END
+     WHERE rn.id = r.id;
+    PERFORM parflow._event(r.id, t.id, 'retried');
+    IF r.state = 'blocked' THEN
+        PERFORM parflow._announce(r.id, 'resumed', jsonb_build_object('retried', stage));
+    END IF;
+    PERFORM parflow._wake();
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_retry(bigint, text) IS 'Re-open a failed stage of a run with fresh attempts; a blocked run runs again';
+
+------------------------------------------------------------------------------
 -- The agent API
 ------------------------------------------------------------------------------
 
@@ -1218,13 +1336,18 @@ GRANT SELECT ON parflow.workflow, parflow.workflow_version, parflow.stage_group,
 -- Operators start runs and read reports; agents only call the agent API.
 REVOKE ALL ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb),
                        @extschema@.parflow_failures(bigint),
+                       @extschema@.parflow_cancel(bigint), @extschema@.parflow_pause(bigint),
+                       @extschema@.parflow_resume(bigint), @extschema@.parflow_retry(bigint, text),
                        @extschema@.parflow_claim(text, text, interval),
                        @extschema@.parflow_heartbeat(bigint, uuid),
                        @extschema@.parflow_complete(bigint, uuid, jsonb),
                        @extschema@.parflow_fail(bigint, uuid, text, boolean),
                        @extschema@.parflow_release(bigint, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb),
-                          @extschema@.parflow_failures(bigint) TO parflow_operator;
+                          @extschema@.parflow_failures(bigint),
+                          @extschema@.parflow_cancel(bigint), @extschema@.parflow_pause(bigint),
+                          @extschema@.parflow_resume(bigint), @extschema@.parflow_retry(bigint, text)
+   TO parflow_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.parflow_claim(text, text, interval),
                           @extschema@.parflow_heartbeat(bigint, uuid),
                           @extschema@.parflow_complete(bigint, uuid, jsonb),

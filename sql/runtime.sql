@@ -83,12 +83,38 @@ SELECT parflow_complete(:be_task, :'be_token', '{}');
 SELECT state FROM parflow.runs WHERE run = :run2;
 SELECT jsonb_path_query(parflow_failures(:run2), '$[*] ? (@.stage == "frontend")') - 'task' - 'failed_at' #- '{errors,0,at}' AS report;
 SELECT stage, state FROM parflow.tasks WHERE run = :run2 ORDER BY task;
+-- Retry brings the blocked run back; a second retry of the same stage is refused.
+SELECT parflow_retry(:run2, 'frontend');
+SELECT parflow_retry(:run2, 'frontend');
+SELECT parflow_retry(:run2, 'nope');
+SELECT state FROM parflow.runs WHERE run = :run2;
+SELECT parflow._dispatch();
+SELECT task, token FROM parflow_claim('frontend', 'w9') \gset fe_
+SELECT parflow_complete(:fe_task, :'fe_token', '{}');
+SELECT parflow._dispatch();
+SELECT task, token FROM parflow_claim('qa', 'w9') \gset qa_
+-- Pause: nothing new is dispatched; work in hand finishes (here, the last task ends the run).
+SELECT parflow_pause(:run2);
+SELECT parflow_pause(:run2);
+SELECT parflow_complete(:qa_task, :'qa_token', '{}');
+SELECT state FROM parflow.runs WHERE run = :run2;
+SELECT parflow_resume(:run2);
+SELECT state FROM parflow.runs WHERE run = :run2;
+SELECT parflow_resume(:run2);
+SELECT parflow_cancel(:run2);
 
 -- Sequential mode: one task at a time, whatever the caps.
 SELECT parflow_start('rt', '{perf}', parallel => false) AS run3 \gset
 SELECT parflow._dispatch();
 SELECT stage, state FROM parflow.tasks WHERE run = :run3 AND state = 'dispatched';
 SELECT parallel FROM parflow.runs WHERE run = :run3;
+-- Cancel: unfinished tasks cancelled, the dispatched one too.
+SELECT parflow_cancel(:run3);
+SELECT stage, state FROM parflow.tasks WHERE run = :run3 ORDER BY task;
+SELECT state FROM parflow.runs WHERE run = :run3;
+SELECT parflow_cancel(:run3);
+SELECT parflow_cancel(NULL);
+SELECT parflow_pause(-1);
 SET parflow.parallel_default = on;
 SELECT parflow_start('rt') AS run4 \gset
 SELECT parallel FROM parflow.runs WHERE run = :run4;
