@@ -762,7 +762,7 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 	else if (policy == PF_POLICY_CP)
 		iters = 1;
 	else
-		iters = Max(3, Min(64, 400000 / (n + 1)));
+		iters = Max(1, Min(64, 200000 / (n + 1)));
 
 	s->makespan = PG_INT64_MAX;
 	for (i = 0; i < iters; i++)
