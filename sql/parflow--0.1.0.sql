@@ -785,7 +785,7 @@ BEGIN
               JOIN parflow.task t ON t.run_id = p_run AND t.group_ord = gd.group_ord
              WHERE gd.version_id = ver AND gd.dep_ord = ANY (coalesce(done_groups, '{}'))
              GROUP BY t.stage_ord),
-        s AS (SELECT c.stage_ord, sum(c.n)::integer AS n FROM c GROUP BY c.stage_ord),
+        s AS MATERIALIZED (SELECT c.stage_ord, sum(c.n)::integer AS n FROM c GROUP BY c.stage_ord),
         u AS (
             UPDATE parflow.task t SET pending = t.pending - s.n,
                    state = CASE WHEN t.pending = s.n AND t.state = 'waiting' THEN 'ready' ELSE t.state END
@@ -1165,12 +1165,14 @@ BEGIN
 
     -- The input: the run's input, plus the outputs of the stages it depends on.
     SELECT jsonb_object_agg(ds.name, dt.output) INTO upstream
-      FROM parflow.task dt JOIN parflow.stage ds ON ds.version_id = r.version_id AND ds.ord = dt.stage_ord
-     WHERE dt.run_id = r.id AND dt.state = 'succeeded'
-       AND (dt.stage_ord IN (SELECT d.dep_ord FROM parflow.stage_dep d
-                               WHERE d.version_id = r.version_id AND d.stage_ord = t.stage_ord)
-            OR dt.group_ord IN (SELECT gd.dep_ord FROM parflow.group_dep gd
-                                 WHERE gd.version_id = r.version_id AND gd.group_ord = t.group_ord));
+      FROM (SELECT d.dep_ord AS ord FROM parflow.stage_dep d
+             WHERE d.version_id = r.version_id AND d.stage_ord = t.stage_ord
+            UNION
+            SELECT s.ord FROM parflow.group_dep gd
+              JOIN parflow.stage s ON s.version_id = r.version_id AND s.group_ord = gd.dep_ord
+             WHERE gd.version_id = r.version_id AND gd.group_ord = t.group_ord) dep
+      JOIN parflow.task dt ON dt.run_id = r.id AND dt.stage_ord = dep.ord AND dt.state = 'succeeded'
+      JOIN parflow.stage ds ON ds.version_id = r.version_id AND ds.ord = dep.ord;
 
     RETURN QUERY SELECT t.id, t.token, t.run_id, st.name, t.attempt,
                         r.input || jsonb_build_object('upstream', coalesce(upstream, '{}')),
@@ -1262,6 +1264,17 @@ DECLARE
     blocked boolean;
     ra integer;
 BEGIN
+    -- Dispatched tasks no agent claimed in time give their slot back for a
+    -- while, so that a kind without agents cannot hold the caps.
+    WITH u AS (UPDATE parflow.task tk SET state = 'ready',
+                      not_before = clock_timestamp() + current_setting('parflow.claim_timeout')::interval
+                WHERE tk.state = 'dispatched'
+                  AND tk.dispatched_at < clock_timestamp() - current_setting('parflow.claim_timeout')::interval
+               RETURNING tk.id, tk.run_id)
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    SELECT u.run_id, u.id, 'unclaimed', jsonb_build_object('claim_timeout', current_setting('parflow.claim_timeout'))
+      FROM u;
+
     -- Expired leases: retry or fail.
     FOR expired IN SELECT tk.* FROM parflow.task tk
                     WHERE tk.state = 'running' AND tk.lease_until < clock_timestamp()

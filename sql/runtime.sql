@@ -108,6 +108,14 @@ SELECT parflow_start('rt', '{perf}', parallel => false) AS run3 \gset
 SELECT parflow._dispatch();
 SELECT stage, state FROM parflow.tasks WHERE run = :run3 AND state = 'dispatched';
 SELECT parallel FROM parflow.runs WHERE run = :run3;
+-- A dispatched task nobody claims gives its slot back after parflow.claim_timeout.
+SET parflow.claim_timeout = '10ms';
+SELECT pg_sleep(0.05);
+SELECT parflow._dispatch() AS dispatched_again;
+SELECT stage, state FROM parflow.tasks WHERE run = :run3 ORDER BY task;
+SELECT e.kind FROM parflow.events e JOIN parflow.tasks t ON t.task = e.task
+ WHERE t.run = :run3 AND t.stage = 'backend' ORDER BY e.event;
+RESET parflow.claim_timeout;
 -- Cancel: unfinished tasks cancelled, the dispatched one too.
 SELECT parflow_cancel(:run3);
 SELECT stage, state FROM parflow.tasks WHERE run = :run3 ORDER BY task;

@@ -18,6 +18,7 @@ int			pf_max_parallel_stages = 4;
 bool		pf_parallel_default = false;
 int			pf_naptime_ms = 1000;
 int			pf_max_output_size = 4 * 1024 * 1024;
+int			pf_claim_timeout_ms = 30000;
 
 /* Define the parflow.* parameters; called once from _PG_init. */
 void
@@ -67,6 +68,15 @@ pf_guc_init(void)
 							4 * 1024 * 1024, 1024, MaxAllocSize / 2,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("parflow.claim_timeout",
+							"How long a dispatched task waits for an agent to claim it.",
+							"An unclaimed task gives its slot back and is not dispatched again for as long.",
+							&pf_claim_timeout_ms,
+							30000, 10, 24 * 3600 * 1000,
+							PGC_SUSET,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("parflow");

@@ -9,6 +9,7 @@ extern int	pf_max_parallel_stages;
 extern bool pf_parallel_default;
 extern int	pf_naptime_ms;
 extern int	pf_max_output_size;
+extern int	pf_claim_timeout_ms;
 
 extern void pf_guc_init(void);
 
