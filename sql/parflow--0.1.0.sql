@@ -1127,7 +1127,8 @@ COMMENT ON FUNCTION @extschema@.parflow_retry(bigint, text) IS 'Re-open a failed
 CREATE FUNCTION @extschema@.parflow_claim(agent text, worker text, lease interval DEFAULT '5 min')
 RETURNS TABLE(task bigint, token uuid, run bigint, stage text, attempt integer, input jsonb,
               estimate interval, lease_until timestamptz)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
+    SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     t parflow.task;
     r parflow.run;
@@ -1183,7 +1184,8 @@ COMMENT ON FUNCTION @extschema@.parflow_claim(text, text, interval) IS
     'Claim one dispatched task of an agent kind: returns it with a fresh lease token, or no row';
 
 CREATE FUNCTION @extschema@.parflow_heartbeat(task bigint, token uuid) RETURNS timestamptz
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
+    SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     t parflow.task;
 BEGIN
@@ -1196,7 +1198,8 @@ $$;
 COMMENT ON FUNCTION @extschema@.parflow_heartbeat(bigint, uuid) IS 'Extend the lease of a held task; returns the new lease end';
 
 CREATE FUNCTION @extschema@.parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}')
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
+    SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     t parflow.task;
     lim bigint := pg_size_bytes(current_setting('parflow.max_output_size', true));
@@ -1222,7 +1225,8 @@ $$;
 COMMENT ON FUNCTION @extschema@.parflow_complete(bigint, uuid, jsonb) IS 'Report a held task done with its output; its dependents become ready';
 
 CREATE FUNCTION @extschema@.parflow_fail(task bigint, token uuid, error text, retryable boolean DEFAULT true)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
+    SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     t parflow.task;
 BEGIN
@@ -1234,7 +1238,8 @@ COMMENT ON FUNCTION @extschema@.parflow_fail(bigint, uuid, text, boolean) IS
     'Report a held task failed: retried with backoff while attempts are left and the error is retryable, else failed for good';
 
 CREATE FUNCTION @extschema@.parflow_release(task bigint, token uuid) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
+    SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     t parflow.task;
 BEGIN
@@ -1252,8 +1257,11 @@ COMMENT ON FUNCTION @extschema@.parflow_release(bigint, uuid) IS 'Give a held ta
 -- The dispatcher's pass (called by the background worker)
 ------------------------------------------------------------------------------
 
+-- Generic plans: the agent API and the pass run the same statements
+-- thousands of times, and custom plans for a run just started (no
+-- statistics yet) can scan the whole run per completion.
 CREATE FUNCTION parflow._dispatch() RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, parflow, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, parflow, pg_temp SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     global_free integer;
     expired parflow.task;
