@@ -2,13 +2,8 @@
 -- a table of its stages the way an integration would, and their errors.
 CREATE EXTENSION parflow;
 SET client_min_messages = warning;
-\ir ../test/demo/sdlc_spec.sql
--- (seed_stage holds the seed's 11 stages; build the spec from it)
-SELECT parflow_define('sdlc', jsonb_build_object('max_parallel', 4, 'groups',
-  (SELECT jsonb_agg(jsonb_build_object('name', grp, 'stages', st) ORDER BY o)
-     FROM (SELECT grp, min(ord) o, jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-                  'name', name, 'agent', agent, 'estimate', minutes || ' min', 'when', flag)) ORDER BY ord) st
-             FROM seed_stage GROUP BY grp) g)));
+\i test/demo/sdlc_spec.sql
+SELECT parflow_define('sdlc', pg_temp.seed_spec());
 
 -- The seed's arithmetic, recomputed from the stage minutes: all eleven
 -- stages add up to 540 min (9 h, not "~8.5 hours"); in parallel 375 min

@@ -4,11 +4,7 @@
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS parflow;
 \ir sdlc_spec.sql
-SELECT parflow_define('sdlc', jsonb_build_object('max_parallel', 4, 'groups',
-  (SELECT jsonb_agg(jsonb_build_object('name', grp, 'stages', st) ORDER BY o)
-     FROM (SELECT grp, min(ord) o, jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-                  'name', name, 'agent', agent, 'estimate', minutes || ' min', 'when', flag)) ORDER BY ord) st
-             FROM seed_stage GROUP BY grp) g))) AS version \gset
+SELECT parflow_define('sdlc', pg_temp.seed_spec()) AS version \gset
 \echo
 \echo '== The seed''s SDLC workflow (version' :version'), with both conditional stages (flags performance, security)'
 \echo

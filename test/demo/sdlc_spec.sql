@@ -1,5 +1,7 @@
 -- The seed's SDLC workflow (shared/seeds), defined from a table of its stages:
--- the way an integration builds the spec from its own tables.
+-- the way an integration builds the spec from its own tables.  Included by
+-- the demo, the regression tests and the end-to-end tests; it leaves the
+-- table seed_stage and the function pg_temp.seed_spec() in the session.
 CREATE TEMP TABLE seed_stage (ord int, grp text, name text, agent text, minutes int, flag text);
 INSERT INTO seed_stage VALUES
  (1, 'research',  'research',     'research',      45, NULL),
@@ -13,3 +15,11 @@ INSERT INTO seed_stage VALUES
  (9, 'statistics','statistics',   'statistics',    90, NULL),
  (10,'devops',    'devops',       'devops',        15, NULL),
  (11,'docs',      'documentation','documentation', 30, NULL);
+-- One group per seed box, in order; the seed's MAX_PARALLEL_STAGES = 4.
+CREATE FUNCTION pg_temp.seed_spec() RETURNS jsonb LANGUAGE sql STABLE AS $$
+  SELECT jsonb_build_object('max_parallel', 4, 'groups',
+    (SELECT jsonb_agg(jsonb_build_object('name', grp, 'stages', st) ORDER BY o)
+       FROM (SELECT grp, min(ord) o, jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                    'name', name, 'agent', agent, 'estimate', minutes || ' min', 'when', flag)) ORDER BY ord) st
+               FROM seed_stage GROUP BY grp) g))
+$$;

@@ -22,34 +22,13 @@ GLOBAL_CAP="$(e2e_q -c "SHOW parflow.max_parallel_stages")"
 e2e_check_idle
 mark="$(e2e_event_mark)"
 
-# The seed's SDLC workflow, defined the way test/demo/sdlc.sql does; the
-# second version adds the affinity rule.
-sdlc_spec_sql() {
-    cat <<SQL
-CREATE TEMP TABLE seed_stage (ord int, grp text, name text, agent text, minutes int, flag text);
-INSERT INTO seed_stage VALUES
- (1, 'research',  'research',     'research',      45, NULL),
- (2, 'critique',  'critique',     'critique',      30, NULL),
- (3, 'build',     'backend',      'backend',       60, NULL),
- (4, 'build',     'frontend',     'frontend',      60, NULL),
- (5, 'qa',        'backend_qa',   'qa',            45, NULL),
- (6, 'qa',        'frontend_qa',  'qa',            45, NULL),
- (7, 'hardening', 'performance',  'performance',   60, 'performance'),
- (8, 'hardening', 'security',     'security',      60, 'security'),
- (9, 'statistics','statistics',   'statistics',    90, NULL),
- (10,'devops',    'devops',       'devops',        15, NULL),
- (11,'docs',      'documentation','documentation', 30, NULL);
-SELECT parflow_define('$1', jsonb_build_object('max_parallel', 4, 'groups',
-  (SELECT jsonb_agg(jsonb_build_object('name', grp, 'stages', st) ORDER BY o)
-     FROM (SELECT grp, min(ord) o, jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-                  'name', name, 'agent', agent, 'estimate', minutes || ' min', 'when', flag)) ORDER BY ord) st
-             FROM seed_stage GROUP BY grp) g)) ${2:-});
-SQL
-}
-e2e_q -f - >/dev/null <<<"$(sdlc_spec_sql e2e_sdlc)" || e2e_die "define e2e_sdlc"
-e2e_q -f - >/dev/null <<<"$(sdlc_spec_sql e2e_sdlc_aff \
-    "|| '{\"affinity\": [{\"agents\": [\"backend\", \"frontend\"], \"max_concurrent\": 1}]}'::jsonb")" ||
-    e2e_die "define e2e_sdlc_aff"
+# The seed's SDLC workflow, from the same table as the demo
+# (test/demo/sdlc_spec.sql); the second version adds the affinity rule.
+e2e_q -f "$PF_ROOT/test/demo/sdlc_spec.sql" \
+    -c "SELECT parflow_define('e2e_sdlc', pg_temp.seed_spec())" \
+    -c "SELECT parflow_define('e2e_sdlc_aff', pg_temp.seed_spec()
+          || '{\"affinity\": [{\"agents\": [\"backend\", \"frontend\"], \"max_concurrent\": 1}]}'::jsonb)" \
+    >/dev/null || e2e_die "define e2e_sdlc, e2e_sdlc_aff"
 
 e2e_check_spec_edges "e2e_sdlc: the extension's edges are the seed's group chain" e2e_sdlc
 
