@@ -1120,6 +1120,82 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.parflow_retry(bigint, text) IS 'Re-open a failed stage of a run with fresh attempts; a blocked run runs again';
 
+CREATE FUNCTION @extschema@.parflow_restart_group(run bigint, group_name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+DECLARE
+    r parflow.run;
+    g integer;
+    n integer;
+BEGIN
+    r := parflow._run_in(run, '{running,paused,blocked}', 'restart a group of');
+    IF group_name IS NULL THEN
+        RAISE EXCEPTION 'group name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT sg.ord INTO g FROM parflow.stage_group sg WHERE sg.version_id = r.version_id AND sg.name = group_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % has no group "%"', r.id, group_name USING ERRCODE = 'undefined_object';
+    END IF;
+    -- Every stage of the group that failed gets fresh attempts; stages that
+    -- succeeded keep their outputs, and dependents wait as they were.
+    WITH u AS (UPDATE parflow.task tk SET state = CASE WHEN tk.pending = 0 THEN 'ready' ELSE 'waiting' END,
+                      attempt = 0, error = NULL, not_before = NULL, finished_at = NULL
+                WHERE tk.run_id = r.id AND tk.group_ord = g AND tk.state = 'failed'
+               RETURNING tk.id)
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    SELECT r.id, u.id, 'retried', jsonb_build_object('group', group_name) FROM u;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 THEN
+        RAISE EXCEPTION 'group "%" of run % has no failed stage to restart', group_name, r.id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    UPDATE parflow.run rn SET failed = rn.failed - n,
+           state = CASE WHEN rn.state = 'blocked' THEN 'running' ELSE rn.state END
+     WHERE rn.id = r.id;
+    IF r.state = 'blocked' THEN
+        PERFORM parflow._announce(r.id, 'resumed', jsonb_build_object('restarted_group', group_name));
+    END IF;
+    PERFORM parflow._wake();
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_restart_group(bigint, text) IS
+    'Re-open every failed stage of a group of a run with fresh attempts; a blocked run runs again';
+
+CREATE FUNCTION @extschema@.parflow_report(run bigint)
+RETURNS TABLE(workflow text, version integer, state text, parallel boolean,
+              planned interval, actual interval, work interval,
+              realised_savings_pct numeric, off_plan_pct numeric)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+DECLARE
+    r parflow.run;
+BEGIN
+    IF run IS NULL THEN
+        RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM parflow.run rn WHERE rn.id = run;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
+    END IF;
+    -- work: the sum of the succeeded tasks' last attempts, what one agent at
+    -- a time would have taken; actual: start to finish (or to now).
+    RETURN QUERY
+    SELECT w.name, v.version, r.state, r.parallel, r.planned,
+           coalesce(r.finished_at, clock_timestamp()) - r.started_at,
+           t.work,
+           CASE WHEN extract(epoch FROM t.work) > 0
+                THEN round(100 * (1 - extract(epoch FROM coalesce(r.finished_at, clock_timestamp()) - r.started_at)
+                                      / extract(epoch FROM t.work)), 1) END,
+           CASE WHEN extract(epoch FROM r.planned) > 0 AND r.finished_at IS NOT NULL
+                THEN round(100 * (extract(epoch FROM r.finished_at - r.started_at)
+                                  / extract(epoch FROM r.planned) - 1), 1) END
+      FROM parflow.workflow_version v JOIN parflow.workflow w ON w.id = v.workflow_id,
+           LATERAL (SELECT coalesce(sum(tk.finished_at - tk.started_at), '0') AS work FROM parflow.task tk
+                     WHERE tk.run_id = r.id AND tk.state = 'succeeded') t
+     WHERE v.id = r.version_id;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_report(bigint) IS
+    'Planned against actual makespan of a run, the work it did (the one-at-a-time time) and the savings realised';
+
 ------------------------------------------------------------------------------
 -- The agent API
 ------------------------------------------------------------------------------
@@ -1359,6 +1435,7 @@ REVOKE ALL ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean,
                        @extschema@.parflow_failures(bigint),
                        @extschema@.parflow_cancel(bigint), @extschema@.parflow_pause(bigint),
                        @extschema@.parflow_resume(bigint), @extschema@.parflow_retry(bigint, text),
+                       @extschema@.parflow_restart_group(bigint, text), @extschema@.parflow_report(bigint),
                        @extschema@.parflow_claim(text, text, interval),
                        @extschema@.parflow_heartbeat(bigint, uuid),
                        @extschema@.parflow_complete(bigint, uuid, jsonb),
@@ -1367,8 +1444,11 @@ REVOKE ALL ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean,
 GRANT EXECUTE ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb),
                           @extschema@.parflow_failures(bigint),
                           @extschema@.parflow_cancel(bigint), @extschema@.parflow_pause(bigint),
-                          @extschema@.parflow_resume(bigint), @extschema@.parflow_retry(bigint, text)
+                          @extschema@.parflow_resume(bigint), @extschema@.parflow_retry(bigint, text),
+                          @extschema@.parflow_restart_group(bigint, text), @extschema@.parflow_report(bigint)
    TO parflow_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.parflow_report(bigint), @extschema@.parflow_failures(bigint)
+   TO parflow_reader;
 GRANT EXECUTE ON FUNCTION @extschema@.parflow_claim(text, text, interval),
                           @extschema@.parflow_heartbeat(bigint, uuid),
                           @extschema@.parflow_complete(bigint, uuid, jsonb),

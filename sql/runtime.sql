@@ -83,6 +83,15 @@ SELECT parflow_complete(:be_task, :'be_token', '{}');
 SELECT state FROM parflow.runs WHERE run = :run2;
 SELECT jsonb_path_query(parflow_failures(:run2), '$[*] ? (@.stage == "frontend")') - 'task' - 'failed_at' #- '{errors,0,at}' AS report;
 SELECT stage, state FROM parflow.tasks WHERE run = :run2 ORDER BY task;
+-- restart_group re-opens the failed stages of a group; then fail it again.
+SELECT parflow_restart_group(:run2, 'qa');
+SELECT parflow_restart_group(:run2, 'nope');
+SELECT parflow_restart_group(:run2, 'build');
+SELECT state FROM parflow.runs WHERE run = :run2;
+SELECT parflow._dispatch();
+SELECT task, token FROM parflow_claim('frontend', 'w7') \gset fe_
+SELECT parflow_fail(:fe_task, :'fe_token', 'disk full again', false);
+SELECT state FROM parflow.runs WHERE run = :run2;
 -- Retry brings the blocked run back; a second retry of the same stage is refused.
 SELECT parflow_retry(:run2, 'frontend');
 SELECT parflow_retry(:run2, 'frontend');
@@ -102,6 +111,12 @@ SELECT parflow_resume(:run2);
 SELECT state FROM parflow.runs WHERE run = :run2;
 SELECT parflow_resume(:run2);
 SELECT parflow_cancel(:run2);
+-- The report of a finished run (times vary: show what does not).
+SELECT workflow, version, state, parallel, planned, actual > '0' AS took_time, work > '0' AS did_work,
+       realised_savings_pct IS NOT NULL AS has_savings, off_plan_pct IS NOT NULL AS has_off_plan
+  FROM parflow_report(:run2);
+SELECT parflow_report(NULL);
+SELECT parflow_report(-1);
 
 -- Sequential mode: one task at a time, whatever the caps.
 SELECT parflow_start('rt', '{perf}', parallel => false) AS run3 \gset
