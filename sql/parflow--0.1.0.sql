@@ -662,6 +662,7 @@ CREATE TABLE parflow.task (
                    CHECK (state IN ('waiting', 'ready', 'dispatched', 'running', 'succeeded',
                                     'failed', 'skipped', 'cancelled')),
     pending        integer NOT NULL,
+    priority       integer NOT NULL,
     rank           bigint NOT NULL,
     attempt        integer NOT NULL DEFAULT 0,
     worker         text,
@@ -678,6 +679,7 @@ CREATE TABLE parflow.task (
 );
 COMMENT ON TABLE parflow.task IS 'One stage inside one run: the row that moves through the state machine; pending counts unfinished dependencies';
 CREATE INDEX task_ready_idx ON parflow.task (run_id) WHERE state = 'ready';
+CREATE INDEX task_dispatch_idx ON parflow.task (priority, rank DESC, id) WHERE state = 'ready';
 CREATE INDEX task_active_idx ON parflow.task (run_id) WHERE state IN ('dispatched', 'running');
 CREATE INDEX task_claim_idx ON parflow.task (agent) WHERE state = 'dispatched';
 CREATE INDEX task_run_group_idx ON parflow.task (run_id, group_ord);
@@ -921,12 +923,12 @@ BEGIN
     RETURNING id INTO new_run;
 
     -- pending: stage edges, plus one per group barrier the task's group waits for
-    INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, pending, rank)
+    INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, pending, priority, rank)
     SELECT new_run, s.ord, s.group_ord, s.agent,
            CASE WHEN s.when_flag IS NULL OR s.when_flag = ANY (flags) THEN 'waiting' ELSE 'skipped' END,
            (SELECT count(*) FROM parflow.stage_dep d WHERE d.version_id = ver AND d.stage_ord = s.ord)
            + (SELECT count(*) FROM parflow.group_dep gd WHERE gd.version_id = ver AND gd.group_ord = s.group_ord),
-           rk.rank
+           parflow_start.priority, rk.rank
       FROM parflow.stage s JOIN unnest(rk_ords, rk_ranks) rk(ord, rank) ON rk.ord = s.ord
      WHERE s.version_id = ver;
 
@@ -1223,9 +1225,9 @@ BEGIN
             DETAIL = format('Found %s.', coalesce(lease::text, 'NULL'));
     END IF;
 
-    SELECT tk.* INTO t FROM parflow.task tk JOIN parflow.run rn ON rn.id = tk.run_id
+    SELECT tk.* INTO t FROM parflow.task tk
      WHERE tk.agent = parflow_claim.agent AND tk.state = 'dispatched'
-     ORDER BY rn.priority, tk.rank DESC, tk.id
+     ORDER BY tk.priority, tk.rank DESC, tk.id
      LIMIT 1 FOR UPDATE OF tk SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN;
@@ -1347,6 +1349,9 @@ DECLARE
     rule_active jsonb;
     blocked boolean;
     ra integer;
+    lim integer;
+    seen integer;
+    stage_name text;
 BEGIN
     -- Dispatched tasks no agent claimed in time give their slot back for a
     -- while, so that a kind without agents cannot hold the caps.
@@ -1383,14 +1388,22 @@ BEGIN
               JOIN parflow.affinity a ON a.version_id = r.version_id AND tk.agent = ANY (a.agents)
              WHERE tk.state IN ('dispatched', 'running') GROUP BY 1) x;
 
+    -- Walk ready tasks in dispatch order along task_dispatch_idx, a batch at
+    -- a time; tasks held back by a run's cap or an affinity rule are passed
+    -- over, and when a whole batch was, the walk goes on with a larger one.
+    lim := global_free * 4 + 64;
+    <<batches>>
+    LOOP
+    seen := 0;
     FOR t IN
-        SELECT tk.id, tk.run_id, tk.agent, tk.stage_ord, r.max_parallel, r.version_id, s.name AS stage
+        SELECT tk.id, tk.run_id, tk.agent, tk.stage_ord, r.max_parallel, r.version_id
           FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id AND r.state = 'running'
-          JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord
          WHERE tk.state = 'ready' AND (tk.not_before IS NULL OR tk.not_before <= clock_timestamp())
-         ORDER BY r.priority, tk.rank DESC, tk.id
+         ORDER BY tk.priority, tk.rank DESC, tk.id
+         LIMIT lim
          FOR UPDATE OF tk SKIP LOCKED
     LOOP
+        seen := seen + 1;
         ra := coalesce((run_active->>t.run_id::text)::integer, 0);
         CONTINUE WHEN ra >= t.max_parallel;
         SELECT EXISTS (SELECT FROM parflow.affinity a
@@ -1400,9 +1413,10 @@ BEGIN
         CONTINUE WHEN blocked;
 
         UPDATE parflow.task SET state = 'dispatched', dispatched_at = clock_timestamp() WHERE id = t.id;
-        PERFORM parflow._event(t.run_id, t.id, 'dispatched');
+        INSERT INTO parflow.event (run_id, task_id, kind) VALUES (t.run_id, t.id, 'dispatched');
+        SELECT s.name INTO stage_name FROM parflow.stage s WHERE s.version_id = t.version_id AND s.ord = t.stage_ord;
         PERFORM pg_notify('parflow_' || t.agent,
-            jsonb_build_object('kind', 'dispatch', 'task', t.id, 'run', t.run_id, 'stage', t.stage)::text);
+            jsonb_build_object('kind', 'dispatch', 'task', t.id, 'run', t.run_id, 'stage', stage_name)::text);
         run_active := run_active || jsonb_build_object(t.run_id::text, ra + 1);
         SELECT rule_active || coalesce(jsonb_object_agg(t.run_id || ':' || a.ord,
                    coalesce((rule_active->>(t.run_id || ':' || a.ord))::integer, 0) + 1), '{}')
@@ -1410,8 +1424,11 @@ BEGIN
           FROM parflow.affinity a WHERE a.version_id = t.version_id AND t.agent = ANY (a.agents);
         n := n + 1;
         global_free := global_free - 1;
-        EXIT WHEN global_free = 0;
+        EXIT batches WHEN global_free = 0;
     END LOOP;
+    EXIT batches WHEN seen < lim;
+    lim := lim * 4;
+    END LOOP batches;
     RETURN n;
 END
 $$;
