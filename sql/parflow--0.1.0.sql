@@ -1086,6 +1086,34 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.parflow_resume(bigint) IS 'Resume a paused run';
 
+-- Re-open failed tasks of a run with fresh attempts: their dependents never
+-- started and wait for them as they were; a blocked run runs again.
+-- Returns how many tasks were re-opened.
+CREATE FUNCTION parflow._reopen(r parflow.run, tasks bigint[], detail jsonb) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    WITH u AS (UPDATE parflow.task tk SET state = CASE WHEN tk.pending = 0 THEN 'ready' ELSE 'waiting' END,
+                      attempt = 0, error = NULL, not_before = NULL, finished_at = NULL
+                WHERE tk.run_id = r.id AND tk.id = ANY (tasks) AND tk.state = 'failed'
+               RETURNING tk.id)
+    INSERT INTO parflow.event (run_id, task_id, kind, detail) SELECT r.id, u.id, 'retried', detail FROM u;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        UPDATE parflow.run rn SET failed = rn.failed - n,
+               state = CASE WHEN rn.state = 'blocked' THEN 'running' ELSE rn.state END
+         WHERE rn.id = r.id;
+        IF r.state = 'blocked' THEN
+            PERFORM parflow._announce(r.id, 'resumed', detail);
+        END IF;
+        PERFORM parflow._wake();
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION parflow._reopen(parflow.run, bigint[], jsonb) IS 'Internal: re-open failed tasks with fresh attempts (retry, restart_group)';
+
 CREATE FUNCTION @extschema@.parflow_retry(run bigint, stage text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
@@ -1106,18 +1134,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('It is %s.', t.state);
     END IF;
-    -- Its dependents never started: they wait for it again as they were.
-    UPDATE parflow.task tk SET state = CASE WHEN tk.pending = 0 THEN 'ready' ELSE 'waiting' END,
-           attempt = 0, error = NULL, not_before = NULL, finished_at = NULL
-     WHERE tk.id = t.id;
-    UPDATE parflow.run rn SET failed = rn.failed - 1,
-           state = CASE WHEN rn.state = 'blocked' THEN 'running' ELSE rn.state END
-     WHERE rn.id = r.id;
-    PERFORM parflow._event(r.id, t.id, 'retried');
-    IF r.state = 'blocked' THEN
-        PERFORM parflow._announce(r.id, 'resumed', jsonb_build_object('retried', stage));
-    END IF;
-    PERFORM parflow._wake();
+    PERFORM parflow._reopen(r, ARRAY[t.id], jsonb_build_object('retried', stage));
 END
 $$;
 COMMENT ON FUNCTION @extschema@.parflow_retry(bigint, text) IS 'Re-open a failed stage of a run with fresh attempts; a blocked run runs again';
@@ -1138,25 +1155,14 @@ BEGIN
         RAISE EXCEPTION 'run % has no group "%"', r.id, group_name USING ERRCODE = 'undefined_object';
     END IF;
     -- Every stage of the group that failed gets fresh attempts; stages that
-    -- succeeded keep their outputs, and dependents wait as they were.
-    WITH u AS (UPDATE parflow.task tk SET state = CASE WHEN tk.pending = 0 THEN 'ready' ELSE 'waiting' END,
-                      attempt = 0, error = NULL, not_before = NULL, finished_at = NULL
-                WHERE tk.run_id = r.id AND tk.group_ord = g AND tk.state = 'failed'
-               RETURNING tk.id)
-    INSERT INTO parflow.event (run_id, task_id, kind, detail)
-    SELECT r.id, u.id, 'retried', jsonb_build_object('group', group_name) FROM u;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    -- succeeded keep their outputs.
+    n := parflow._reopen(r, ARRAY(SELECT tk.id FROM parflow.task tk
+                                   WHERE tk.run_id = r.id AND tk.group_ord = g AND tk.state = 'failed'),
+                         jsonb_build_object('restarted_group', group_name));
     IF n = 0 THEN
         RAISE EXCEPTION 'group "%" of run % has no failed stage to restart', group_name, r.id
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    UPDATE parflow.run rn SET failed = rn.failed - n,
-           state = CASE WHEN rn.state = 'blocked' THEN 'running' ELSE rn.state END
-     WHERE rn.id = r.id;
-    IF r.state = 'blocked' THEN
-        PERFORM parflow._announce(r.id, 'resumed', jsonb_build_object('restarted_group', group_name));
-    END IF;
-    PERFORM parflow._wake();
 END
 $$;
 COMMENT ON FUNCTION @extschema@.parflow_restart_group(bigint, text) IS
@@ -1240,7 +1246,8 @@ BEGIN
      WHERE tk.id = t.id RETURNING * INTO t;
     SELECT * INTO r FROM parflow.run WHERE id = t.run_id;
     SELECT * INTO st FROM parflow.stage s WHERE s.version_id = r.version_id AND s.ord = t.stage_ord;
-    PERFORM parflow._event(t.run_id, t.id, 'running', jsonb_build_object('worker', t.worker, 'attempt', t.attempt));
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    VALUES (t.run_id, t.id, 'running', jsonb_build_object('worker', t.worker, 'attempt', t.attempt));
 
     -- The input: the run's input, plus the outputs of the stages it depends on.
     SELECT jsonb_object_agg(ds.name, dt.output) INTO upstream
@@ -1293,7 +1300,8 @@ BEGIN
            lease_until = NULL, finished_at = clock_timestamp(), error = NULL
      WHERE tk.id = t.id;
     UPDATE parflow.run r SET remaining = r.remaining - 1 WHERE r.id = t.run_id;
-    PERFORM parflow._event(t.run_id, t.id, 'succeeded', jsonb_build_object('worker', t.worker, 'attempt', t.attempt));
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    VALUES (t.run_id, t.id, 'succeeded', jsonb_build_object('worker', t.worker, 'attempt', t.attempt));
     PERFORM parflow._done(t.run_id, ARRAY[t.stage_ord]);
     PERFORM parflow._finish_if_done(t.run_id);
     PERFORM parflow._check_blocked(t.run_id);
