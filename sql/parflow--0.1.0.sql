@@ -665,6 +665,8 @@ CREATE TABLE parflow.task (
     priority       integer NOT NULL,
     rank           bigint NOT NULL,
     attempt        integer NOT NULL DEFAULT 0,
+    base_attempt   integer NOT NULL DEFAULT 0,
+    route_backs    integer NOT NULL DEFAULT 0,
     worker         text,
     token          uuid,
     lease          interval,
@@ -673,11 +675,19 @@ CREATE TABLE parflow.task (
     dispatched_at  timestamptz,
     started_at     timestamptz,
     finished_at    timestamptz,
+    interrupted_at timestamptz,
     output         jsonb,
     error          text,
+    feedback       jsonb,
+    skip_barrier   boolean NOT NULL DEFAULT false,
     UNIQUE (run_id, stage_ord)
 );
 COMMENT ON TABLE parflow.task IS 'One stage inside one run: the row that moves through the state machine; pending counts unfinished dependencies';
+COMMENT ON COLUMN parflow.task.base_attempt IS 'Attempts made before the current round (a route-back or an operator retry starts a new round with max_attempts fresh attempts)';
+COMMENT ON COLUMN parflow.task.route_backs IS 'On a verification task: how many times its failure sent the verified stage back';
+COMMENT ON COLUMN parflow.task.feedback IS 'On a routed-back task: the failing verification (name, error, output), given to the next attempt in its input as route_back';
+COMMENT ON COLUMN parflow.task.skip_barrier IS 'Set when a route-back re-opened a task whose group barrier had already passed: its next completion does not count against the barrier again';
+COMMENT ON COLUMN parflow.task.interrupted_at IS 'When the dispatcher asked the holder to give the task back for a P0 run; the lease is lost after parflow.interrupt_grace';
 CREATE INDEX task_ready_idx ON parflow.task (run_id) WHERE state = 'ready';
 CREATE INDEX task_dispatch_idx ON parflow.task (priority, rank DESC, id) WHERE state = 'ready';
 CREATE INDEX task_active_idx ON parflow.task (run_id) WHERE state IN ('dispatched', 'running');
@@ -772,7 +782,8 @@ BEGIN
     WHILE cardinality(p_ords) > 0 LOOP
         -- group barriers: a group is done when its last task is
         WITH c AS (SELECT t.group_ord, count(*)::integer AS n FROM parflow.task t
-                    WHERE t.run_id = p_run AND t.stage_ord = ANY (p_ords) GROUP BY t.group_ord),
+                    WHERE t.run_id = p_run AND t.stage_ord = ANY (p_ords) AND NOT t.skip_barrier
+                    GROUP BY t.group_ord),
         u AS (UPDATE parflow.run_group rg SET pending = rg.pending - c.n FROM c
                WHERE rg.run_id = p_run AND rg.group_ord = c.group_ord
               RETURNING rg.group_ord, rg.pending)
@@ -792,6 +803,7 @@ BEGIN
             UPDATE parflow.task t SET pending = t.pending - s.n,
                    state = CASE WHEN t.pending = s.n AND t.state = 'waiting' THEN 'ready' ELSE t.state END
               FROM s WHERE t.run_id = p_run AND t.stage_ord = s.stage_ord
+               AND NOT (t.state = 'skipped' AND t.pending = 0)   -- passed through already (route-backs)
             RETURNING t.id, t.stage_ord, t.state, t.pending)
         SELECT array_agg(u.stage_ord) FILTER (WHERE u.state = 'skipped' AND u.pending = 0),
                array_agg(u.id) FILTER (WHERE u.state = 'ready' AND u.pending = 0)
@@ -849,37 +861,124 @@ END
 $$;
 COMMENT ON FUNCTION parflow._held(bigint, uuid) IS 'Internal: lock a task and check that the token holds its live lease (55000 otherwise)';
 
--- Back to ready (or failed for good) after a lost attempt.
+-- Back to ready (or failed for good) after a lost attempt.  A task that
+-- fails for good in a fail_fast group stops the rest of its group: what has
+-- not started yet is cancelled (tasks at work finish).
 CREATE FUNCTION parflow._retry_or_fail(t parflow.task, why text, err text, retryable boolean)
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     st parflow.stage;
+    policy text;
     next_state text;
 BEGIN
     SELECT s.* INTO st FROM parflow.stage s JOIN parflow.run r ON r.version_id = s.version_id
      WHERE r.id = t.run_id AND s.ord = t.stage_ord;
-    next_state := CASE WHEN retryable AND t.attempt < st.max_attempts THEN 'ready' ELSE 'failed' END;
+    next_state := CASE WHEN retryable AND t.attempt - t.base_attempt < st.max_attempts THEN 'ready' ELSE 'failed' END;
     UPDATE parflow.task SET state = next_state, token = NULL, lease_until = NULL, error = err,
+           interrupted_at = NULL,
            not_before = CASE WHEN next_state = 'ready'
-                             THEN clock_timestamp() + st.retry_backoff * power(2, greatest(t.attempt - 1, 0)) END,
+                             THEN clock_timestamp() + st.retry_backoff * power(2, greatest(t.attempt - t.base_attempt - 1, 0)) END,
            finished_at = CASE WHEN next_state = 'failed' THEN clock_timestamp() END
      WHERE id = t.id;
-    PERFORM parflow._event(t.run_id, t.id, CASE next_state WHEN 'ready' THEN 'retry' ELSE 'failed' END,
-        jsonb_build_object('why', why, 'attempt', t.attempt, 'max_attempts', st.max_attempts,
-                           'worker', t.worker, 'error', err));
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    VALUES (t.run_id, t.id, CASE next_state WHEN 'ready' THEN 'retry' ELSE 'failed' END,
+            jsonb_build_object('why', why, 'attempt', t.attempt, 'max_attempts', st.max_attempts,
+                               'worker', t.worker, 'error', err));
     IF next_state = 'failed' THEN
         UPDATE parflow.run r SET failed = r.failed + 1 WHERE r.id = t.run_id;
+        SELECT g.on_failure INTO policy FROM parflow.stage_group g
+         WHERE g.version_id = st.version_id AND g.ord = st.group_ord;
+        IF policy = 'fail_fast' THEN
+            WITH u AS (UPDATE parflow.task tk SET state = 'cancelled', finished_at = clock_timestamp()
+                        WHERE tk.run_id = t.run_id AND tk.group_ord = t.group_ord
+                          AND tk.state IN ('waiting', 'ready', 'dispatched')
+                       RETURNING tk.id)
+            INSERT INTO parflow.event (run_id, task_id, kind, detail)
+            SELECT t.run_id, u.id, 'cancelled', jsonb_build_object('why', 'fail_fast', 'failed_stage', st.name)
+              FROM u;
+        END IF;
         PERFORM parflow._check_blocked(t.run_id);
     END IF;
     PERFORM parflow._wake();
     RETURN next_state;
 END
 $$;
-COMMENT ON FUNCTION parflow._retry_or_fail(parflow.task, text, text, boolean) IS 'Internal: after a lost attempt, retry with backoff while attempts are left, else fail the task';
+COMMENT ON FUNCTION parflow._retry_or_fail(parflow.task, text, text, boolean) IS 'Internal: after a lost attempt, retry with backoff while attempts are left, else fail the task (and, in a fail_fast group, cancel what of the group has not started)';
+
+-- A failed verification sends the stage it verifies back to its agent: the
+-- verified task is re-opened with the failure as feedback (a new round of
+-- attempts), everything that depends on it (the verification included) waits
+-- for it again, and the verification runs once it is done.  After
+-- max_route_backs the verification fails for good and the run is blocked.
+CREATE FUNCTION parflow._route_back(t parflow.task, st parflow.stage, err text, out_doc jsonb)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v parflow.task;
+    vname text;
+    barrier_open boolean;
+BEGIN
+    IF t.route_backs >= st.max_route_backs THEN
+        PERFORM parflow._retry_or_fail(t, 'verification failed', err, false);
+        UPDATE parflow.task tk SET output = out_doc WHERE tk.id = t.id;
+        RETURN 'failed';
+    END IF;
+    SELECT tk.* INTO v FROM parflow.task tk
+     WHERE tk.run_id = t.run_id AND tk.stage_ord = st.verifies_ord FOR UPDATE;
+    SELECT s.name INTO vname FROM parflow.stage s WHERE s.version_id = st.version_id AND s.ord = st.verifies_ord;
+    IF v.state = 'succeeded' THEN
+        -- The verified stage is not done any more: its dependents (this
+        -- verification among them) count it again, and so does its group
+        -- barrier unless that has already passed.
+        UPDATE parflow.run_group rg SET pending = rg.pending + 1
+         WHERE rg.run_id = t.run_id AND rg.group_ord = v.group_ord AND rg.pending > 0;
+        barrier_open := FOUND;
+        UPDATE parflow.task tk SET pending = tk.pending + 1
+          FROM parflow.stage_dep d
+         WHERE d.version_id = st.version_id AND d.dep_ord = v.stage_ord
+           AND tk.run_id = t.run_id AND tk.stage_ord = d.stage_ord AND tk.state <> 'skipped';
+        UPDATE parflow.task tk SET state = 'ready', base_attempt = tk.attempt, finished_at = NULL,
+               output = NULL, not_before = NULL, skip_barrier = NOT barrier_open,
+               feedback = jsonb_build_object('verification', st.name, 'round', t.route_backs + 1,
+                                             'error', err, 'output', out_doc)
+         WHERE tk.id = v.id;
+        UPDATE parflow.run r SET remaining = r.remaining + 1 WHERE r.id = t.run_id;
+        INSERT INTO parflow.event (run_id, task_id, kind, detail)
+        VALUES (t.run_id, v.id, 'routed_back',
+                jsonb_build_object('verification', st.name, 'round', t.route_backs + 1, 'error', err));
+    END IF;
+    -- (Otherwise another verification sent it back already, and this one
+    -- already counts it as pending.)
+    UPDATE parflow.task tk SET state = CASE WHEN tk.pending > 0 THEN 'waiting' ELSE 'ready' END,
+           token = NULL, lease_until = NULL, interrupted_at = NULL, route_backs = tk.route_backs + 1,
+           base_attempt = tk.attempt, error = err, output = out_doc
+     WHERE tk.id = t.id;
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    VALUES (t.run_id, t.id, 'route_back',
+            jsonb_build_object('stage', vname, 'round', t.route_backs + 1, 'max_route_backs', st.max_route_backs,
+                               'attempt', t.attempt, 'worker', t.worker, 'error', err));
+    PERFORM parflow._wake();
+    RETURN 'route_back';
+END
+$$;
+COMMENT ON FUNCTION parflow._route_back(parflow.task, parflow.stage, text, jsonb) IS 'Internal: a verification failed: send the verified stage back to its agent with the failure, or fail for good after max_route_backs';
 
 ------------------------------------------------------------------------------
 -- Runs: start and report
 ------------------------------------------------------------------------------
+
+-- Why a stage is skipped in a run with these flags (NULL when it runs).
+CREATE FUNCTION parflow._skip_reason(s parflow.stage, vs parflow.stage, flags text[]) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN s.when_flag IS NOT NULL AND NOT s.when_flag = ANY (flags)
+            THEN jsonb_build_object('flag', s.when_flag,
+                                    'reason', format('flag "%s" not set for this run', s.when_flag))
+        WHEN vs.when_flag IS NOT NULL AND NOT vs.when_flag = ANY (flags)
+            THEN jsonb_build_object('verifies', vs.name,
+                                    'reason', format('the stage it verifies, "%s", is skipped', vs.name))
+    END
+$$;
+COMMENT ON FUNCTION parflow._skip_reason(parflow.stage, parflow.stage, text[]) IS 'Internal: why a conditional stage (or the verification of one) is skipped in a run';
 
 CREATE FUNCTION @extschema@.parflow_start(workflow text, flags text[] DEFAULT '{}', priority integer DEFAULT 2,
                                            parallel boolean DEFAULT NULL, input jsonb DEFAULT '{}')
@@ -923,13 +1022,16 @@ BEGIN
     RETURNING id INTO new_run;
 
     -- pending: stage edges, plus one per group barrier the task's group waits for
-    INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, pending, priority, rank)
+    -- (a skipped task keeps the reason in error)
+    INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, error, pending, priority, rank)
     SELECT new_run, s.ord, s.group_ord, s.agent,
-           CASE WHEN s.when_flag IS NULL OR s.when_flag = ANY (flags) THEN 'waiting' ELSE 'skipped' END,
+           CASE WHEN sk.why IS NULL THEN 'waiting' ELSE 'skipped' END, sk.why->>'reason',
            (SELECT count(*) FROM parflow.stage_dep d WHERE d.version_id = ver AND d.stage_ord = s.ord)
            + (SELECT count(*) FROM parflow.group_dep gd WHERE gd.version_id = ver AND gd.group_ord = s.group_ord),
            parflow_start.priority, rk.rank
       FROM parflow.stage s JOIN unnest(rk_ords, rk_ranks) rk(ord, rank) ON rk.ord = s.ord
+      LEFT JOIN parflow.stage vs ON vs.version_id = ver AND vs.ord = s.verifies_ord
+      CROSS JOIN LATERAL (SELECT parflow._skip_reason(s, vs, flags) AS why) sk
      WHERE s.version_id = ver;
 
     INSERT INTO parflow.run_group (run_id, group_ord, pending)
@@ -943,8 +1045,9 @@ BEGIN
     PERFORM parflow._announce(new_run, 'started',
         jsonb_build_object('workflow', workflow, 'parallel', par, 'priority', priority));
     INSERT INTO parflow.event (run_id, task_id, kind, detail)
-    SELECT new_run, t.id, 'skipped', jsonb_build_object('flag', s.when_flag)
+    SELECT new_run, t.id, 'skipped', parflow._skip_reason(s, vs, flags)
       FROM parflow.task t JOIN parflow.stage s ON s.version_id = ver AND s.ord = t.stage_ord
+      LEFT JOIN parflow.stage vs ON vs.version_id = ver AND vs.ord = s.verifies_ord
      WHERE t.run_id = new_run AND t.state = 'skipped';
 
     -- Tasks with nothing to wait for are ready; skipped ones pass through.
@@ -1093,15 +1196,19 @@ CREATE FUNCTION parflow._reopen(r parflow.run, tasks bigint[], detail jsonb) RET
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
+    nfailed integer;
 BEGIN
+    SELECT count(*) INTO nfailed FROM parflow.task tk
+     WHERE tk.run_id = r.id AND tk.id = ANY (tasks) AND tk.state = 'failed';
     WITH u AS (UPDATE parflow.task tk SET state = CASE WHEN tk.pending = 0 THEN 'ready' ELSE 'waiting' END,
-                      attempt = 0, error = NULL, not_before = NULL, finished_at = NULL
-                WHERE tk.run_id = r.id AND tk.id = ANY (tasks) AND tk.state = 'failed'
+                      base_attempt = tk.attempt, route_backs = 0, error = NULL, not_before = NULL,
+                      finished_at = NULL
+                WHERE tk.run_id = r.id AND tk.id = ANY (tasks) AND tk.state IN ('failed', 'cancelled')
                RETURNING tk.id)
     INSERT INTO parflow.event (run_id, task_id, kind, detail) SELECT r.id, u.id, 'retried', detail FROM u;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
-        UPDATE parflow.run rn SET failed = rn.failed - n,
+        UPDATE parflow.run rn SET failed = rn.failed - nfailed,
                state = CASE WHEN rn.state = 'blocked' THEN 'running' ELSE rn.state END
          WHERE rn.id = r.id;
         IF r.state = 'blocked' THEN
@@ -1112,7 +1219,7 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION parflow._reopen(parflow.run, bigint[], jsonb) IS 'Internal: re-open failed tasks with fresh attempts (retry, restart_group)';
+COMMENT ON FUNCTION parflow._reopen(parflow.run, bigint[], jsonb) IS 'Internal: re-open failed (or fail_fast-cancelled) tasks with fresh attempts (retry, restart_group)';
 
 CREATE FUNCTION @extschema@.parflow_retry(run bigint, stage text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
@@ -1134,7 +1241,11 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('It is %s.', t.state);
     END IF;
-    PERFORM parflow._reopen(r, ARRAY[t.id], jsonb_build_object('retried', stage));
+    -- with it, what a fail_fast group cancelled when it failed
+    PERFORM parflow._reopen(r, ARRAY[t.id] || ARRAY(SELECT tk.id FROM parflow.task tk
+                                                    WHERE tk.run_id = r.id AND tk.group_ord = t.group_ord
+                                                      AND tk.state = 'cancelled'),
+                            jsonb_build_object('retried', stage));
 END
 $$;
 COMMENT ON FUNCTION @extschema@.parflow_retry(bigint, text) IS 'Re-open a failed stage of a run with fresh attempts; a blocked run runs again';
@@ -1157,7 +1268,8 @@ BEGIN
     -- Every stage of the group that failed gets fresh attempts; stages that
     -- succeeded keep their outputs.
     n := parflow._reopen(r, ARRAY(SELECT tk.id FROM parflow.task tk
-                                   WHERE tk.run_id = r.id AND tk.group_ord = g AND tk.state = 'failed'),
+                                   WHERE tk.run_id = r.id AND tk.group_ord = g
+                                     AND tk.state IN ('failed', 'cancelled')),
                          jsonb_build_object('restarted_group', group_name));
     IF n = 0 THEN
         RAISE EXCEPTION 'group "%" of run % has no failed stage to restart', group_name, r.id
@@ -1218,6 +1330,7 @@ DECLARE
     r parflow.run;
     st parflow.stage;
     upstream jsonb;
+    skipped jsonb;
 BEGIN
     IF agent IS NULL OR btrim(agent) = '' THEN
         RAISE EXCEPTION 'agent must be a non-empty name' USING ERRCODE = 'invalid_parameter_value';
@@ -1242,26 +1355,32 @@ BEGIN
     UPDATE parflow.task tk SET state = 'running', attempt = tk.attempt + 1, worker = parflow_claim.worker,
            token = gen_random_uuid(), lease = parflow_claim.lease,
            lease_until = clock_timestamp() + parflow_claim.lease, started_at = clock_timestamp(),
-           finished_at = NULL
+           finished_at = NULL, interrupted_at = NULL
      WHERE tk.id = t.id RETURNING * INTO t;
     SELECT * INTO r FROM parflow.run WHERE id = t.run_id;
     SELECT * INTO st FROM parflow.stage s WHERE s.version_id = r.version_id AND s.ord = t.stage_ord;
     INSERT INTO parflow.event (run_id, task_id, kind, detail)
     VALUES (t.run_id, t.id, 'running', jsonb_build_object('worker', t.worker, 'attempt', t.attempt));
 
-    -- The input: the run's input, plus the outputs of the stages it depends on.
-    SELECT jsonb_object_agg(ds.name, dt.output) INTO upstream
+    -- The input: the run's input, plus the outputs of the stages it depends
+    -- on (skipped ones listed apart, with the reason), plus on a route-back
+    -- the failing verification.
+    SELECT jsonb_object_agg(ds.name, dt.output) FILTER (WHERE dt.state = 'succeeded'),
+           jsonb_object_agg(ds.name, coalesce(dt.error, 'skipped')) FILTER (WHERE dt.state = 'skipped')
+      INTO upstream, skipped
       FROM (SELECT d.dep_ord AS ord FROM parflow.stage_dep d
              WHERE d.version_id = r.version_id AND d.stage_ord = t.stage_ord
             UNION
             SELECT s.ord FROM parflow.group_dep gd
               JOIN parflow.stage s ON s.version_id = r.version_id AND s.group_ord = gd.dep_ord
              WHERE gd.version_id = r.version_id AND gd.group_ord = t.group_ord) dep
-      JOIN parflow.task dt ON dt.run_id = r.id AND dt.stage_ord = dep.ord AND dt.state = 'succeeded'
+      JOIN parflow.task dt ON dt.run_id = r.id AND dt.stage_ord = dep.ord AND dt.state IN ('succeeded', 'skipped')
       JOIN parflow.stage ds ON ds.version_id = r.version_id AND ds.ord = dep.ord;
 
     RETURN QUERY SELECT t.id, t.token, t.run_id, st.name, t.attempt,
-                        r.input || jsonb_build_object('upstream', coalesce(upstream, '{}')),
+                        r.input || jsonb_build_object('upstream', coalesce(upstream, '{}'))
+                        || CASE WHEN skipped IS NULL THEN '{}' ELSE jsonb_build_object('skipped', skipped) END
+                        || CASE WHEN t.feedback IS NULL THEN '{}' ELSE jsonb_build_object('route_back', t.feedback) END,
                         st.estimate, t.lease_until;
 END
 $$;
@@ -1282,22 +1401,32 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.parflow_heartbeat(bigint, uuid) IS 'Extend the lease of a held task; returns the new lease end';
 
+-- Refuse an output over parflow.max_output_size (54000).
+CREATE FUNCTION parflow._check_output(task_id bigint, doc jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim bigint := pg_size_bytes(current_setting('parflow.max_output_size', true));
+BEGIN
+    IF lim IS NOT NULL AND pg_column_size(doc) > lim THEN
+        RAISE EXCEPTION 'output of task % is too large', task_id USING ERRCODE = 'program_limit_exceeded',
+            DETAIL = format('It takes %s bytes; parflow.max_output_size is %s bytes.', pg_column_size(doc), lim),
+            HINT = 'Store big artifacts elsewhere and return a reference to them.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION parflow._check_output(bigint, jsonb) IS 'Internal: refuse an output larger than parflow.max_output_size';
+
 CREATE FUNCTION @extschema@.parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}')
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
     SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     t parflow.task;
-    lim bigint := pg_size_bytes(current_setting('parflow.max_output_size', true));
 BEGIN
     t := parflow._held(task, token);
     output := coalesce(output, '{}');
-    IF lim IS NOT NULL AND pg_column_size(output) > lim THEN
-        RAISE EXCEPTION 'output of task % is too large', t.id USING ERRCODE = 'program_limit_exceeded',
-            DETAIL = format('It takes %s bytes; parflow.max_output_size is %s bytes.', pg_column_size(output), lim),
-            HINT = 'Store big artifacts elsewhere and return a reference to them.';
-    END IF;
+    PERFORM parflow._check_output(t.id, output);
     UPDATE parflow.task tk SET state = 'succeeded', output = parflow_complete.output, token = NULL,
-           lease_until = NULL, finished_at = clock_timestamp(), error = NULL
+           lease_until = NULL, finished_at = clock_timestamp(), error = NULL, interrupted_at = NULL
      WHERE tk.id = t.id;
     UPDATE parflow.run r SET remaining = r.remaining - 1 WHERE r.id = t.run_id;
     INSERT INTO parflow.event (run_id, task_id, kind, detail)
@@ -1310,18 +1439,34 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.parflow_complete(bigint, uuid, jsonb) IS 'Report a held task done with its output; its dependents become ready';
 
-CREATE FUNCTION @extschema@.parflow_fail(task bigint, token uuid, error text, retryable boolean DEFAULT true)
+CREATE FUNCTION @extschema@.parflow_fail(task bigint, token uuid, error text, retryable boolean DEFAULT true,
+                                          output jsonb DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
     SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     t parflow.task;
+    st parflow.stage;
+    err text := coalesce(error, 'no error text');
 BEGIN
     t := parflow._held(task, token);
-    PERFORM parflow._retry_or_fail(t, 'failed', coalesce(error, 'no error text'), coalesce(retryable, true));
+    IF output IS NOT NULL THEN
+        PERFORM parflow._check_output(t.id, output);
+    END IF;
+    SELECT s.* INTO st FROM parflow.stage s JOIN parflow.run r ON r.version_id = s.version_id
+     WHERE r.id = t.run_id AND s.ord = t.stage_ord;
+    IF st.verifies_ord IS NOT NULL THEN
+        -- A verification that fails sends its stage back (rule 3).
+        PERFORM parflow._route_back(t, st, err, output);
+    ELSE
+        PERFORM parflow._retry_or_fail(t, 'failed', err, coalesce(retryable, true));
+        IF output IS NOT NULL THEN
+            UPDATE parflow.task tk SET output = parflow_fail.output WHERE tk.id = t.id;
+        END IF;
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION @extschema@.parflow_fail(bigint, uuid, text, boolean) IS
-    'Report a held task failed: retried with backoff while attempts are left and the error is retryable, else failed for good';
+COMMENT ON FUNCTION @extschema@.parflow_fail(bigint, uuid, text, boolean, jsonb) IS
+    'Report a held task failed: retried with backoff while attempts are left and the error is retryable, else failed for good; a failed verification sends the stage it verifies back to its agent with the error and output';
 
 CREATE FUNCTION @extschema@.parflow_release(task bigint, token uuid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
@@ -1331,9 +1476,11 @@ DECLARE
 BEGIN
     t := parflow._held(task, token);
     UPDATE parflow.task tk SET state = 'ready', attempt = tk.attempt - 1, token = NULL, worker = NULL,
-           lease_until = NULL, not_before = NULL
+           lease_until = NULL, not_before = NULL, interrupted_at = NULL
      WHERE tk.id = t.id;
-    PERFORM parflow._event(t.run_id, t.id, 'released', jsonb_build_object('worker', t.worker));
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    VALUES (t.run_id, t.id, 'released',
+            jsonb_build_object('worker', t.worker, 'interrupted', t.interrupted_at IS NOT NULL));
     PERFORM parflow._wake();
 END
 $$;
@@ -1342,6 +1489,57 @@ COMMENT ON FUNCTION @extschema@.parflow_release(bigint, uuid) IS 'Give a held ta
 ------------------------------------------------------------------------------
 -- The dispatcher's pass (called by the background worker)
 ------------------------------------------------------------------------------
+
+-- Make room for P0 tasks (see _dispatch); returns the slots freed at once
+-- (dispatched tasks taken back); running ones are sent an interrupt and free
+-- theirs when their agents release them.
+CREATE FUNCTION parflow._preempt(global_free integer) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, parflow, pg_temp SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    want integer;
+    freed integer := 0;
+    t record;
+BEGIN
+    -- What P0 runs could start now under their own caps...
+    SELECT coalesce(sum(least(x.n, r.max_parallel - a.c)), 0) INTO want
+      FROM (SELECT tk.run_id, count(*)::integer AS n FROM parflow.task tk
+             WHERE tk.state = 'ready' AND tk.priority = 0
+               AND (tk.not_before IS NULL OR tk.not_before <= clock_timestamp())
+             GROUP BY tk.run_id) x
+      JOIN parflow.run r ON r.id = x.run_id AND r.state = 'running'
+      CROSS JOIN LATERAL (SELECT count(*)::integer AS c FROM parflow.task a
+                           WHERE a.run_id = x.run_id AND a.state IN ('dispatched', 'running')) a;
+    -- ... less what is free and what interrupts already under way will free.
+    want := least(want, current_setting('parflow.max_parallel_stages')::integer) - greatest(global_free, 0)
+          - (SELECT count(*) FROM parflow.task tk WHERE tk.state = 'running' AND tk.interrupted_at IS NOT NULL);
+    IF want <= 0 THEN
+        RETURN 0;
+    END IF;
+    WITH v AS (SELECT tk.id FROM parflow.task tk WHERE tk.state = 'dispatched' AND tk.priority > 0
+                ORDER BY tk.priority DESC, tk.dispatched_at DESC LIMIT want FOR UPDATE SKIP LOCKED),
+    u AS (UPDATE parflow.task tk SET state = 'ready', dispatched_at = NULL FROM v WHERE tk.id = v.id
+          RETURNING tk.id, tk.run_id)
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    SELECT u.run_id, u.id, 'preempted', '{"why": "P0 run waiting"}' FROM u;
+    GET DIAGNOSTICS freed = ROW_COUNT;
+    want := want - freed;
+    FOR t IN SELECT tk.id, tk.run_id, tk.agent, tk.worker, s.name
+               FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id
+               JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord
+              WHERE tk.state = 'running' AND tk.priority > 0 AND tk.interrupted_at IS NULL
+              ORDER BY tk.priority DESC, tk.started_at DESC
+              LIMIT greatest(want, 0) FOR UPDATE OF tk SKIP LOCKED LOOP
+        UPDATE parflow.task tk SET interrupted_at = clock_timestamp() WHERE tk.id = t.id;
+        INSERT INTO parflow.event (run_id, task_id, kind, detail)
+        VALUES (t.run_id, t.id, 'interrupt', jsonb_build_object('worker', t.worker, 'why', 'P0 run waiting'));
+        PERFORM pg_notify('parflow_' || t.agent,
+            jsonb_build_object('kind', 'interrupt', 'task', t.id, 'run', t.run_id, 'stage', t.name)::text);
+    END LOOP;
+    RETURN freed;
+END
+$$;
+COMMENT ON FUNCTION parflow._preempt(integer) IS
+    'Internal, part of the dispatcher''s pass: make room for waiting P0 tasks by taking back unclaimed lower-priority tasks and interrupting running ones';
 
 -- Generic plans: the agent API and the pass run the same statements
 -- thousands of times, and custom plans for a run just started (no
@@ -1380,8 +1578,30 @@ BEGIN
                                        format('lease of worker %s expired', expired.worker), true);
     END LOOP;
 
+    -- Interrupted tasks not given back within parflow.interrupt_grace lose
+    -- their lease (an interrupt is not a failed attempt).
+    WITH old AS (SELECT tk.id, tk.worker FROM parflow.task tk
+                  WHERE tk.state = 'running' AND tk.interrupted_at IS NOT NULL
+                    AND tk.interrupted_at < clock_timestamp() - current_setting('parflow.interrupt_grace')::interval
+                    FOR UPDATE SKIP LOCKED),
+    u AS (UPDATE parflow.task tk SET state = 'ready', attempt = tk.attempt - 1, token = NULL, worker = NULL,
+                 lease_until = NULL, interrupted_at = NULL, not_before = NULL
+            FROM old WHERE tk.id = old.id
+          RETURNING tk.id, tk.run_id, old.worker)
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    SELECT u.run_id, u.id, 'interrupt_expired',
+           jsonb_build_object('worker', u.worker, 'interrupt_grace', current_setting('parflow.interrupt_grace'))
+      FROM u;
+
     global_free := current_setting('parflow.max_parallel_stages')::integer
                  - (SELECT count(*) FROM parflow.task tk WHERE tk.state IN ('dispatched', 'running'));
+
+    -- P0 preemption: when P0 tasks wait for capacity held by lower
+    -- priorities, take back dispatched (unclaimed) ones and interrupt running
+    -- ones, the lowest priority and least advanced first, enough to make room.
+    IF EXISTS (SELECT FROM parflow.task tk WHERE tk.state = 'ready' AND tk.priority = 0) THEN
+        global_free := global_free + parflow._preempt(global_free);
+    END IF;
     IF global_free <= 0 THEN
         RETURN 0;
     END IF;
@@ -1464,7 +1684,7 @@ REVOKE ALL ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean,
                        @extschema@.parflow_claim(text, text, interval),
                        @extschema@.parflow_heartbeat(bigint, uuid),
                        @extschema@.parflow_complete(bigint, uuid, jsonb),
-                       @extschema@.parflow_fail(bigint, uuid, text, boolean),
+                       @extschema@.parflow_fail(bigint, uuid, text, boolean, jsonb),
                        @extschema@.parflow_release(bigint, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb),
                           @extschema@.parflow_failures(bigint),
@@ -1477,7 +1697,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.parflow_report(bigint), @extschema@.parflo
 GRANT EXECUTE ON FUNCTION @extschema@.parflow_claim(text, text, interval),
                           @extschema@.parflow_heartbeat(bigint, uuid),
                           @extschema@.parflow_complete(bigint, uuid, jsonb),
-                          @extschema@.parflow_fail(bigint, uuid, text, boolean),
+                          @extschema@.parflow_fail(bigint, uuid, text, boolean, jsonb),
                           @extschema@.parflow_release(bigint, uuid) TO parflow_agent;
 
 SELECT pg_catalog.pg_extension_config_dump('parflow.workflow', '');

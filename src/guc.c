@@ -19,6 +19,7 @@ bool		pf_parallel_default = false;
 int			pf_naptime_ms = 1000;
 int			pf_max_output_size = 4 * 1024 * 1024;
 int			pf_claim_timeout_ms = 30000;
+int			pf_interrupt_grace_ms = 30000;
 
 /* Define the parflow.* parameters; called once from _PG_init. */
 void
@@ -75,6 +76,15 @@ pf_guc_init(void)
 							"An unclaimed task gives its slot back and is not dispatched again for as long.",
 							&pf_claim_timeout_ms,
 							30000, 10, 24 * 3600 * 1000,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("parflow.interrupt_grace",
+							"How long an interrupted task's agent has to release it.",
+							"After it, the task is taken back (not counted as a failed attempt) and its token no longer holds it.",
+							&pf_interrupt_grace_ms,
+							30000, 0, 24 * 3600 * 1000,
 							PGC_SUSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

@@ -10,6 +10,7 @@ extern bool pf_parallel_default;
 extern int	pf_naptime_ms;
 extern int	pf_max_output_size;
 extern int	pf_claim_timeout_ms;
+extern int	pf_interrupt_grace_ms;
 
 extern void pf_guc_init(void);
 

@@ -139,8 +139,11 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	}
 
 	/* stages, in spec order; group_ord never decreases along ord */
-	spi_exec_int8("SELECT ord, group_ord, name, agent, estimate, when_flag "
-				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord",
+	/* a verification of a skipped stage is skipped too: its flag counts */
+	spi_exec_int8("SELECT s.ord, s.group_ord, s.name, s.agent, s.estimate, s.when_flag, v.when_flag "
+				  "FROM parflow.stage s LEFT JOIN parflow.stage v "
+				  "  ON v.version_id = s.version_id AND v.ord = s.verifies_ord "
+				  "WHERE s.version_id = $1 ORDER BY s.ord",
 				  version_id);
 	g->nstages = (int) SPI_processed;
 	g->nnodes = g->nstages + g->ngroups;
@@ -161,7 +164,9 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 		int			grp = get_int4(tup, desc, 2, &isnull);
 		Interval   *est = DatumGetIntervalP(SPI_getbinval(tup, desc, 5, &isnull));
 		char	   *when = SPI_getvalue(tup, desc, 6);
+		char	   *vwhen = SPI_getvalue(tup, desc, 7);
 		bool		runs = true;
+		bool		vruns = true;
 
 		if ((int) i != get_int4(tup, desc, 1, &isnull) || grp < 0 || grp >= g->ngroups)
 			elog(ERROR, "parflow: stage numbering of version " INT64_FORMAT " is corrupt", version_id);
@@ -177,6 +182,13 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 			for (j = 0; j < nflags && !runs; j++)
 				runs = (strcmp(flagv[j], when) == 0);
 		}
+		if (vwhen != NULL && flags != NULL)
+		{
+			vruns = false;
+			for (j = 0; j < nflags && !vruns; j++)
+				vruns = (strcmp(flagv[j], vwhen) == 0);
+		}
+		runs = runs && vruns;
 		g->runs[i] = runs;
 		g->cost[i] = runs ? pf_interval_usec(est) : 0;
 	}
