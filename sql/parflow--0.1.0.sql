@@ -1280,6 +1280,92 @@ $$;
 COMMENT ON FUNCTION @extschema@.parflow_restart_group(bigint, text) IS
     'Re-open every failed stage of a group of a run with fresh attempts; a blocked run runs again';
 
+-- The state of a group of a run from the states of its tasks.
+CREATE FUNCTION parflow._group_state(states text[]) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN 'failed' = ANY (states) THEN 'failed'
+        WHEN states <@ ARRAY['succeeded', 'skipped'] THEN 'succeeded'
+        WHEN states && ARRAY['dispatched', 'running'] THEN 'running'
+        WHEN 'cancelled' = ANY (states) AND NOT states && ARRAY['waiting', 'ready'] THEN 'cancelled'
+        WHEN states && ARRAY['succeeded', 'ready'] THEN 'running'
+        ELSE 'waiting' END
+$$;
+COMMENT ON FUNCTION parflow._group_state(text[]) IS 'Internal: a group''s state from its tasks'' states (failed, succeeded, running, cancelled, waiting)';
+
+-- One group of a run as JSON: its state, each stage's state, the outputs of
+-- the stages that succeeded, the skipped ones with their reason.
+CREATE FUNCTION parflow._group_json(p_run bigint, ver bigint, p_group integer) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+               'group', g.name,
+               'state', parflow._group_state(array_agg(t.state)),
+               'stages', jsonb_object_agg(s.name, t.state ORDER BY s.ord),
+               'outputs', coalesce(jsonb_object_agg(s.name, t.output ORDER BY s.ord)
+                                   FILTER (WHERE t.state = 'succeeded'), '{}'),
+               'skipped', coalesce(jsonb_object_agg(s.name, t.error ORDER BY s.ord)
+                                   FILTER (WHERE t.state = 'skipped'), '{}'))
+      FROM parflow.stage_group g
+      JOIN parflow.task t ON t.run_id = p_run AND t.group_ord = g.ord
+      JOIN parflow.stage s ON s.version_id = ver AND s.ord = t.stage_ord
+     WHERE g.version_id = ver AND g.ord = p_group
+     GROUP BY g.name
+$$;
+COMMENT ON FUNCTION parflow._group_json(bigint, bigint, integer) IS 'Internal: a group of a run as JSON (state, stage states, outputs, skipped stages)';
+
+CREATE FUNCTION @extschema@.parflow_group_result(run bigint, group_name text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+DECLARE
+    r parflow.run;
+    g integer;
+BEGIN
+    IF run IS NULL OR group_name IS NULL THEN
+        RAISE EXCEPTION 'run and group name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM parflow.run rn WHERE rn.id = run;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT sg.ord INTO g FROM parflow.stage_group sg WHERE sg.version_id = r.version_id AND sg.name = group_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % has no group "%"', run, group_name USING ERRCODE = 'undefined_object',
+            HINT = 'parflow.tasks lists the groups of a run (column group_name).';
+    END IF;
+    RETURN parflow._group_json(r.id, r.version_id, g);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_group_result(bigint, text) IS
+    'Every output of a group of a run, with the group''s state and each stage''s state: {"group", "state", "stages", "outputs", "skipped"}';
+
+CREATE FUNCTION @extschema@.parflow_result(run bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+DECLARE
+    r parflow.run;
+    res jsonb;
+BEGIN
+    IF run IS NULL THEN
+        RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM parflow.run rn WHERE rn.id = run;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT jsonb_build_object(
+               'run', r.id, 'workflow', w.name, 'version', v.version, 'state', r.state, 'input', r.input,
+               'outputs', (SELECT coalesce(jsonb_object_agg(s.name, t.output ORDER BY s.ord), '{}')
+                             FROM parflow.task t JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
+                            WHERE t.run_id = r.id AND t.state = 'succeeded'),
+               'groups', (SELECT jsonb_agg(parflow._group_json(r.id, r.version_id, g.ord) ORDER BY g.ord)
+                            FROM parflow.stage_group g WHERE g.version_id = r.version_id))
+      INTO res
+      FROM parflow.workflow_version v JOIN parflow.workflow w ON w.id = v.workflow_id
+     WHERE v.id = r.version_id;
+    RETURN res;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_result(bigint) IS
+    'The whole run''s outputs: {"run", "workflow", "version", "state", "input", "outputs": {stage: output}, "groups": [group results]}';
+
 CREATE FUNCTION @extschema@.parflow_report(run bigint)
 RETURNS TABLE(workflow text, version integer, state text, parallel boolean,
               planned interval, actual interval, work interval,
@@ -1692,8 +1778,10 @@ GRANT EXECUTE ON FUNCTION @extschema@.parflow_start(text, text[], integer, boole
                           @extschema@.parflow_resume(bigint), @extschema@.parflow_retry(bigint, text),
                           @extschema@.parflow_restart_group(bigint, text), @extschema@.parflow_report(bigint)
    TO parflow_operator;
-GRANT EXECUTE ON FUNCTION @extschema@.parflow_report(bigint), @extschema@.parflow_failures(bigint)
-   TO parflow_reader;
+REVOKE ALL ON FUNCTION @extschema@.parflow_group_result(bigint, text), @extschema@.parflow_result(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.parflow_report(bigint), @extschema@.parflow_failures(bigint),
+                          @extschema@.parflow_group_result(bigint, text), @extschema@.parflow_result(bigint)
+   TO parflow_reader, parflow_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.parflow_claim(text, text, interval),
                           @extschema@.parflow_heartbeat(bigint, uuid),
                           @extschema@.parflow_complete(bigint, uuid, jsonb),

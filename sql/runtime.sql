@@ -157,4 +157,18 @@ SELECT parflow_claim('qa', 'w', '0 s');
 SELECT parflow_failures(NULL);
 SELECT parflow_failures(-5);
 SELECT count(*) = :runs_before AS no_run_written FROM parflow.run;
+
+-- Aggregation: a group's outputs and state, the whole run's outputs.
+SELECT jsonb_pretty(parflow_group_result(:run, 'build'));
+SELECT parflow_group_result(:run, 'qa')->>'state' AS qa_state;
+SELECT parflow_result(:run) - 'run' - 'groups' AS result,
+       jsonb_path_query_array(parflow_result(:run), '$.groups[*].state') AS group_states;
+SELECT parflow_group_result(:run3, 'build')->'stages' AS stages_of_cancelled_run,
+       parflow_group_result(:run3, 'build')->>'state' AS state;
+SELECT parflow_group_result(:run4, 'qa')->>'state' AS waiting_group;
+SELECT parflow_group_result(:run, 'nope');
+SELECT parflow_group_result(NULL, 'qa');
+SELECT parflow_group_result(-1, 'qa');
+SELECT parflow_result(NULL);
+SELECT parflow_result(-1);
 DROP EXTENSION parflow;
