@@ -160,6 +160,9 @@ parflow_dispatcher_main(Datum main_arg)
 			FlushErrorState();
 			AbortCurrentTransaction();
 			pgstat_report_activity(STATE_IDLE, NULL);
+			ereport(LOG,
+					(errmsg("parflow dispatch pass rolled back: nothing was dispatched"),
+					 errdetail("The pass is retried in %d ms.", pf_naptime_ms)));
 			n = 0;
 		}
 		PG_END_TRY();

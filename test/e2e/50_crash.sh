@@ -177,4 +177,37 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
     pf_cluster_restart immediate || e2e_die "server #$rep: restart"
     check_run "$run" "server #$rep"
 done
+
+# --- an infrastructure error inside the dispatch pass -----------------------
+# A trigger makes every pass fail while it inserts its 'dispatched' events
+# (as a NOTIFY that cannot be queued would): the pass must roll back whole,
+# say so in the server log, dispatch nothing, and succeed once repaired.
+# shellcheck disable=SC2317 # run at exit, through pf_on_exit
+drop_broken() {
+    e2e_q -c "DROP TRIGGER IF EXISTS e2e50_broken ON parflow.event" \
+          -c "DROP FUNCTION IF EXISTS e2e50_broken()" >/dev/null 2>&1 || true
+}
+pf_on_exit drop_broken
+e2e_q >/dev/null <<'SQL' || e2e_die "create the failing trigger"
+CREATE FUNCTION e2e50_broken() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.kind = 'dispatched' THEN
+        RAISE EXCEPTION 'e2e50: simulated infrastructure failure';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER e2e50_broken BEFORE INSERT ON parflow.event FOR EACH ROW EXECUTE FUNCTION e2e50_broken();
+SQL
+run="$(e2e_start "SELECT parflow_start('$WF', parallel => true)")" || e2e_die "start"
+sleep 2.5
+e2e_check_eq "broken pass: nothing of run $run dispatched while every pass fails" \
+    "SELECT count(*) FROM parflow.task WHERE run_id = $run AND state NOT IN ('waiting', 'ready')" 0
+if grep -q 'e2e50: simulated infrastructure failure' "$PF_LOG" &&
+    grep -q 'parflow dispatch pass rolled back' "$PF_LOG"; then
+    e2e_pass "broken pass: the error and the rollback are in the server log"
+else
+    e2e_fail "broken pass: the error and the rollback are in the server log" "$(tail -n 20 "$PF_LOG")"
+fi
+drop_broken
+check_run "$run" "repaired"
 e2e_finish
