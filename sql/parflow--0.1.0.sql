@@ -255,7 +255,8 @@ $$;
 COMMENT ON FUNCTION parflow._check_names(text, text[], text[], integer) IS 'Internal: reject empty, overlong, control-character and duplicate names';
 
 -- Cast a spec interval, or raise naming where it came from.
-CREATE FUNCTION parflow._interval(v text, what text, allow_zero boolean DEFAULT false)
+CREATE FUNCTION parflow._interval(v text, what text, allow_zero boolean DEFAULT false,
+                                  maxv interval DEFAULT '365 days')
 RETURNS interval LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     i interval;
@@ -270,10 +271,14 @@ BEGIN
         PERFORM parflow._spec_error(format('%s must be positive', what),
             format('Found "%s".', v), 'Write a duration such as "45 min".');
     END IF;
+    IF i > maxv THEN
+        PERFORM parflow._spec_error(format('%s is too long', what),
+            format('Found "%s"; the limit is %s.', v, maxv));
+    END IF;
     RETURN i;
 END
 $$;
-COMMENT ON FUNCTION parflow._interval(text, text, boolean) IS 'Internal: parse a positive interval from a spec';
+COMMENT ON FUNCTION parflow._interval(text, text, boolean, interval) IS 'Internal: parse a positive interval, at most maxv, from a spec';
 
 ------------------------------------------------------------------------------
 -- parflow_define
@@ -317,7 +322,7 @@ BEGIN
         PERFORM parflow._spec_error('workflow spec has no groups', NULL,
             'Give "groups" at least one group with at least one stage.');
     END IF;
-    mp := (spec->>'max_parallel')::integer;
+    mp := (spec->>'max_parallel')::numeric::integer;
     IF mp < 1 THEN
         PERFORM parflow._spec_error('max_parallel must be at least 1', format('Found %s.', mp));
     END IF;
@@ -398,7 +403,7 @@ BEGIN
     -- Intervals (the casts raise clear errors themselves).
     PERFORM parflow._interval(s->>'estimate', format('estimate of %s', l))
        FROM unnest(stages, slabels) u(s, l);
-    PERFORM parflow._interval(s->>'retry_backoff', format('retry_backoff of %s', l), true)
+    PERFORM parflow._interval(s->>'retry_backoff', format('retry_backoff of %s', l), true, '1 day')
        FROM unnest(stages, slabels) u(s, l) WHERE s ? 'retry_backoff';
     PERFORM parflow._interval(s->>'timeout', format('timeout of %s', l))
        FROM unnest(stages, slabels) u(s, l) WHERE s ? 'timeout';
@@ -436,10 +441,10 @@ BEGIN
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'depends_on', '[]'))), s->>'verifies',
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'produces', '[]'))),
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'consumes', '[]'))),
-           coalesce((s->>'max_attempts')::integer, 3),
+           coalesce((s->>'max_attempts')::numeric::integer, 3),
            coalesce((s->>'retry_backoff')::interval, interval '5 s'),
            (s->>'timeout')::interval,
-           coalesce((s->>'max_route_backs')::integer, 3),
+           coalesce((s->>'max_route_backs')::numeric::integer, 3),
            s->>'description'
       FROM unnest(groups) WITH ORDINALITY u(g, gi), jsonb_array_elements(g->'stages') WITH ORDINALITY e(s, si);
 
@@ -514,7 +519,7 @@ BEGIN
                 CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near)
                      ELSE 'Name the agent of at least one stage.' END);
         END IF;
-        SELECT i, (a->>'max_concurrent')::integer AS v INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
+        SELECT i, (a->>'max_concurrent')::numeric::integer AS v INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
          WHERE (a->>'max_concurrent')::numeric < 1 ORDER BY i LIMIT 1;
         IF FOUND THEN
             PERFORM parflow._spec_error(format('max_concurrent of %s must be at least 1', rlabels[r.i]), format('Found %s.', r.v));
@@ -564,7 +569,7 @@ BEGIN
 
     INSERT INTO parflow.affinity (version_id, ord, agents, max_concurrent, resource_profile)
     SELECT ver_id, i - 1, ARRAY(SELECT jsonb_array_elements_text(a->'agents')),
-           (a->>'max_concurrent')::integer, a->>'resource_profile'
+           (a->>'max_concurrent')::numeric::integer, a->>'resource_profile'
       FROM unnest(rules) WITH ORDINALITY u(a, i);
 
     -- Cycles, through group barriers and stage edges alike (raises).
@@ -877,7 +882,7 @@ BEGIN
     UPDATE parflow.task SET state = next_state, token = NULL, lease_until = NULL, error = err,
            interrupted_at = NULL,
            not_before = CASE WHEN next_state = 'ready'
-                             THEN clock_timestamp() + st.retry_backoff * power(2, greatest(t.attempt - t.base_attempt - 1, 0)) END,
+                             THEN clock_timestamp() + st.retry_backoff * power(2, least(greatest(t.attempt - t.base_attempt - 1, 0), 10)) END,
            finished_at = CASE WHEN next_state = 'failed' THEN clock_timestamp() END
      WHERE id = t.id;
     INSERT INTO parflow.event (run_id, task_id, kind, detail)
@@ -996,10 +1001,21 @@ DECLARE
 BEGIN
     ver := parflow._current_version(workflow);
     flags := coalesce(flags, '{}');
+    IF array_ndims(flags) > 1 THEN
+        RAISE EXCEPTION 'flags must be a one-dimensional array' USING ERRCODE = 'array_subscript_error';
+    END IF;
     IF array_position(flags, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'flags must not contain nulls' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF priority IS NULL OR priority NOT BETWEEN 0 AND 3 THEN
+    IF EXISTS (SELECT FROM unnest(flags) f WHERE btrim(f) = '') THEN
+        RAISE EXCEPTION 'flags must not be empty strings' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'A flag names the "when" of conditional stages, for example ''{performance,security}''.';
+    END IF;
+    IF priority IS NULL THEN
+        RAISE EXCEPTION 'priority must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = '0 is the most urgent (P0); the default is 2.';
+    END IF;
+    IF priority NOT BETWEEN 0 AND 3 THEN
         RAISE EXCEPTION 'priority must be between 0 and 3' USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('Found %s.', coalesce(priority::text, 'NULL')),
             HINT = '0 is the most urgent (P0); the default is 2.';
@@ -1406,6 +1422,15 @@ COMMENT ON FUNCTION @extschema@.parflow_report(bigint) IS
 -- The agent API
 ------------------------------------------------------------------------------
 
+-- Whether the calling role may claim tasks of an agent kind: raises if not.
+-- Every role may in this version; later versions map roles to kinds.
+CREATE FUNCTION parflow._may_claim(agent text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+END
+$$;
+COMMENT ON FUNCTION parflow._may_claim(text) IS 'Internal: raise unless the calling role may claim tasks of this agent kind (every role may, in 0.1.0)';
+
 CREATE FUNCTION @extschema@.parflow_claim(agent text, worker text, lease interval DEFAULT '5 min')
 RETURNS TABLE(task bigint, token uuid, run bigint, stage text, attempt integer, input jsonb,
               estimate interval, lease_until timestamptz)
@@ -1418,17 +1443,21 @@ DECLARE
     upstream jsonb;
     skipped jsonb;
 BEGIN
-    IF agent IS NULL OR btrim(agent) = '' THEN
+    IF agent IS NULL OR worker IS NULL OR lease IS NULL THEN
+        RAISE EXCEPTION 'agent, worker and lease must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF btrim(agent) = '' THEN
         RAISE EXCEPTION 'agent must be a non-empty name' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF worker IS NULL OR btrim(worker) = '' THEN
+    IF btrim(worker) = '' THEN
         RAISE EXCEPTION 'worker must be a non-empty name' USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Name the process that claims, for example host and pid.';
     END IF;
-    IF lease IS NULL OR lease <= interval '0' OR lease > interval '1 day' THEN
+    IF lease <= interval '0' OR lease > interval '1 day' THEN
         RAISE EXCEPTION 'lease must be between 0 and 1 day' USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('Found %s.', coalesce(lease::text, 'NULL'));
     END IF;
+    PERFORM parflow._may_claim(agent);
 
     SELECT tk.* INTO t FROM parflow.task tk
      WHERE tk.agent = parflow_claim.agent AND tk.state = 'dispatched'

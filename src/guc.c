@@ -7,6 +7,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -20,6 +22,8 @@ int			pf_naptime_ms = 1000;
 int			pf_max_output_size = 4 * 1024 * 1024;
 int			pf_claim_timeout_ms = 30000;
 int			pf_interrupt_grace_ms = 30000;
+int			pf_retention_min = 30 * 24 * 60;
+int			pf_learn_min_runs = 3;
 
 /* Define the parflow.* parameters; called once from _PG_init. */
 void
@@ -87,6 +91,24 @@ pf_guc_init(void)
 							30000, 0, 24 * 3600 * 1000,
 							PGC_SUSET,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("parflow.retention",
+							"How long the events of finished runs are kept.",
+							"parflow_housekeeping() deletes older ones; runs, tasks and the duration statistics stay.",
+							&pf_retention_min,
+							30 * 24 * 60, 1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("parflow.learn_min_runs",
+							"Finished runs of a stage after which its observed median replaces its declared estimate.",
+							"0 turns learned estimates off: plans use the declared estimates only.",
+							&pf_learn_min_runs,
+							3, 0, 1000000,
+							PGC_USERSET,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("parflow");

@@ -11,6 +11,8 @@ extern int	pf_naptime_ms;
 extern int	pf_max_output_size;
 extern int	pf_claim_timeout_ms;
 extern int	pf_interrupt_grace_ms;
+extern int	pf_retention_min;
+extern int	pf_learn_min_runs;
 
 extern void pf_guc_init(void);
 

@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -191,6 +192,41 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 		runs = runs && vruns;
 		g->runs[i] = runs;
 		g->cost[i] = runs ? pf_interval_usec(est) : 0;
+	}
+
+	/*
+	 * Learned estimates: stages that finished in enough runs of this
+	 * workflow are planned with their observed median (parflow._observed,
+	 * from version 0.2.0 on; it applies parflow.learn_min_runs).
+	 */
+	if (pf_learn_min_runs > 0 &&
+		SPI_execute("SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
+					"ON n.oid = p.pronamespace WHERE n.nspname = 'parflow' AND p.proname = '_observed'",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		spi_exec_int8("SELECT o.stage_ord, o.usec FROM parflow._observed($1) o", version_id);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			int			ord = get_int4(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			Datum		usec = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+
+			if (ord >= 0 && ord < g->nstages && g->runs[ord] && !isnull)
+				g->cost[ord] = Max(DatumGetInt64(usec), 0);
+		}
+	}
+
+	/* Every schedule's times stay below the total work: it must fit. */
+	{
+		int64		total = 0;
+
+		for (j = 0; j < g->nstages; j++)
+			if (pg_add_s64_overflow(total, g->cost[j], &total) || total > PG_INT64_MAX / 4)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+						 errmsg("the estimates of workflow version " INT64_FORMAT " add up to more than can be planned",
+								version_id),
+						 errhint("Estimates are durations of work, at most a year each; split or shorten them.")));
 	}
 
 	/* affinity rules, and the rules that bound each stage */
