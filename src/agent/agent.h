@@ -110,6 +110,7 @@ typedef struct
 	bool        report_fail;
 	char       *report_text;
 	bool        report_wrapped; /* output already wrapped as {"stdout": ...} */
+	bool        report_final;   /* the failure is not retryable (a refused completion) */
 	bool        report_resend;  /* a first try was lost with the connection */
 } Task;
 

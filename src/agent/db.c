@@ -436,7 +436,7 @@ send_next(double now)
 		params[0] = id;
 		params[1] = t->token;
 		params[2] = t->report_text;
-		params[3] = "true";
+		params[3] = t->report_final ? "false" : "true";
 		if (t->report_fail)
 			send_query(RQ_REPORT, t, SQL_FAIL, 4, params, now);
 		else
@@ -684,6 +684,19 @@ report_result(PGresult *res, Task *t, const char *state, double now)
 	{
 		agent_log(LOG_ERROR, t, "could not report, trying again: %s", msg);
 		t->retry_at = now + RETRY_MS;
+	}
+	else if (!t->report_fail)
+	{
+		/*
+		 * The completion was refused for good (output too large...): fail
+		 * the task with the reason, not retryable, so that the run shows
+		 * it instead of waiting for the lease to expire.
+		 */
+		agent_log(LOG_ERROR, t, "completion refused, failing the task: %s", msg);
+		free(t->report_text);
+		t->report_text = xprintf("parflow_complete refused the result: %s", msg);
+		t->report_fail = true;
+		t->report_final = true;
 	}
 	else
 	{
