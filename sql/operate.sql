@@ -22,7 +22,7 @@ SELECT worker, agent, stage, attempt, lease_left > '0' AS lease_left, interrupte
   FROM parflow.agents_at_work WHERE run = :run;
 SELECT parflow_complete(:task, :'token', '{"findings": 3}');
 SELECT parflow._dispatch();
-SELECT stage, state, regexp_replace(why, '\d+ms', 'N ms') AS why FROM parflow.waiting
+SELECT stage, state, regexp_replace(why, 'dispatched .* ago', 'dispatched some time ago') AS why FROM parflow.waiting
  WHERE run = :run AND state <> 'waiting' ORDER BY task;
 SELECT parflow_pause(:run);
 SELECT DISTINCT why FROM parflow.waiting WHERE run = :run;

@@ -143,18 +143,32 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
     # --- kill -9 of an agent holding a task ---------------------------------
     run="$(e2e_start "SELECT parflow_start('$WF', parallel => true)")" || e2e_die "start"
     wait_progress "$run" 60 || e2e_die "run $run made no progress"
-    held=""
-    for ((i = 0; i < 200; i++)); do
-        held="$(e2e_q -c "SELECT id || ' ' || token || ' ' || worker FROM parflow.task
-                           WHERE run_id = $run AND state = 'running' AND worker LIKE 'e2e50-%' LIMIT 1")"
-        [ -n "$held" ] && break
-        sleep 0.02
+    # kill -9 an agent at work, then take a task it still held (one it did
+    # not finish before dying); if it held none, try another agent
+    task=""
+    try=0
+    while [ -z "$task" ] && [ "$try" -lt 10 ]; do
+        try=$((try + 1))
+        worker="$(e2e_q -c "SELECT worker FROM parflow.task WHERE run_id = $run AND state = 'running'
+                              AND worker LIKE 'e2e50-%' LIMIT 1")"
+        if [ -z "$worker" ]; then
+            sleep 0.02
+            continue
+        fi
+        kill -KILL "${AGENT_PID[$worker]}"
+        wait "${AGENT_PID[$worker]}" 2>/dev/null
+        sleep 0.3   # a report already sent by the dead agent may still commit
+        held="$(e2e_q -c "SELECT id || ' ' || token FROM parflow.task
+                           WHERE run_id = $run AND state = 'running' AND worker = '$worker' LIMIT 1")"
+        if [ -n "$held" ]; then
+            read -r task token <<<"$held"
+        else
+            e2e_log "agent #$rep: $worker held nothing when it died; trying another"
+            start_agent "$worker" "$(e2e_q -c "SELECT agent FROM parflow.task WHERE worker = '$worker' LIMIT 1")"
+        fi
     done
-    [ -n "$held" ] || e2e_die "agent #$rep: no task held by an agent"
-    read -r task token worker <<<"$held"
-    e2e_log "agent #$rep: kill -9 $worker (pid ${AGENT_PID[$worker]}) holding task $task"
-    kill -KILL "${AGENT_PID[$worker]}"
-    wait "${AGENT_PID[$worker]}" 2>/dev/null
+    [ -n "$task" ] || e2e_die "agent #$rep: no agent died holding a task"
+    e2e_log "agent #$rep: killed $worker while it held task $task"
     check_run "$run" "agent #$rep"
     e2e_check_true "agent #$rep: task $task was retried after the lease of $worker expired" "
         SELECT bool_or(kind = 'retry' AND detail->>'why' = 'lease expired' AND detail->>'worker' = '$worker'),
