@@ -120,7 +120,7 @@ COMMENT ON VIEW parflow.agents_at_work IS
 
 -- Why a task that has not started waits; one row per reason.
 CREATE FUNCTION parflow._why(t parflow.task, r parflow.run) RETURNS SETOF text
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
     cap integer := current_setting('parflow.max_parallel_stages')::integer;
     active integer;
@@ -194,7 +194,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION parflow._why(parflow.task, parflow.run) IS 'Internal: the reasons a task that has not started waits';
+COMMENT ON FUNCTION parflow._why(parflow.task, parflow.run) IS 'Internal: the reasons a task that has not started waits (for the view parflow.waiting, whose readers cannot read the tables)';
 
 CREATE VIEW parflow.waiting AS
 SELECT t.id AS task, t.run_id AS run, s.name AS stage, t.agent, t.state, w.why
@@ -547,6 +547,18 @@ COMMENT ON FUNCTION @extschema@.parflow_disallow_agent(name, text) IS 'Take back
 -- Privileges and dumps
 ------------------------------------------------------------------------------
 
+-- The planner reads run history now (learned estimates): like every other
+-- public function it runs as the extension's owner with a fixed path.
+ALTER FUNCTION @extschema@.parflow_plan(text, text[], integer)
+    SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+ALTER FUNCTION @extschema@.parflow_estimate(text, text[], integer)
+    SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@.parflow_plan(text, text[], integer),
+                       @extschema@.parflow_estimate(text, text[], integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.parflow_plan(text, text[], integer),
+                          @extschema@.parflow_estimate(text, text[], integer)
+   TO parflow_reader, parflow_operator;
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA parflow FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.parflow_estimates(text), @extschema@.parflow_gantt(bigint, integer),
                        @extschema@.parflow_dot(text, text[]), @extschema@.parflow_metrics(),
@@ -563,6 +575,8 @@ GRANT EXECUTE ON FUNCTION @extschema@.parflow_housekeeping(),
                           @extschema@.parflow_unschedule(text), @extschema@.parflow_schedule_housekeeping(text),
                           @extschema@.parflow_allow_agent(name, text), @extschema@.parflow_disallow_agent(name, text)
    TO parflow_operator;
+GRANT EXECUTE ON FUNCTION parflow._why(parflow.task, parflow.run)
+   TO parflow_reader, parflow_operator;
 GRANT SELECT ON parflow.stage_stats, parflow.agents_at_work, parflow.waiting, parflow.agent_role,
                 parflow.event_tally
    TO parflow_reader, parflow_operator;

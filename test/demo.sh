@@ -17,7 +17,7 @@ cd "$PF_ROOT"
 ms_per_min=${PF_DEMO_MS_PER_MIN:-10}
 scale=$(awk -v m="$ms_per_min" 'BEGIN { printf "%.8f", m / 60000 }')
 
-pf_cluster_start
+pf_cluster_start "parflow.learn_min_runs = 0"   # simulated agents finish in ms: plan with the declared estimates
 echo "demo: server on port $PGPORT (socket $PGHOST)"
 if ! pf_psql -f test/demo/sdlc.sql; then
     echo "demo: test/demo/sdlc.sql failed" >&2

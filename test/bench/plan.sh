@@ -46,7 +46,7 @@ stg_dir=${PF_STG_DIR:-$PF_ROOT/../shared/bench/stg}
 db=parflow_bench_plan
 
 if [ -z "${PF_BENCH_SHARED:-}" ]; then
-    pf_cluster_start "parflow.max_parallel_stages = 64"
+    pf_cluster_start "parflow.max_parallel_stages = 64" "parflow.learn_min_runs = 0"
 fi
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/parflow-bench-plan.XXXXXX")"

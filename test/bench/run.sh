@@ -39,7 +39,7 @@ for f in test/bench/*.sh; do
 done
 
 PF_PRELOAD="${PF_PRELOAD:-parflow,pg_cron},pg_stat_statements" pf_cluster_start "parflow.max_parallel_stages = 64" \
-    "track_commit_timestamp = on" "pg_stat_statements.track = none"
+    "track_commit_timestamp = on" "pg_stat_statements.track = none" "parflow.learn_min_runs = 0"
 export PF_BENCH_SHARED=1
 
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
