@@ -86,6 +86,12 @@ SELECT stage, runs, p50, p90, mean, last FROM parflow.stage_stats WHERE workflow
 
 -- The Gantt chart of a finished run.
 SELECT parflow_gantt(:h1, 50);
+SELECT parflow_gantt_svg(:h1) AS svg \gset
+SELECT :'svg' LIKE '<svg %</svg>' || E'\n' AS is_svg,
+       (length(:'svg') - length(replace(:'svg', '<rect ', ''))) / 6 AS bars,
+       :'svg' LIKE '%run ' || :h1 || ': hist, parallel, succeeded, took 6h15m%' AS titled;
+SELECT xml_is_well_formed_document(:'svg') AS well_formed;
+SELECT parflow_gantt_svg(NULL);
 SELECT parflow_gantt(:h1, 5);
 SELECT parflow_gantt(NULL);
 SELECT parflow_gantt(-1);

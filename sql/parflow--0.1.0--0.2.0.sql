@@ -269,6 +269,71 @@ $$;
 COMMENT ON FUNCTION @extschema@.parflow_gantt(bigint, integer) IS
     'A text Gantt chart of a run for psql: one line per stage, # done, > running, ! failed, with start offset and duration';
 
+-- XML text escaping for the SVG chart.
+CREATE FUNCTION parflow._xml(s text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT replace(replace(replace(replace(s, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;')
+$$;
+COMMENT ON FUNCTION parflow._xml(text) IS 'Internal: escape text for XML';
+
+CREATE FUNCTION @extschema@.parflow_gantt_svg(run bigint) RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+DECLARE
+    r parflow.run;
+    wf text;
+    total double precision;
+    n integer;
+    label_w constant integer := 160;
+    chart_w constant integer := 720;
+    row_h constant integer := 22;
+    body text;
+    ticks text;
+BEGIN
+    IF run IS NULL THEN
+        RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM parflow.run rn WHERE rn.id = run;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT w.name INTO wf FROM parflow.workflow_version v JOIN parflow.workflow w ON w.id = v.workflow_id
+     WHERE v.id = r.version_id;
+    total := greatest(extract(epoch FROM coalesce(r.finished_at, clock_timestamp()) - r.started_at), 0.000001);
+    SELECT count(*) INTO n FROM parflow.task t WHERE t.run_id = r.id;
+    SELECT string_agg(format(
+               '<text x="%s" y="%s" class="l">%s</text>%s',
+               label_w - 8, 40 + (x.i - 1) * row_h + 15, parflow._xml(x.name),
+               CASE WHEN x.started_at IS NULL OR x.state IN ('skipped', 'waiting', 'ready', 'dispatched')
+                    THEN format('<text x="%s" y="%s" class="s">%s</text>', label_w + 4, 40 + (x.i - 1) * row_h + 15, x.state)
+                    ELSE format('<rect x="%s" y="%s" width="%s" height="%s" class="%s"><title>%s: %s from %s</title></rect>',
+                                round((label_w + chart_w * extract(epoch FROM x.started_at - r.started_at) / total)::numeric, 1),
+                                40 + (x.i - 1) * row_h + 3,
+                                greatest(round((chart_w * extract(epoch FROM x.fin - x.started_at) / total)::numeric, 1), 1),
+                                row_h - 6, x.state, parflow._xml(x.name), parflow._dur(x.fin - x.started_at),
+                                parflow._dur(x.started_at - r.started_at)) END), '' ORDER BY x.i)
+      INTO body
+      FROM (SELECT s.name, t.state, t.started_at, coalesce(t.finished_at, clock_timestamp()) AS fin,
+                   row_number() OVER (ORDER BY t.started_at NULLS LAST, t.stage_ord) AS i
+              FROM parflow.task t JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
+             WHERE t.run_id = r.id) x;
+    SELECT string_agg(format('<line x1="%s" y1="32" x2="%s" y2="%s" class="g"/><text x="%s" y="28" class="t">%s</text>',
+                             label_w + chart_w * k / 4, label_w + chart_w * k / 4, 40 + n * row_h,
+                             label_w + chart_w * k / 4, parflow._dur(make_interval(secs => total * k / 4))), '')
+      INTO ticks FROM generate_series(0, 4) k;
+    RETURN format('<svg xmlns="http://www.w3.org/2000/svg" width="%s" height="%s" font-family="Helvetica,Arial,sans-serif" font-size="12">',
+                  label_w + chart_w + 20, 50 + n * row_h)
+        || '<style>.l{text-anchor:end}.s{fill:#999}.t{text-anchor:middle;fill:#555;font-size:10px}'
+        || '.g{stroke:#ddd}.succeeded{fill:#4a90d9}.running{fill:#f5a623}.failed{fill:#d0021b}.cancelled{fill:#999}</style>'
+        || format('<text x="8" y="16" font-weight="bold">%s</text>',
+                  parflow._xml(format('run %s: %s, %s, %s, took %s', r.id, wf,
+                                      CASE WHEN r.parallel THEN 'parallel' ELSE 'sequential' END, r.state,
+                                      parflow._dur(make_interval(secs => total)))))
+        || coalesce(ticks, '') || coalesce(body, '') || E'</svg>\n';
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_gantt_svg(bigint) IS
+    'A Gantt chart of a run as an SVG document (one bar per stage, coloured by state; hover for times)';
+
 CREATE FUNCTION @extschema@.parflow_dot(workflow text, flags text[] DEFAULT '{}') RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
@@ -561,6 +626,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.parflow_plan(text, text[], integer),
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA parflow FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.parflow_estimates(text), @extschema@.parflow_gantt(bigint, integer),
+                       @extschema@.parflow_gantt_svg(bigint),
                        @extschema@.parflow_dot(text, text[]), @extschema@.parflow_metrics(),
                        @extschema@.parflow_housekeeping(),
                        @extschema@.parflow_schedule(text, text, text, text[], integer),
@@ -568,6 +634,7 @@ REVOKE ALL ON FUNCTION @extschema@.parflow_estimates(text), @extschema@.parflow_
                        @extschema@.parflow_allow_agent(name, text), @extschema@.parflow_disallow_agent(name, text)
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.parflow_estimates(text), @extschema@.parflow_gantt(bigint, integer),
+                          @extschema@.parflow_gantt_svg(bigint),
                           @extschema@.parflow_dot(text, text[]), @extschema@.parflow_metrics()
    TO parflow_reader, parflow_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.parflow_housekeeping(),

@@ -83,3 +83,12 @@ SELECT round(100 * (1 - extract(epoch FROM p.finished_at - p.started_at)
        35 AS "seed's claim %"
   FROM parflow.run p, parflow.run s WHERE p.id = :par AND s.id = :seq;
 SQL
+
+echo
+echo "== Gantt chart of the parallel run $run_true (# = a stage at work)"
+pf_psql -XAtc "SELECT parflow_gantt($run_true, 64)"
+out_dir="${PF_DEMO_OUT:-$PF_ROOT/test/demo/out}"
+mkdir -p "$out_dir"
+pf_psql -XAtc "SELECT parflow_gantt_svg($run_true)" >"$out_dir/gantt-parallel.svg"
+pf_psql -XAtc "SELECT parflow_gantt_svg($run_false)" >"$out_dir/gantt-sequential.svg"
+echo "demo: SVG charts in $out_dir/gantt-parallel.svg and gantt-sequential.svg"

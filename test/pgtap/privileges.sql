@@ -25,6 +25,7 @@ INSERT INTO fn_matrix VALUES
  ('parflow_group_result(bigint,text)',                       true,  true,  false),
  ('parflow_result(bigint)',                                  true,  true,  false),
  ('parflow_gantt(bigint,integer)',                           true,  true,  false),
+ ('parflow_gantt_svg(bigint)',                               true,  true,  false),
  ('parflow_dot(text,text[])',                                true,  true,  false),
  ('parflow_metrics()',                                       true,  true,  false),
  ('parflow_housekeeping()',                                  false, true,  false),
