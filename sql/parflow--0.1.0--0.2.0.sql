@@ -9,6 +9,10 @@
 \echo Use "ALTER EXTENSION parflow UPDATE TO '0.2.0'" to load this file. \quit
 
 CREATE INDEX run_version_idx ON parflow.run (version_id);
+-- Claims walk the dispatched tasks of a kind in claim order instead of
+-- sorting them all (a fan-out of thousands under a high cap).
+DROP INDEX parflow.task_claim_idx;
+CREATE INDEX task_claim_idx ON parflow.task (agent, priority, rank DESC, id) WHERE state = 'dispatched';
 
 ------------------------------------------------------------------------------
 -- Formatting helpers

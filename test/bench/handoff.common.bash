@@ -34,7 +34,7 @@ bench_setup() {
             pgss=",pg_stat_statements"
         fi
         PF_PRELOAD="${PF_PRELOAD:-parflow,pg_cron}$pgss" \
-            pf_cluster_start "parflow.max_parallel_stages = 64" "track_commit_timestamp = on" \
+            pf_cluster_start "parflow.max_parallel_stages = 64" "track_commit_timestamp = on" "parflow.learn_min_runs = 0" \
             ${pgss:+"pg_stat_statements.track = none"}
         bench_cluster="private (test/cluster.sh)"
     fi
