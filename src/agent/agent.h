@@ -123,6 +123,7 @@ typedef struct
 	int         concurrency;
 	bool        simulate;
 	double      scale;
+	double      jitter;			/* --jitter: relative spread of simulated work */
 	const char *exec_cmd;
 	const char *lease;
 	double      lease_s;        /* the lease in seconds, asked of the server */

@@ -50,6 +50,8 @@ usage(FILE *out)
 			"Options:\n"
 			"  --agent KIND           the agent kind to serve (required)\n"
 			"  --simulate SCALE       work = sleep for the stage's estimate x SCALE\n"
+			"  --jitter F             with --simulate: each sleep x a factor drawn uniformly\n"
+			"                         from [1-F, 1+F] (fixed by the task id), for noisy runs\n"
 			"  --exec CMD             work = /bin/sh -c CMD, input JSON on stdin; exit 0\n"
 			"                         completes with stdout as output, else fails with stderr\n"
 			"  --worker NAME          this worker's name (default <hostname>-<pid>)\n"
@@ -104,6 +106,7 @@ parse_options(int argc, char **argv)
 		{"worker", required_argument, NULL, 'w'},
 		{"concurrency", required_argument, NULL, 'c'},
 		{"simulate", required_argument, NULL, 's'},
+		{"jitter", required_argument, NULL, 'j'},
 		{"exec", required_argument, NULL, 'e'},
 		{"lease", required_argument, NULL, 'l'},
 		{"poll", required_argument, NULL, 'p'},
@@ -141,6 +144,11 @@ parse_options(int argc, char **argv)
 			case 's':
 				opt.simulate = true;
 				opt.scale = number_arg("simulate", optarg, 0);
+				break;
+			case 'j':
+				opt.jitter = number_arg("jitter", optarg, 0);
+				if (opt.jitter >= 1)
+					die(2, "--jitter must be below 1");
 				break;
 			case 'e':
 				opt.exec_cmd = optarg;

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +216,16 @@ work_start(Task *t)
 	{
 		t->sim = true;
 		t->sim_ms = (t->estimate > 0 ? t->estimate : 0) * opt.scale * 1000.0;
+		if (opt.jitter > 0)
+		{
+			/* splitmix64 of the task id: the same task always draws the same */
+			uint64_t	z = (uint64_t) t->id + 0x9E3779B97F4A7C15ULL;
+
+			z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+			z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+			z ^= z >> 31;
+			t->sim_ms *= 1.0 + opt.jitter * (2.0 * ((double) (z >> 11) / 9007199254740992.0) - 1.0);
+		}
 		t->sim_until = now + t->sim_ms;
 		agent_log(LOG_DEBUG, t, "started: simulating %.0f ms", t->sim_ms);
 	}
