@@ -110,6 +110,15 @@ SELECT value = :dispatched_before AS counter_kept FROM parflow_metrics() WHERE m
 SELECT count(*) AS stats_kept FROM parflow.stage_stats WHERE workflow = 'hist';
 SELECT parflow_housekeeping() AS nothing_left;
 
+-- An agent's warm-up runs the agent path on a throwaway run and leaves nothing.
+SELECT (SELECT count(*) FROM parflow.workflow) AS wf, (SELECT count(*) FROM parflow.run) AS runs,
+       (SELECT count(*) FROM parflow.task) AS tasks, (SELECT count(*) FROM parflow.event) AS events \gset before_
+SELECT parflow_warm_up('backend');
+SELECT (SELECT count(*) FROM parflow.workflow) = :before_wf AND (SELECT count(*) FROM parflow.run) = :before_runs
+   AND (SELECT count(*) FROM parflow.task) = :before_tasks AND (SELECT count(*) FROM parflow.event) = :before_events
+       AS nothing_left;
+SELECT parflow_warm_up(NULL);
+
 -- pg_cron is not installed in this database: a clear error with a hint.
 SELECT parflow_schedule('nightly', '0 2 * * *', 'sdlc');
 SELECT parflow_unschedule('nightly');

@@ -1073,6 +1073,8 @@ BEGIN
     SELECT array_agg(t.stage_ord) INTO start_ords FROM parflow.task t
      WHERE t.run_id = new_run AND t.pending = 0 AND t.state = 'skipped';
     PERFORM parflow._done(new_run, coalesce(start_ords, '{}'));
+    -- the run's clock starts when its first tasks can be dispatched
+    UPDATE parflow.run rn SET started_at = clock_timestamp() WHERE rn.id = new_run;
     PERFORM parflow._finish_if_done(new_run);
     PERFORM parflow._wake();
     RETURN new_run;

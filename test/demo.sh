@@ -36,6 +36,9 @@ for kind in $(pf_psql -Atc "SELECT DISTINCT agent FROM parflow.stage ORDER BY 1"
     parflow-agent --agent "$kind" --simulate "$scale" --concurrency 2 --quiet &
     agent_pids+=($!)
 done
+# agents are up before work arrives: let them connect and warm their sessions
+pf_wait_for "SELECT count(*) >= ${#agent_pids[@]} FROM pg_stat_activity WHERE query LIKE 'LISTEN%' OR query LIKE 'SELECT parflow_warm_up%' OR query LIKE '%parflow_claim%'" 20 || true
+sleep 0.5
 echo "demo: ${#agent_pids[@]} simulated agents, one per kind; 1 estimated minute = $ms_per_min ms"
 
 # run_mode PARALLEL: start a run, print its stages as they start and finish.

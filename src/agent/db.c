@@ -252,6 +252,22 @@ setup_session(bool first, char **err)
 		return false;
 	}
 	PQclear(res);
+
+	/*
+	 * Warm the session up (parflow 0.2.0 on): the first task then does not
+	 * pay for compiling the agent functions.  Older versions have no such
+	 * function; any error here only costs that warm-up.
+	 */
+	{
+		const char *params[1] = {opt.agent};
+
+		res = PQexecParams(conn, "SELECT parflow_warm_up($1::text)", 1, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			agent_log(LOG_DEBUG, NULL, "no warm-up: %s",
+					  PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) ?
+					  PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : PQerrorMessage(conn));
+		PQclear(res);
+	}
 	return true;
 }
 

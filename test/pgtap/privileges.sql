@@ -38,7 +38,8 @@ INSERT INTO fn_matrix VALUES
  ('parflow_heartbeat(bigint,uuid)',                          false, false, true),
  ('parflow_complete(bigint,uuid,jsonb)',                     false, false, true),
  ('parflow_fail(bigint,uuid,text,boolean,jsonb)',            false, false, true),
- ('parflow_release(bigint,uuid)',                            false, false, true);
+ ('parflow_release(bigint,uuid)',                            false, false, true),
+ ('parflow_warm_up(text)',                                   false, false, true);
 
 -- relations the reader and the operator may SELECT; nobody writes any
 CREATE TEMP TABLE readable (rel text PRIMARY KEY);
