@@ -226,16 +226,10 @@ DECLARE
     b integer;
     bar text;
 BEGIN
-    IF run IS NULL THEN
-        RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
+    r := parflow._run_get(run);
     IF width IS NULL OR width NOT BETWEEN 10 AND 500 THEN
         RAISE EXCEPTION 'width must be between 10 and 500 columns' USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('Found %s.', coalesce(width::text, 'NULL'));
-    END IF;
-    SELECT * INTO r FROM parflow.run rn WHERE rn.id = run;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
     END IF;
     SELECT w.name INTO wf FROM parflow.workflow_version v JOIN parflow.workflow w ON w.id = v.workflow_id
      WHERE v.id = r.version_id;
@@ -293,13 +287,7 @@ DECLARE
     body text;
     ticks text;
 BEGIN
-    IF run IS NULL THEN
-        RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    SELECT * INTO r FROM parflow.run rn WHERE rn.id = run;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
-    END IF;
+    r := parflow._run_get(run);
     SELECT w.name INTO wf FROM parflow.workflow_version v JOIN parflow.workflow w ON w.id = v.workflow_id
      WHERE v.id = r.version_id;
     total := greatest(extract(epoch FROM coalesce(r.finished_at, clock_timestamp()) - r.started_at), 0.000001);

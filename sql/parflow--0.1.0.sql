@@ -1100,12 +1100,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, 
 DECLARE
     rep jsonb;
 BEGIN
-    IF run IS NULL THEN
-        RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF NOT EXISTS (SELECT FROM parflow.run r WHERE r.id = run) THEN
-        RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
-    END IF;
+    PERFORM parflow._run_get(run);
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'task', t.id, 'stage', s.name, 'agent', t.agent, 'attempts', t.attempt,
                'failed_at', t.finished_at, 'last_error', t.error,
@@ -1128,6 +1123,24 @@ COMMENT ON FUNCTION @extschema@.parflow_failures(bigint) IS
 ------------------------------------------------------------------------------
 -- Operator control
 ------------------------------------------------------------------------------
+
+-- A run by id; raises 22004 / 42704.
+CREATE FUNCTION parflow._run_get(p_run bigint) RETURNS parflow.run
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r parflow.run;
+BEGIN
+    IF p_run IS NULL THEN
+        RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM parflow.run rn WHERE rn.id = p_run;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', p_run USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION parflow._run_get(bigint) IS 'Internal: a run by id; raises 22004 for NULL, 42704 when there is none';
 
 -- Lock a run and check its state; raises 42704 / 55000.
 CREATE FUNCTION parflow._run_in(p_run bigint, allowed text[], action text) RETURNS parflow.run
@@ -1340,10 +1353,7 @@ BEGIN
     IF run IS NULL OR group_name IS NULL THEN
         RAISE EXCEPTION 'run and group name must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT * INTO r FROM parflow.run rn WHERE rn.id = run;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
-    END IF;
+    r := parflow._run_get(run);
     SELECT sg.ord INTO g FROM parflow.stage_group sg WHERE sg.version_id = r.version_id AND sg.name = group_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'run % has no group "%"', run, group_name USING ERRCODE = 'undefined_object',
@@ -1361,13 +1371,7 @@ DECLARE
     r parflow.run;
     res jsonb;
 BEGIN
-    IF run IS NULL THEN
-        RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    SELECT * INTO r FROM parflow.run rn WHERE rn.id = run;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
-    END IF;
+    r := parflow._run_get(run);
     SELECT jsonb_build_object(
                'run', r.id, 'workflow', w.name, 'version', v.version, 'state', r.state, 'input', r.input,
                'outputs', (SELECT coalesce(jsonb_object_agg(s.name, t.output ORDER BY s.ord), '{}')
@@ -1392,13 +1396,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, 
 DECLARE
     r parflow.run;
 BEGIN
-    IF run IS NULL THEN
-        RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    SELECT * INTO r FROM parflow.run rn WHERE rn.id = run;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
-    END IF;
+    r := parflow._run_get(run);
     -- work: the sum of the succeeded tasks' last attempts, what one agent at
     -- a time would have taken; actual: start to finish (or to now).
     RETURN QUERY
