@@ -237,6 +237,26 @@ SELECT parflow_cancel(:a);
 SELECT parflow_cancel(:b);
 SELECT parflow_cancel(:hi3);
 
+-- A P0 task held back by an affinity rule of its own run makes no room:
+-- interrupting would only hand the slot back to a lower priority, again and again.
+SELECT parflow_define('urgent_pair', '{"affinity": [{"agents": ["w"], "max_concurrent": 1}],
+  "groups": [{"name": "g", "stages": [
+    {"name": "fix1", "agent": "w", "estimate": "5 min"}, {"name": "fix2", "agent": "w", "estimate": "5 min"}]}]}');
+SELECT parflow_start('wide', priority => 2, parallel => true) AS low \gset
+SELECT parflow._dispatch();
+:claim('w', 'w1') \gset
+:claim('w', 'w2') \gset
+:claim('w', 'w3') \gset
+SELECT parflow_start('urgent_pair', priority => 0, parallel => true) AS hi4 \gset
+-- the rule lets one of them through: the unclaimed P2 task makes room for
+-- fix1; fix2 waits for the rule, and no running task is interrupted
+SELECT parflow._dispatch() AS dispatched;
+SELECT parflow._dispatch() AS dispatched;
+SELECT kind, count(*) FROM parflow.events WHERE run = :low AND kind IN ('interrupt', 'preempted') GROUP BY kind;
+SELECT stage, state FROM parflow.tasks WHERE run = :hi4 ORDER BY task;
+SELECT parflow_cancel(:hi4);
+SELECT parflow_cancel(:low);
+
 ------------------------------------------------------------------------------
 -- 6. A dispatch pass that cannot finish rolls back as a whole: no task is
 --    marked dispatched without its notification.

@@ -1615,15 +1615,28 @@ DECLARE
     freed integer := 0;
     t record;
 BEGIN
-    -- What P0 runs could start now under their own caps...
-    SELECT coalesce(sum(least(x.n, r.max_parallel - a.c)), 0) INTO want
-      FROM (SELECT tk.run_id, count(*)::integer AS n FROM parflow.task tk
-             WHERE tk.state = 'ready' AND tk.priority = 0
-               AND (tk.not_before IS NULL OR tk.not_before <= clock_timestamp())
-             GROUP BY tk.run_id) x
-      JOIN parflow.run r ON r.id = x.run_id AND r.state = 'running'
-      CROSS JOIN LATERAL (SELECT count(*)::integer AS c FROM parflow.task a
-                           WHERE a.run_id = x.run_id AND a.state IN ('dispatched', 'running')) a;
+    -- What P0 runs could start now under their own caps: ready P0 tasks,
+    -- each affinity rule of their run letting through only as many as it
+    -- has room for (room made beyond that would go back to lower
+    -- priorities), each run at most its max_parallel less its tasks at work...
+    WITH rt AS (
+        SELECT tk.id, tk.run_id, tk.agent, r.version_id, r.max_parallel FROM parflow.task tk
+          JOIN parflow.run r ON r.id = tk.run_id AND r.state = 'running'
+         WHERE tk.state = 'ready' AND tk.priority = 0
+           AND (tk.not_before IS NULL OR tk.not_before <= clock_timestamp())),
+    cov AS (
+        SELECT rt.id, a.max_concurrent - (SELECT count(*) FROM parflow.task b
+                                            WHERE b.run_id = rt.run_id AND b.state IN ('dispatched', 'running')
+                                              AND b.agent = ANY (a.agents)) AS room,
+               row_number() OVER (PARTITION BY rt.run_id, a.ord ORDER BY rt.id) AS k
+          FROM rt JOIN parflow.affinity a ON a.version_id = rt.version_id AND rt.agent = ANY (a.agents)),
+    x AS (
+        SELECT rt.run_id, rt.max_parallel, count(*)::integer AS n FROM rt
+         WHERE NOT EXISTS (SELECT FROM cov WHERE cov.id = rt.id AND cov.k > cov.room)
+         GROUP BY rt.run_id, rt.max_parallel)
+    SELECT coalesce(sum(least(x.n, x.max_parallel - a.c)), 0) INTO want
+      FROM x CROSS JOIN LATERAL (SELECT count(*)::integer AS c FROM parflow.task a
+                                  WHERE a.run_id = x.run_id AND a.state IN ('dispatched', 'running')) a;
     -- ... less what is free and what interrupts already under way will free.
     want := least(want, current_setting('parflow.max_parallel_stages')::integer) - greatest(global_free, 0)
           - (SELECT count(*) FROM parflow.task tk WHERE tk.state = 'running' AND tk.interrupted_at IS NOT NULL);
