@@ -706,7 +706,7 @@ CREATE TABLE parflow.run_group (
     pending    integer NOT NULL,
     PRIMARY KEY (run_id, group_ord)
 );
-COMMENT ON TABLE parflow.run_group IS 'Group barriers of a run: pending counts the group''s tasks not yet done';
+COMMENT ON TABLE parflow.run_group IS 'Group barriers of a run: pending counts the group''s tasks not yet done (kept only for groups that other groups wait for)';
 
 CREATE TABLE parflow.event (
     id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -780,30 +780,17 @@ LANGUAGE plpgsql AS $$
 DECLARE
     ver bigint;
     done_groups integer[];
+    next_ords integer[];
+    more_ords integer[];
     freed integer[];
-    r record;
+    more_freed integer[];
 BEGIN
     SELECT version_id INTO ver FROM parflow.run WHERE id = p_run;
     WHILE cardinality(p_ords) > 0 LOOP
-        -- group barriers: a group is done when its last task is
-        WITH c AS (SELECT t.group_ord, count(*)::integer AS n FROM parflow.task t
-                    WHERE t.run_id = p_run AND t.stage_ord = ANY (p_ords) AND NOT t.skip_barrier
-                    GROUP BY t.group_ord),
-        u AS (UPDATE parflow.run_group rg SET pending = rg.pending - c.n FROM c
-               WHERE rg.run_id = p_run AND rg.group_ord = c.group_ord
-              RETURNING rg.group_ord, rg.pending)
-        SELECT array_agg(u.group_ord) FILTER (WHERE u.pending = 0) INTO done_groups FROM u;
-
-        -- dependents: stage edges, and the groups that waited on finished groups
-        WITH c AS (
+        -- dependents through stage edges
+        WITH s AS MATERIALIZED (
             SELECT d.stage_ord, count(*)::integer AS n FROM parflow.stage_dep d
-             WHERE d.version_id = ver AND d.dep_ord = ANY (p_ords) GROUP BY d.stage_ord
-            UNION ALL
-            SELECT t.stage_ord, count(*)::integer FROM parflow.group_dep gd
-              JOIN parflow.task t ON t.run_id = p_run AND t.group_ord = gd.group_ord
-             WHERE gd.version_id = ver AND gd.dep_ord = ANY (coalesce(done_groups, '{}'))
-             GROUP BY t.stage_ord),
-        s AS MATERIALIZED (SELECT c.stage_ord, sum(c.n)::integer AS n FROM c GROUP BY c.stage_ord),
+             WHERE d.version_id = ver AND d.dep_ord = ANY (p_ords) GROUP BY d.stage_ord),
         u AS (
             UPDATE parflow.task t SET pending = t.pending - s.n,
                    state = CASE WHEN t.pending = s.n AND t.state = 'waiting' THEN 'ready' ELSE t.state END
@@ -812,10 +799,44 @@ BEGIN
             RETURNING t.id, t.stage_ord, t.state, t.pending)
         SELECT array_agg(u.stage_ord) FILTER (WHERE u.state = 'skipped' AND u.pending = 0),
                array_agg(u.id) FILTER (WHERE u.state = 'ready' AND u.pending = 0)
-          INTO p_ords, freed FROM u;
+          INTO next_ords, freed FROM u;
+
+        -- Group barriers: a group is done when its last task is.  Every
+        -- completion of a group updates its row, so this comes last: the row
+        -- lock is held for as short a time as possible before the commit;
+        -- and only groups that other groups wait for keep count.
+        WITH c AS (SELECT t.group_ord, count(*)::integer AS n FROM parflow.task t
+                    WHERE t.run_id = p_run AND t.stage_ord = ANY (p_ords) AND NOT t.skip_barrier
+                      AND EXISTS (SELECT FROM parflow.group_dep gd
+                                   WHERE gd.version_id = ver AND gd.dep_ord = t.group_ord)
+                    GROUP BY t.group_ord),
+        u AS (UPDATE parflow.run_group rg SET pending = rg.pending - c.n FROM c
+               WHERE rg.run_id = p_run AND rg.group_ord = c.group_ord
+              RETURNING rg.group_ord, rg.pending)
+        SELECT array_agg(u.group_ord) FILTER (WHERE u.pending = 0) INTO done_groups FROM u;
+
+        -- the groups that waited on finished groups
+        IF cardinality(done_groups) > 0 THEN
+            WITH s AS MATERIALIZED (
+                SELECT t.stage_ord, count(*)::integer AS n FROM parflow.group_dep gd
+                  JOIN parflow.task t ON t.run_id = p_run AND t.group_ord = gd.group_ord
+                 WHERE gd.version_id = ver AND gd.dep_ord = ANY (done_groups)
+                 GROUP BY t.stage_ord),
+            u AS (
+                UPDATE parflow.task t SET pending = t.pending - s.n,
+                       state = CASE WHEN t.pending = s.n AND t.state = 'waiting' THEN 'ready' ELSE t.state END
+                  FROM s WHERE t.run_id = p_run AND t.stage_ord = s.stage_ord
+                   AND NOT (t.state = 'skipped' AND t.pending = 0)
+                RETURNING t.id, t.stage_ord, t.state, t.pending)
+            SELECT array_agg(u.stage_ord) FILTER (WHERE u.state = 'skipped' AND u.pending = 0),
+                   array_agg(u.id) FILTER (WHERE u.state = 'ready' AND u.pending = 0)
+              INTO more_ords, more_freed FROM u;
+            next_ords := coalesce(next_ords, '{}') || coalesce(more_ords, '{}');
+            freed := coalesce(freed, '{}') || coalesce(more_freed, '{}');
+        END IF;
         INSERT INTO parflow.event (run_id, task_id, kind)
         SELECT p_run, id, 'ready' FROM unnest(freed) id;
-        p_ords := coalesce(p_ords, '{}');
+        p_ords := coalesce(next_ords, '{}');
     END LOOP;
 END
 $$;
@@ -1543,10 +1564,11 @@ BEGIN
     UPDATE parflow.task tk SET state = 'succeeded', output = parflow_complete.output, token = NULL,
            lease_until = NULL, finished_at = clock_timestamp(), error = NULL, interrupted_at = NULL
      WHERE tk.id = t.id;
-    UPDATE parflow.run r SET remaining = r.remaining - 1 WHERE r.id = t.run_id;
     INSERT INTO parflow.event (run_id, task_id, kind, detail)
     VALUES (t.run_id, t.id, 'succeeded', jsonb_build_object('worker', t.worker, 'attempt', t.attempt));
     PERFORM parflow._done(t.run_id, ARRAY[t.stage_ord]);
+    -- the run's row, which every completion of the run updates, last
+    UPDATE parflow.run r SET remaining = r.remaining - 1 WHERE r.id = t.run_id;
     PERFORM parflow._finish_if_done(t.run_id);
     PERFORM parflow._check_blocked(t.run_id);
     PERFORM parflow._wake();
