@@ -647,14 +647,13 @@ CREATE TABLE parflow.run (
     flags         text[] NOT NULL,
     input         jsonb NOT NULL,
     max_parallel  integer NOT NULL CHECK (max_parallel >= 1),
-    remaining     integer NOT NULL,
     failed        integer NOT NULL DEFAULT 0,
     planned       interval NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     started_at    timestamptz,
     finished_at   timestamptz
 );
-COMMENT ON TABLE parflow.run IS 'One execution of a workflow version; remaining counts tasks not yet succeeded or skipped, failed those failed for good';
+COMMENT ON TABLE parflow.run IS 'One execution of a workflow version; failed counts its tasks failed for good';
 CREATE INDEX run_live_idx ON parflow.run (id) WHERE state IN ('running', 'paused');
 
 CREATE TABLE parflow.task (
@@ -699,6 +698,16 @@ CREATE INDEX task_active_idx ON parflow.task (run_id) WHERE state IN ('dispatche
 CREATE INDEX task_claim_idx ON parflow.task (agent) WHERE state = 'dispatched';
 CREATE INDEX task_run_group_idx ON parflow.task (run_id, group_ord);
 CREATE INDEX stage_dep_dep_idx ON parflow.stage_dep (version_id, dep_ord);
+
+-- What is left of a run, as 16 counters (a task counts in shard id % 16):
+-- concurrent completions of one run seldom update the same row.
+CREATE TABLE parflow.run_remaining (
+    run_id     bigint NOT NULL REFERENCES parflow.run,
+    shard      smallint NOT NULL,
+    remaining  integer NOT NULL,
+    PRIMARY KEY (run_id, shard)
+);
+COMMENT ON TABLE parflow.run_remaining IS 'Tasks of a run not yet succeeded or skipped, counted in 16 shards (task id % 16) so that completions of one run do not all lock one row';
 
 CREATE TABLE parflow.run_group (
     run_id     bigint NOT NULL REFERENCES parflow.run,
@@ -967,7 +976,8 @@ BEGIN
                feedback = jsonb_build_object('verification', st.name, 'round', t.route_backs + 1,
                                              'error', err, 'output', out_doc)
          WHERE tk.id = v.id;
-        UPDATE parflow.run r SET remaining = r.remaining + 1 WHERE r.id = t.run_id;
+        UPDATE parflow.run_remaining rr SET remaining = rr.remaining + 1
+         WHERE rr.run_id = t.run_id AND rr.shard = v.id % 16;
         INSERT INTO parflow.event (run_id, task_id, kind, detail)
         VALUES (t.run_id, v.id, 'routed_back',
                 jsonb_build_object('verification', st.name, 'round', t.route_backs + 1, 'error', err));
@@ -1054,8 +1064,8 @@ BEGIN
       INTO rk_ords, rk_ranks, plan_len
       FROM parflow._ranks(ver, flags, CASE WHEN par THEN NULL ELSE 1 END) rk;
 
-    INSERT INTO parflow.run (version_id, priority, parallel, flags, input, max_parallel, remaining, planned, started_at)
-    VALUES (ver, priority, par, flags, input, cap, 0, coalesce(plan_len, '0'), clock_timestamp())
+    INSERT INTO parflow.run (version_id, priority, parallel, flags, input, max_parallel, planned, started_at)
+    VALUES (ver, priority, par, flags, input, cap, coalesce(plan_len, '0'), clock_timestamp())
     RETURNING id INTO new_run;
 
     -- pending: stage edges, plus one per group barrier the task's group waits for
@@ -1071,13 +1081,13 @@ BEGIN
       CROSS JOIN LATERAL (SELECT parflow._skip_reason(s, vs, flags) AS why) sk
      WHERE s.version_id = ver;
 
+    INSERT INTO parflow.run_remaining (run_id, shard, remaining)
+    SELECT new_run, t.id % 16, count(*) FROM parflow.task t
+     WHERE t.run_id = new_run AND t.state <> 'skipped' GROUP BY t.id % 16;
+
     INSERT INTO parflow.run_group (run_id, group_ord, pending)
     SELECT new_run, g.ord, (SELECT count(*) FROM parflow.stage s WHERE s.version_id = ver AND s.group_ord = g.ord)
       FROM parflow.stage_group g WHERE g.version_id = ver;
-
-    UPDATE parflow.run r
-       SET remaining = (SELECT count(*) FROM parflow.task t WHERE t.run_id = new_run AND t.state <> 'skipped')
-     WHERE r.id = new_run;
 
     PERFORM parflow._announce(new_run, 'started',
         jsonb_build_object('workflow', workflow, 'parallel', par, 'priority', priority));
@@ -1104,13 +1114,21 @@ $$;
 COMMENT ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb) IS
     'Start a run of the latest version of a workflow: one task per stage, conditional stages without their flag skipped; returns the run id';
 
--- Mark a run succeeded once every task has succeeded or was skipped.
+-- Mark a run succeeded once every task has succeeded or was skipped (its
+-- run_remaining shards add up to 0).  When the last tasks of two shards
+-- complete at once, each still sees the other's shard at 1 and neither
+-- finishes the run: the dispatcher's next pass, which their commits wake,
+-- does (parflow._dispatch).  Finishing twice is harmless: only the update
+-- that changes the state announces it.
 CREATE FUNCTION parflow._finish_if_done(p_run bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF EXISTS (SELECT FROM parflow.run r WHERE r.id = p_run AND r.remaining = 0 AND r.state IN ('running', 'paused')) THEN
-        UPDATE parflow.run r SET state = 'succeeded', finished_at = clock_timestamp() WHERE r.id = p_run;
-        PERFORM parflow._announce(p_run, 'succeeded');
+    IF (SELECT coalesce(sum(rr.remaining), 0) FROM parflow.run_remaining rr WHERE rr.run_id = p_run) = 0 THEN
+        UPDATE parflow.run r SET state = 'succeeded', finished_at = clock_timestamp()
+         WHERE r.id = p_run AND r.state IN ('running', 'paused');
+        IF FOUND THEN
+            PERFORM parflow._announce(p_run, 'succeeded');
+        END IF;
     END IF;
 END
 $$;
@@ -1567,8 +1585,8 @@ BEGIN
     INSERT INTO parflow.event (run_id, task_id, kind, detail)
     VALUES (t.run_id, t.id, 'succeeded', jsonb_build_object('worker', t.worker, 'attempt', t.attempt));
     PERFORM parflow._done(t.run_id, ARRAY[t.stage_ord]);
-    -- the run's row, which every completion of the run updates, last
-    UPDATE parflow.run r SET remaining = r.remaining - 1 WHERE r.id = t.run_id;
+    UPDATE parflow.run_remaining rr SET remaining = rr.remaining - 1
+     WHERE rr.run_id = t.run_id AND rr.shard = t.id % 16;
     PERFORM parflow._finish_if_done(t.run_id);
     PERFORM parflow._check_blocked(t.run_id);
     PERFORM parflow._wake();
@@ -1743,6 +1761,11 @@ BEGIN
            jsonb_build_object('worker', u.worker, 'interrupt_grace', current_setting('parflow.interrupt_grace'))
       FROM u;
 
+    -- Runs whose last tasks completed at the same moment (see _finish_if_done).
+    PERFORM parflow._finish_if_done(r.id) FROM parflow.run r
+      WHERE r.state IN ('running', 'paused')
+        AND (SELECT coalesce(sum(rr.remaining), 0) FROM parflow.run_remaining rr WHERE rr.run_id = r.id) = 0;
+
     global_free := current_setting('parflow.max_parallel_stages')::integer
                  - (SELECT count(*) FROM parflow.task tk WHERE tk.state IN ('dispatched', 'running'));
 
@@ -1862,6 +1885,7 @@ SELECT pg_catalog.pg_extension_config_dump('parflow.affinity', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.run', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.task', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.run_group', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.run_remaining', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.event', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.workflow_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.workflow_version_id_seq', '');

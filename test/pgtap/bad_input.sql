@@ -116,7 +116,7 @@ SELECT (SELECT count(*) FROM parflow.workflow) AS workflows,
        (SELECT count(*) FROM parflow.run) AS runs,
        (SELECT count(*) FROM parflow.task) AS tasks,
        (SELECT count(*) FROM parflow.event) AS events;
-CREATE TEMP TABLE pf_runs_before AS SELECT id, state, failed, remaining FROM parflow.run;
+CREATE TEMP TABLE pf_runs_before AS SELECT id, state, failed FROM parflow.run;
 CREATE TEMP TABLE pf_tasks_before AS
 SELECT id, state, attempt, token, worker, lease_until, output, error FROM parflow.task;
 
@@ -626,7 +626,7 @@ SELECT is((SELECT count(*) FROM parflow.stage), (SELECT stages FROM pf_counts), 
 SELECT is((SELECT count(*) FROM parflow.run), (SELECT runs FROM pf_counts), 'refused calls: no run written');
 SELECT is((SELECT count(*) FROM parflow.task), (SELECT tasks FROM pf_counts), 'refused calls: no task written');
 SELECT is((SELECT count(*) FROM parflow.event), (SELECT events FROM pf_counts), 'refused calls: no event written');
-SELECT set_eq($$SELECT id, state, failed, remaining FROM parflow.run$$, $$SELECT * FROM pf_runs_before$$,
+SELECT set_eq($$SELECT id, state, failed FROM parflow.run$$, $$SELECT * FROM pf_runs_before$$,
               'refused calls: every run keeps its state and counters');
 SELECT set_eq($$SELECT id, state, attempt, token, worker, lease_until, output, error FROM parflow.task$$,
               $$SELECT * FROM pf_tasks_before$$,
