@@ -852,14 +852,21 @@ $$;
 COMMENT ON FUNCTION parflow._done(bigint, integer[]) IS 'Internal: propagate finished tasks to their dependents (stage edges and group barriers)';
 
 -- After a task failed for good: block the run when nothing more can run.
+-- A failure and the completion of the run's last other task, committing at
+-- the same moment, may each miss the other (the completion locks no row the
+-- failure updates): the dispatcher's next pass, which both wake, checks
+-- again (parflow._dispatch).  Only the update that changes the state
+-- announces it.
 CREATE FUNCTION parflow._check_blocked(p_run bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT FROM parflow.run r WHERE r.id = p_run AND r.state = 'running' AND r.failed > 0)
        AND NOT EXISTS (SELECT FROM parflow.task t WHERE t.run_id = p_run
                           AND t.state IN ('ready', 'dispatched', 'running')) THEN
-        UPDATE parflow.run r SET state = 'blocked' WHERE r.id = p_run;
-        PERFORM parflow._announce(p_run, 'blocked', jsonb_build_object('failures', @extschema@.parflow_failures(p_run)));
+        UPDATE parflow.run r SET state = 'blocked' WHERE r.id = p_run AND r.state = 'running' AND r.failed > 0;
+        IF FOUND THEN
+            PERFORM parflow._announce(p_run, 'blocked', jsonb_build_object('failures', @extschema@.parflow_failures(p_run)));
+        END IF;
     END IF;
 END
 $$;
@@ -1761,10 +1768,12 @@ BEGIN
            jsonb_build_object('worker', u.worker, 'interrupt_grace', current_setting('parflow.interrupt_grace'))
       FROM u;
 
-    -- Runs whose last tasks completed at the same moment (see _finish_if_done).
+    -- Runs whose last tasks completed, or failed, at the same moment (see
+    -- _finish_if_done and _check_blocked).
     PERFORM parflow._finish_if_done(r.id) FROM parflow.run r
       WHERE r.state IN ('running', 'paused')
         AND (SELECT coalesce(sum(rr.remaining), 0) FROM parflow.run_remaining rr WHERE rr.run_id = r.id) = 0;
+    PERFORM parflow._check_blocked(r.id) FROM parflow.run r WHERE r.state = 'running' AND r.failed > 0;
 
     global_free := current_setting('parflow.max_parallel_stages')::integer
                  - (SELECT count(*) FROM parflow.task tk WHERE tk.state IN ('dispatched', 'running'));

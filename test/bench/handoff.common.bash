@@ -166,3 +166,9 @@ bench_ratio() {
               isort(v, n); med = (n % 2) ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2
               printf fmt " (" fmt ".." fmt ")\n", med, v[0], v[n - 1] }'
 }
+
+# bench_summary METRIC PARFLOW BASELINE RATIO: one row of the table that
+# test/bench/run.sh prints at the end (test/bench/out/summary.tsv).
+bench_summary() {
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$PF_ROOT/test/bench/out/summary.tsv"
+}

@@ -151,6 +151,10 @@ if [ "$has_cts" = t ]; then key=hc; base=rawc; fi
 p50=$(bench_med "$res.groups.txt" "${key}_p50")
 p99=$(bench_med "$res.groups.txt" "${key}_p99")
 r50=$(bench_ratio "$res.groups.txt" "${key}_p50" "$res.raw.txt" "${base}_p50" "%.2f" | cut -d' ' -f1)
+bench_summary "hand-off p50, ms (vs raw NOTIFY), 500-stage chain" "$(bench_agg "$res.groups.txt" "${key}_p50")" \
+    "$(bench_agg "$res.raw.txt" "${base}_p50")" "$(bench_ratio "$res.groups.txt" "${key}_p50" "$res.raw.txt" "${base}_p50")"
+bench_summary "hand-off p99, ms (vs raw NOTIFY)" "$(bench_agg "$res.groups.txt" "${key}_p99")" \
+    "$(bench_agg "$res.raw.txt" "${base}_p99")" "$(bench_ratio "$res.groups.txt" "${key}_p99" "$res.raw.txt" "${base}_p99")"
 awk -v p50="$p50" -v p99="$p99" -v r="$r50" -v how="$([ "$has_cts" = t ] && echo commit-anchored || echo client-side)" 'BEGIN {
     printf "goals (chain of groups, %s, medians over runs): p50 %.3f ms <= 2 ms: %s; p99 %.3f ms <= 10 ms: %s; p50 within 3x raw: %.1fx: %s\n",
         how, p50, (p50 <= 2 ? "met" : "NOT met"), p99, (p99 <= 10 ? "met" : "NOT met"), r, (r <= 3 ? "met" : "NOT met") }'

@@ -373,6 +373,9 @@ for p in p50 p95 p99 max; do
     row "    $p" "$(bench_agg "$res.chain.parflow.txt" "${ckey}_$p")" "$(bench_agg "$res.chain.graphile.txt" "${gkey}_$p")" \
         "$(bench_ratio "$res.chain.parflow.txt" "${ckey}_$p" "$res.chain.graphile.txt" "${gkey}_$p" %.2fx)"
 done
+bench_summary "hand-off to the successor's start p50, ms, $chain_len chain (vs graphile-worker)" \
+    "$(bench_agg "$res.chain.parflow.txt" "${ckey}_p50")" "$(bench_agg "$res.chain.graphile.txt" "${gkey}_p50")" \
+    "$(bench_ratio "$res.chain.parflow.txt" "${ckey}_p50" "$res.chain.graphile.txt" "${gkey}_p50" %.2fx)"
 if [ "$has_cts" = t ]; then
     echo "  parflow's hand-off as handoff.sh measures it (commit of the completion -> successor's dispatch NOTIFY at the agent):"
     row "    p50 / p99" "$(bench_agg "$res.chain.parflow.txt" hc_p50) / $(bench_agg "$res.chain.parflow.txt" hc_p99)" "" ""
@@ -397,6 +400,14 @@ awk -v p="$pf_rate" -v b="$best_rate" -v who="$(peer_label "$best")" -v n="$jobs
     r = p / b
     printf "goal (%d jobs, medians): parflow >= 1.2x the faster peer (%s, %.0f jobs/s): parflow %.0f jobs/s = %.2fx: %s\n",
         n, who, b, p, r, (r >= 1.2 ? "met" : "NOT met") }'
+for s in gw_default gw_batched pgboss; do
+    bench_summary "jobs/s, $jobs no-op, 8 workers (vs $(peer_label "$s"))" "$(bench_agg "$f.parflow.txt.d" rate %.0f)" \
+        "$(bench_agg "$f.$s.txt.d" rate %.0f)" "$(bench_ratio "$f.parflow.txt.d" rate "$f.$s.txt.d" rate %.2fx)"
+done
+for s in gw_default pgboss; do
+    bench_summary "WAL bytes/job (vs $(peer_label "$s"))" "$(bench_agg "$f.parflow.txt.d" walps %.0f)" \
+        "$(bench_agg "$f.$s.txt.d" walps %.0f)" "$(bench_ratio "$f.parflow.txt.d" walps "$f.$s.txt.d" walps %.2fx)"
+done
 echo "details: test/bench/out/peers.* (one line per run; *.err: the phases' stderr)"
 
 # where parflow's time goes: one more run with pg_stat_statements tracking everything

@@ -139,6 +139,12 @@ SELECT format('  %s stages plan in under 1 s: %s (parflow_plan median %s ms, max
               bench.fmt(p.med), bench.fmt(p.hi), bench.fmt(bench.med(p.size, 'stats')))
   FROM bench.dag_stat p WHERE p.what = 'plan' AND p.size = (SELECT max(size) FROM bench.sample);
 SQL
+q -qAt -F $'\t' >>"$PF_ROOT/test/bench/out/summary.tsv" <<'SQL'
+SELECT format('parflow_plan of %s generated stages, ms (vs a count(*) scan of its edges)', size),
+       bench.fmt(bench.med(size, 'plan')), bench.fmt(bench.med(size, 'scan')),
+       round((bench.med(size, 'plan') / nullif(bench.med(size, 'scan'), 0))::numeric, 1) || 'x'
+  FROM (SELECT max(size) AS size FROM bench.sample) s;
+SQL
 fi
 
 # --- 2. STG instances -------------------------------------------------------------
@@ -233,4 +239,13 @@ SELECT format('  the lower bound max(cp, work/m) is the optimum on %s of %s pair
   FROM bench.stg_bound b JOIN bench.stg_opt o USING (graph, m);
 SQL
 echo "  per-pair details: ${out_dir#"$PF_ROOT"/}/stg.txt"
+# rows of the summary table of test/bench/run.sh
+q -qAt -F $'\t' >>"$PF_ROOT/test/bench/out/summary.tsv" <<'SQL'
+SELECT 'STG: (graph, m) pairs planned at the optimum (best vs critical-path list scheduling)',
+       count(*) FILTER (WHERE b.makespan = o.opt) || ' of ' || count(*),
+       count(*) FILTER (WHERE c.makespan = o.opt) || ' of ' || count(*),
+       'mean gap ' || round(avg(100.0 * (b.makespan - o.opt) / o.opt), 2) || ' % vs ' || round(avg(100.0 * (c.makespan - o.opt) / o.opt), 2) || ' %'
+  FROM bench.stg_result b JOIN bench.stg_result c USING (graph, m) JOIN bench.stg_opt o USING (graph, m)
+ WHERE b.policy = 'best' AND c.policy = 'cp';
+SQL
 exit "$status"

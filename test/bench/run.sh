@@ -58,6 +58,7 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 
 ok=0
 failed=()
+rm -f test/bench/out/summary.tsv
 for name in "${benches[@]}"; do
     echo
     start=$SECONDS
@@ -73,6 +74,14 @@ for name in "${benches[@]}"; do
         echo "-- $name: FAILED (exit $rc) after $((SECONDS - start)) s"
     fi
 done
+
+# one table of the headline figures (each benchmark adds its rows with
+# bench_summary; medians over its runs, min..max)
+if [ -s test/bench/out/summary.tsv ]; then
+    echo
+    echo "== summary: metric | parflow | baseline or peer | ratio (same run, same server; machine above)"
+    awk -F'\t' '{ printf "  %-70s | %-24s | %-24s | %s\n", $1, $2, $3, $4 }' test/bench/out/summary.tsv
+fi
 
 echo
 if [ "${#failed[@]}" -gt 0 ]; then

@@ -139,3 +139,9 @@ echo
 echo "  Gantt chart of parallel run $last_par (SVG: test/bench/out/sdlc-gantt.svg):"
 qv -c "SELECT parflow_gantt($last_par, 64)" | sed 's/^/  /'
 qv -c "SELECT parflow_gantt_svg($last_par)" >"$out_dir/sdlc-gantt.svg"
+bench_summary "seed SDLC: realised savings % (vs parflow_estimate)" "$(bench_agg "$res.exact" save %.1f)" "$est_pct" \
+    "$(awk -v a="$(bench_med "$res.exact" save)" -v b="$est_pct" 'BEGIN { printf "%.2fx", a / b }')"
+bench_summary "seed SDLC parallel: realised / plan" "$(bench_agg "$res.exact" par %.1f) min" "$plan_par min" \
+    "$(awk -v a="$(bench_med "$res.exact" par)" -v b="$plan_par" 'BEGIN { printf "%.3f", a / b }')"
+bench_summary "seed SDLC, noisy durations: realised / best plan knowing them" "$(bench_agg "$res.noisy" par %.1f) min" \
+    "$(bench_agg "$res.noisy" oracle %.1f) min" "$(bench_agg "$res.noisy" ro %.3f)"

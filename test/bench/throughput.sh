@@ -187,6 +187,8 @@ line "$res.parflow.txt" "parflow, C client agents"
 row "  ratio parflow / baseline" "$(bench_ratio "$res.parflow.txt.d" rate "$res.queue.txt.d" rate %.3fx)" \
     "" "$(bench_ratio "$res.parflow.txt.d" walps "$res.queue.txt.d" walps %.1fx)" \
     "$(bench_ratio "$res.parflow.txt.d" cps "$res.queue.txt.d" cps %.2fx)"
+bench_summary "stages/s, 10k no-op, 8 agents (vs SKIP LOCKED queue)" "$(bench_agg "$res.parflow.txt.d" rate %.0f)" \
+    "$(bench_agg "$res.queue.txt.d" rate %.0f)" "$(bench_ratio "$res.parflow.txt.d" rate "$res.queue.txt.d" rate %.3fx)"
 if [ "$ref_ran" = 1 ]; then
     line "$res.reference.txt" "parflow, reference parflow-agent (1 run)"
 elif [ -x "$agent_bin" ]; then
