@@ -70,4 +70,13 @@ SELECT * FROM parflow_estimate('sdlc', '{}', -3);
 SELECT * FROM parflow._plan_stats('sdlc', '{}', NULL, 'random');
 -- a NULL flags array means no flags
 SELECT sequential FROM parflow_estimate('sdlc', NULL);
+-- a verification of a stage its flag skips is not planned either (as a run skips it)
+SELECT parflow_define('vskip', '{"groups": [{"name": "g", "stages": [
+    {"name": "a", "agent": "x", "estimate": "10 min", "when": "f"},
+    {"name": "chk", "agent": "y", "estimate": "5 min", "verifies": "a"},
+    {"name": "b", "agent": "x", "estimate": "1 min"}]}]}');
+SELECT string_agg(stage, ', ' ORDER BY stage) AS planned FROM parflow_plan('vskip');
+SELECT string_agg(stage, ', ' ORDER BY stage) AS planned FROM parflow_plan('vskip', '{f}');
+SELECT parflow_start('vskip', parallel => true) AS vrun \gset
+SELECT stage, state FROM parflow.tasks WHERE run = :vrun ORDER BY task;
 DROP EXTENSION parflow;

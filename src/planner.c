@@ -108,6 +108,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	int64		cap_edges;
 	int		   *gstart;
 	int		   *gend;
+	int		   *verifies;
 	uint64		i;
 	int			j;
 
@@ -140,11 +141,8 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	}
 
 	/* stages, in spec order; group_ord never decreases along ord */
-	/* a verification of a skipped stage is skipped too: its flag counts */
-	spi_exec_int8("SELECT s.ord, s.group_ord, s.name, s.agent, s.estimate, s.when_flag, v.when_flag "
-				  "FROM parflow.stage s LEFT JOIN parflow.stage v "
-				  "  ON v.version_id = s.version_id AND v.ord = s.verifies_ord "
-				  "WHERE s.version_id = $1 ORDER BY s.ord",
+	spi_exec_int8("SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord "
+				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord",
 				  version_id);
 	g->nstages = (int) SPI_processed;
 	g->nnodes = g->nstages + g->ngroups;
@@ -154,6 +152,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	g->stage_name = MemoryContextAlloc(outer, sizeof(char *) * Max(g->nstages, 1));
 	g->agent = MemoryContextAlloc(outer, sizeof(char *) * Max(g->nstages, 1));
 	gstart = palloc(sizeof(int) * Max(g->ngroups, 1));
+	verifies = palloc(sizeof(int) * Max(g->nstages, 1));
 	gend = palloc0(sizeof(int) * Max(g->ngroups, 1));
 	for (j = 0; j < g->ngroups; j++)
 		gstart[j] = -1;
@@ -165,9 +164,9 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 		int			grp = get_int4(tup, desc, 2, &isnull);
 		Interval   *est = DatumGetIntervalP(SPI_getbinval(tup, desc, 5, &isnull));
 		char	   *when = SPI_getvalue(tup, desc, 6);
-		char	   *vwhen = SPI_getvalue(tup, desc, 7);
+		bool		vnull;
+		int			vord = get_int4(tup, desc, 7, &vnull);
 		bool		runs = true;
-		bool		vruns = true;
 
 		if ((int) i != get_int4(tup, desc, 1, &isnull) || grp < 0 || grp >= g->ngroups)
 			elog(ERROR, "parflow: stage numbering of version " INT64_FORMAT " is corrupt", version_id);
@@ -183,15 +182,26 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 			for (j = 0; j < nflags && !runs; j++)
 				runs = (strcmp(flagv[j], when) == 0);
 		}
-		if (vwhen != NULL && flags != NULL)
-		{
-			vruns = false;
-			for (j = 0; j < nflags && !vruns; j++)
-				vruns = (strcmp(flagv[j], vwhen) == 0);
-		}
-		runs = runs && vruns;
 		g->runs[i] = runs;
 		g->cost[i] = runs ? pf_interval_usec(est) : 0;
+		verifies[i] = vnull ? -1 : vord;
+	}
+	/*
+	 * A verification of a stage that its flag skips is skipped too (as
+	 * parflow_start decides it: by the verified stage's own flag).
+	 */
+	{
+		bool	   *own = palloc(sizeof(bool) * Max(g->nstages, 1));
+
+		for (j = 0; j < g->nstages; j++)
+			own[j] = g->runs[j];
+		for (j = 0; j < g->nstages; j++)
+			if (verifies[j] >= 0 && verifies[j] < g->nstages && !own[verifies[j]])
+			{
+				g->runs[j] = false;
+				g->cost[j] = 0;
+			}
+		pfree(own);
 	}
 
 	/*
