@@ -87,7 +87,7 @@ SQL
         qv -c "SELECT parflow_complete(c.task, c.token) FROM parflow_claim('bench_droot', 'w') c" >/dev/null
         pf_wait_for "SELECT count(*) = $n_mid FROM parflow.task WHERE run_id = $run AND agent = 'bench_dmid' AND state = 'dispatched'" 60
         for ((k = 1; k <= 4; k++)); do
-            "$agent_bin" --agent bench_dmid --simulate 0 --concurrency 8 --exit-when-idle 2 -q \
+            "$agent_bin" --agent bench_dmid --simulate 0 --concurrency 8 -q \
                 >>"$out_dir/shapes.agent.dmid.log" 2>&1 &
             pids+=($!)
         done
