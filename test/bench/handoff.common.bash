@@ -86,7 +86,7 @@ bench_cap_at_least() {
         q -q -c "ALTER SYSTEM SET parflow.max_parallel_stages = $want" -c "SELECT pg_reload_conf()" >/dev/null
         pf_on_exit bench_cap_reset
         pf_wait_for "SELECT current_setting('parflow.max_parallel_stages')::int >= $want" 10
-        sleep 0.2   # the dispatcher reloads on its next wake-up
+        sleep 1     # the dispatcher reloads on its next wake-up
     fi
 }
 bench_cap_reset() {
