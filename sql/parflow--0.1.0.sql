@@ -784,31 +784,53 @@ COMMENT ON FUNCTION parflow._announce(bigint, text, jsonb) IS 'Internal: log a r
 -- through) to their dependents, through stage edges and group barriers.
 -- Dependents whose last dependency this was become ready; skipped ones are
 -- passed through in turn.
+-- Take N finished dependencies off each of the tasks ORDS of a run: those
+-- left waiting on nothing become ready (freed), skipped ones left waiting on
+-- nothing are passed through (passed).  A skipped task already passed
+-- through is never counted again (route-backs).
+CREATE FUNCTION parflow._release(p_run bigint, ords integer[], ns integer[],
+                                 OUT passed integer[], OUT freed bigint[])
+LANGUAGE plpgsql AS $$
+BEGIN
+    WITH u AS (
+        UPDATE parflow.task t SET pending = t.pending - s.n,
+               state = CASE WHEN t.pending = s.n AND t.state = 'waiting' THEN 'ready' ELSE t.state END
+          FROM unnest(ords, ns) s(stage_ord, n)
+         WHERE t.run_id = p_run AND t.stage_ord = s.stage_ord
+           AND NOT (t.state = 'skipped' AND t.pending = 0)
+        RETURNING t.id, t.stage_ord, t.state, t.pending)
+    SELECT coalesce(array_agg(u.stage_ord) FILTER (WHERE u.state = 'skipped' AND u.pending = 0), '{}'),
+           coalesce(array_agg(u.id) FILTER (WHERE u.state = 'ready' AND u.pending = 0), '{}')
+      INTO passed, freed FROM u;
+END
+$$;
+COMMENT ON FUNCTION parflow._release(bigint, integer[], integer[]) IS
+    'Internal: count finished dependencies off tasks of a run; returns the skipped tasks to pass through and the tasks made ready';
+
 CREATE FUNCTION parflow._done(p_run bigint, p_ords integer[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     ver bigint;
+    ords integer[];
+    ns integer[];
     done_groups integer[];
-    next_ords integer[];
-    more_ords integer[];
-    freed integer[];
-    more_freed integer[];
+    passed integer[];
+    freed bigint[];
+    r record;
 BEGIN
     SELECT version_id INTO ver FROM parflow.run WHERE id = p_run;
     WHILE cardinality(p_ords) > 0 LOOP
         -- dependents through stage edges
-        WITH s AS MATERIALIZED (
-            SELECT d.stage_ord, count(*)::integer AS n FROM parflow.stage_dep d
-             WHERE d.version_id = ver AND d.dep_ord = ANY (p_ords) GROUP BY d.stage_ord),
-        u AS (
-            UPDATE parflow.task t SET pending = t.pending - s.n,
-                   state = CASE WHEN t.pending = s.n AND t.state = 'waiting' THEN 'ready' ELSE t.state END
-              FROM s WHERE t.run_id = p_run AND t.stage_ord = s.stage_ord
-               AND NOT (t.state = 'skipped' AND t.pending = 0)   -- passed through already (route-backs)
-            RETURNING t.id, t.stage_ord, t.state, t.pending)
-        SELECT array_agg(u.stage_ord) FILTER (WHERE u.state = 'skipped' AND u.pending = 0),
-               array_agg(u.id) FILTER (WHERE u.state = 'ready' AND u.pending = 0)
-          INTO next_ords, freed FROM u;
+        SELECT array_agg(d.stage_ord), array_agg(d.n) INTO ords, ns
+          FROM (SELECT d.stage_ord, count(*)::integer AS n FROM parflow.stage_dep d
+                 WHERE d.version_id = ver AND d.dep_ord = ANY (p_ords) GROUP BY d.stage_ord) d;
+        passed := '{}';
+        freed := '{}';
+        IF ords IS NOT NULL THEN
+            r := parflow._release(p_run, ords, ns);
+            passed := r.passed;
+            freed := r.freed;
+        END IF;
 
         -- Group barriers: a group is done when its last task is.  Every
         -- completion of a group updates its row, so this comes last: the row
@@ -826,26 +848,18 @@ BEGIN
 
         -- the groups that waited on finished groups
         IF cardinality(done_groups) > 0 THEN
-            WITH s AS MATERIALIZED (
-                SELECT t.stage_ord, count(*)::integer AS n FROM parflow.group_dep gd
-                  JOIN parflow.task t ON t.run_id = p_run AND t.group_ord = gd.group_ord
-                 WHERE gd.version_id = ver AND gd.dep_ord = ANY (done_groups)
-                 GROUP BY t.stage_ord),
-            u AS (
-                UPDATE parflow.task t SET pending = t.pending - s.n,
-                       state = CASE WHEN t.pending = s.n AND t.state = 'waiting' THEN 'ready' ELSE t.state END
-                  FROM s WHERE t.run_id = p_run AND t.stage_ord = s.stage_ord
-                   AND NOT (t.state = 'skipped' AND t.pending = 0)
-                RETURNING t.id, t.stage_ord, t.state, t.pending)
-            SELECT array_agg(u.stage_ord) FILTER (WHERE u.state = 'skipped' AND u.pending = 0),
-                   array_agg(u.id) FILTER (WHERE u.state = 'ready' AND u.pending = 0)
-              INTO more_ords, more_freed FROM u;
-            next_ords := coalesce(next_ords, '{}') || coalesce(more_ords, '{}');
-            freed := coalesce(freed, '{}') || coalesce(more_freed, '{}');
+            SELECT array_agg(x.stage_ord), array_agg(x.n) INTO ords, ns
+              FROM (SELECT t.stage_ord, count(*)::integer AS n FROM parflow.group_dep gd
+                      JOIN parflow.task t ON t.run_id = p_run AND t.group_ord = gd.group_ord
+                     WHERE gd.version_id = ver AND gd.dep_ord = ANY (done_groups)
+                     GROUP BY t.stage_ord) x;
+            r := parflow._release(p_run, ords, ns);
+            passed := passed || r.passed;
+            freed := freed || r.freed;
         END IF;
         INSERT INTO parflow.event (run_id, task_id, kind)
         SELECT p_run, id, 'ready' FROM unnest(freed) id;
-        p_ords := coalesce(next_ords, '{}');
+        p_ords := passed;
     END LOOP;
 END
 $$;

@@ -20,6 +20,8 @@
 #include "funcapi.h"
 #include "lib/binaryheap.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "portability/instr_time.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -62,6 +64,16 @@ get_int4(HeapTuple tup, TupleDesc desc, int col, bool *isnull)
 	Datum		d = SPI_getbinval(tup, desc, col, isnull);
 
 	return *isnull ? 0 : DatumGetInt32(d);
+}
+
+/* Whether parflow._observed(bigint) exists (0.2.0 on; the library also serves 0.1.0). */
+static bool
+observed_available(void)
+{
+	Oid			argtypes[1] = {INT8OID};
+
+	return OidIsValid(LookupFuncName(list_make2(makeString("parflow"), makeString("_observed")),
+									 1, argtypes, true));
 }
 
 /* Build CSR arrays from an edge list (from[i] -> to[i]). */
@@ -209,10 +221,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	 * workflow are planned with their observed median (parflow._observed,
 	 * from version 0.2.0 on; it applies parflow.learn_min_runs).
 	 */
-	if (pf_learn_min_runs > 0 &&
-		SPI_execute("SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
-					"ON n.oid = p.pronamespace WHERE n.nspname = 'parflow' AND p.proname = '_observed'",
-					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	if (pf_learn_min_runs > 0 && observed_available())
 	{
 		spi_exec_int8("SELECT o.stage_ord, o.usec FROM parflow._observed($1) o", version_id);
 		for (i = 0; i < SPI_processed; i++)

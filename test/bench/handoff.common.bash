@@ -172,3 +172,26 @@ bench_ratio() {
 bench_summary() {
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$PF_ROOT/test/bench/out/summary.tsv"
 }
+
+# Reference agents a benchmark starts: bench_agent LOG ARG... starts
+# parflow-agent ARG... in the background, its output appended to LOG;
+# bench_agents_stop stops them all (SIGTERM: they release what they hold),
+# and runs at exit too.
+bench_agent() {
+    local log="$1"
+    shift
+    if [ -z "${bench_agent_bin:-}" ]; then
+        bench_agent_bin="$PF_ROOT/parflow-agent"
+        [ -x "$bench_agent_bin" ] || bench_agent_bin="$(command -v parflow-agent)"
+        bench_agent_pids=()
+        pf_on_exit bench_agents_stop
+    fi
+    "$bench_agent_bin" "$@" >>"$log" 2>&1 &
+    bench_agent_pids+=($!)
+}
+bench_agents_stop() {
+    local p
+    for p in "${bench_agent_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${bench_agent_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    bench_agent_pids=()
+}

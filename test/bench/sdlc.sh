@@ -39,22 +39,11 @@ TRUNCATE bench_sdlc_spec;
 INSERT INTO bench_sdlc_spec SELECT pg_temp.seed_spec();
 SQL
 
-agent_bin="$PF_ROOT/parflow-agent"
-[ -x "$agent_bin" ] || agent_bin="$(command -v parflow-agent)"
-pids=()
-stop_agents() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    pids=()
-}
-pf_on_exit stop_agents
 start_agents() {
     local k
     for k in $(qv -c "SELECT DISTINCT agent FROM parflow.stage s JOIN parflow.workflow_version v ON v.id = s.version_id
                         JOIN parflow.workflow w ON w.id = v.workflow_id WHERE w.name = 'bench_sdlc' ORDER BY 1"); do
-        "$agent_bin" --agent "$k" --simulate "$scale" --concurrency 2 -q "$@" >>"$out_dir/sdlc.agents.log" 2>&1 &
-        pids+=($!)
+        bench_agent "$out_dir/sdlc.agents.log" --agent "$k" --simulate "$scale" --concurrency 2 -q "$@"
     done
     sleep 0.5
 }
@@ -87,7 +76,7 @@ for ((i = 1; i <= reps; i++)); do
     echo "par=$mp seq=$ms save=$(awk -v a="$mp" -v b="$ms" 'BEGIN { printf "%.2f", 100 * (1 - a / b) }') poff=$(awk -v a="$mp" -v b="$plan_par" 'BEGIN { printf "%.2f", 100 * (a / b - 1) }') soff=$(awk -v a="$ms" -v b="$plan_seq" 'BEGIN { printf "%.2f", 100 * (a / b - 1) }')" >>"$res.exact"
     last_par=$p
 done
-stop_agents
+bench_agents_stop
 
 # noisy: the same with --jitter; the oracle plans with the durations that happened
 start_agents --jitter "$jitter"
@@ -114,7 +103,7 @@ SQL
 )
     echo "par=$mp oracle=$oracle lb=$lb ro=$(awk -v a="$mp" -v b="$oracle" 'BEGIN { printf "%.4f", a / b }') rl=$(awk -v a="$mp" -v b="$lb" 'BEGIN { printf "%.4f", a / b }')" >>"$res.noisy"
 done
-stop_agents
+bench_agents_stop
 
 echo "== the seed's SDLC workflow, realised ($reps runs each, median (min..max); makespans in estimated minutes)"
 bench_describe

@@ -36,16 +36,6 @@ fi
 echo "== DAG shapes"
 bench_describe
 
-agent_bin="$PF_ROOT/parflow-agent"
-[ -x "$agent_bin" ] || agent_bin="$(command -v parflow-agent)"
-pids=()
-stop_agents() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-pf_on_exit stop_agents
-
 # --- 1. diamond ---------------------------------------------------------------
 if [ "$has_cts" = t ]; then
     bench_cap_at_least $((n_mid + 1000))
@@ -87,13 +77,10 @@ SQL
         qv -c "SELECT parflow_complete(c.task, c.token) FROM parflow_claim('bench_droot', 'w') c" >/dev/null
         pf_wait_for "SELECT count(*) = $n_mid FROM parflow.task WHERE run_id = $run AND agent = 'bench_dmid' AND state = 'dispatched'" 60
         for ((k = 1; k <= 4; k++)); do
-            "$agent_bin" --agent bench_dmid --simulate 0 --concurrency 8 -q \
-                >>"$out_dir/shapes.agent.dmid.log" 2>&1 &
-            pids+=($!)
+            bench_agent "$out_dir/shapes.agent.dmid.log" --agent bench_dmid --simulate 0 --concurrency 8 -q
         done
         pf_wait_for "SELECT state = 'dispatched' FROM parflow.task WHERE run_id = $run AND agent = 'bench_dsink'" 120
-        stop_agents
-        pids=()
+        bench_agents_stop
         line=$(qv -c "
             WITH e AS (SELECT e.kind, t.agent, pg_xact_commit_timestamp(e.xmin) AS c
                          FROM parflow.event e JOIN parflow.task t ON t.id = e.task_id WHERE e.run_id = $run),
@@ -143,8 +130,7 @@ $gen$;
 SQL
 scale=$(awk -v m="$ms_per_min" 'BEGIN { printf "%.8f", m / 60000 }')
 for k in bench_ka bench_kb bench_kc; do
-    "$agent_bin" --agent "$k" --simulate "$scale" --concurrency 4 -q >"$out_dir/shapes.agent.$k.log" 2>&1 &
-    pids+=($!)
+    bench_agent "$out_dir/shapes.agent.$k.log" --agent "$k" --simulate "$scale" --concurrency 4 -q
 done
 sleep 0.5
 read -r plan_min lb_min < <(qv -F ' ' -c "SELECT round((extract(epoch FROM parallel) / 60)::numeric, 1), round((extract(epoch FROM lower_bound) / 60)::numeric, 1)
@@ -161,7 +147,7 @@ for ((i = 1; i <= reps; i++)); do
              FROM (SELECT extract(epoch FROM finished_at - started_at) * 60000 / $ms_per_min / 60 AS m
                      FROM parflow.run WHERE id = $run AND state = 'succeeded') x" >>"$res.dag200"
 done
-stop_agents
+bench_agents_stop
 
 echo
 echo "diamond 1 -> $n_mid -> 1, commit to commit, ms ($reps runs: median (min..max)):"
