@@ -1,4 +1,4 @@
--- Operating parflow (0.2.0): monitoring views, the Gantt chart and the DOT
+-- Operating parflow (0.2.0 and on): monitoring views, the Gantt chart and the DOT
 -- export, metrics, learned estimates, housekeeping, pg_cron when absent,
 -- and the role -> agent kind mapping.  Times are made deterministic by
 -- writing them into the tasks by hand (as superuser).
@@ -98,6 +98,12 @@ SELECT parflow_gantt(-1);
 
 -- Metrics
 SELECT metric, value FROM parflow_metrics() WHERE metric LIKE 'parflow_runs%' OR metric LIKE 'parflow_tasks{state="succeeded"}';
+-- the dispatcher's counters are the server's (their presence only here)
+SELECT metric, value >= 0 AS counted FROM parflow_metrics()
+ WHERE metric IN ('parflow_dispatch_passes_total', 'parflow_handover_notifications_total') ORDER BY metric;
+-- No dispatcher serves this database: a completion cannot hand its slot
+-- over (its successor waits for a pass), and nothing is queued.
+SELECT parflow._note_dispatch('parflow_x', '{"kind": "dispatch"}') AS queued;
 
 -- Housekeeping: events of runs finished longer ago than parflow.retention go,
 -- their counts stay in the counters.

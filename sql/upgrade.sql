@@ -1,4 +1,4 @@
--- ALTER EXTENSION parflow UPDATE from the first version keeps every
+-- ALTER EXTENSION parflow UPDATE from 0.1.0 (and from 0.2.0) keeps every
 -- definition and run; the run goes on after the update; an upgraded
 -- installation has the same objects as a fresh one.
 SET client_min_messages = warning;
@@ -58,6 +58,18 @@ SELECT pg_describe_object(classid, objid, objsubid) AS obj FROM pg_depend
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'parflow');
 SELECT obj AS only_upgraded FROM upgraded EXCEPT SELECT obj FROM fresh;
 SELECT obj AS only_fresh FROM fresh EXCEPT SELECT obj FROM upgraded;
+-- from 0.2.0: a lease taken before the update holds after it
+DROP EXTENSION parflow;
+CREATE EXTENSION parflow VERSION '0.2.0';
+SELECT parflow_define('sdlc', pg_temp.seed_spec());
+SELECT parflow_start('sdlc', '{}', parallel => true) AS run \gset
+SELECT parflow._dispatch();
+SELECT task, token FROM parflow_claim('research', 'w1') \gset
+ALTER EXTENSION parflow UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'parflow';
+SELECT parflow_complete(:task, :'token', '{"ok": true}');
+SELECT parflow._dispatch();
+SELECT stage, state FROM parflow.tasks WHERE run = :run AND state NOT IN ('waiting', 'skipped') ORDER BY task;
 -- no update path to nowhere
 ALTER EXTENSION parflow UPDATE TO '9.9.9';
 DROP EXTENSION parflow;

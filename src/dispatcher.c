@@ -7,27 +7,43 @@
  * them dispatched, NOTIFY their agents) is parflow._dispatch(), set-based
  * SQL; NOTIFYs are delivered when the pass commits.  A pass that fails is
  * rolled back whole and logged with its cause, and the next pass retries:
- * no task is marked dispatched without its notification.  The worker
- * tolerates a database where the extension does not exist yet, and the
- * postmaster restarts it after a crash.
+ * no task is marked dispatched without its notification.  Before each pass
+ * the worker sends, in a transaction of their own, the notifications that
+ * committed completions queued for it (a completion that handed its slot
+ * straight to the next task, see shmem.c): that is the shortest way from a
+ * completion to its successor's agent.  When notes were lost (a full ring, a
+ * prepared transaction, a failed send, a restart) it resends the
+ * notification of every dispatched task.  A pass runs when a commit asked
+ * for one (parflow._wake()) and at least every parflow.naptime.  The
+ * worker tolerates a database where the extension does not exist yet, and
+ * the postmaster restarts it after a crash.
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
+#include "commands/async.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "pgstat.h"
 #include "port/atomics.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
+#include "storage/s_lock.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "dispatcher.h"
@@ -58,8 +74,81 @@ dispatcher_detach(int code, Datum arg)
 	if (pf_shared != NULL && pf_shared->dispatcher_pid == MyProcPid)
 	{
 		pf_shared->dispatcher_latch = NULL;
+		pf_shared->dispatcher_db = InvalidOid;
 		pf_shared->dispatcher_pid = 0;
 	}
+}
+
+/*
+ * Wait until a transaction that handed notes over just before its commit
+ * has ended; returns whether it committed.  Its commit is usually done
+ * within microseconds, so spin a little before sleeping on its lock.
+ */
+static bool
+wait_committed(TransactionId xid)
+{
+	int			spins = 0;
+
+	while (TransactionIdIsInProgress(xid))
+	{
+		int			i;
+
+		if (++spins > 200)
+		{
+			XactLockTableWait(xid, NULL, NULL, XLTW_None);
+			break;
+		}
+		for (i = 0; i < 50; i++)
+			pg_spin_delay();
+	}
+	return TransactionIdDidCommit(xid);
+}
+
+/* Set when notes may have been lost: resend every dispatched task's. */
+static bool resend_all = true;
+
+/*
+ * Send the notifications that committed transactions queued, in one
+ * transaction; with resend_all, also the notification of every dispatched
+ * task (parflow._renotify(), from extension version 0.3.0 on).
+ */
+static void
+send_notes(void)
+{
+	PfNote	   *notes = palloc(sizeof(PfNote) * PF_NOTE_RING);
+	bool		lost;
+	int			n = pf_notes_take(notes, PF_NOTE_RING, &lost);
+	int			i;
+
+	bool		resend = resend_all || lost;
+
+	if (n == 0 && !resend)
+		return;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	pgstat_report_activity(STATE_RUNNING, "parflow dispatch notifications");
+	/* if this transaction fails, the notes taken are lost */
+	resend_all = true;
+	for (i = 0; i < n; i++)
+		if (!TransactionIdIsValid(notes[i].xid) || wait_committed(notes[i].xid))
+			Async_Notify(notes[i].channel, notes[i].payload);
+	if (resend && OidIsValid(get_extension_oid("parflow", true)) &&
+		OidIsValid(LookupFuncName(list_make2(makeString("parflow"), makeString("_renotify")),
+								  0, NULL, true)))
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "parflow: SPI_connect failed");
+		if (SPI_execute("SELECT parflow._renotify()", false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "parflow: resending notifications failed");
+		SPI_finish();
+		PopActiveSnapshot();
+	}
+	CommitTransactionCommand();
+	resend_all = false;
+	pgstat_report_activity(STATE_IDLE, NULL);
+	pg_atomic_fetch_add_u64(&pf_shared->notes_sent, n);
 }
 
 /*
@@ -96,10 +185,54 @@ dispatch_pass(void)
 	return n;
 }
 
+static int
+send_notes_step(void)
+{
+	send_notes();
+	return 0;
+}
+
+/*
+ * Run one step of the loop; when it fails, roll its transaction back, say
+ * why, and return 0 (the next wake-up tries again).
+ */
+static int
+guarded(int (*step) (void), MemoryContext ctx)
+{
+	int			n = 0;
+
+	PG_TRY();
+	{
+		n = step();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(ctx);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		if (step == dispatch_pass)
+			ereport(LOG,
+					(errmsg("parflow dispatch pass rolled back: nothing was dispatched"),
+					 errdetail("The pass is retried in %d ms.", pf_naptime_ms)));
+		else
+			ereport(LOG,
+					(errmsg("parflow dispatcher could not send queued notifications"),
+					 errdetail("Every dispatched task's notification is sent again at the next wake-up.")));
+		n = 0;
+	}
+	PG_END_TRY();
+	return n;
+}
+
 void
 parflow_dispatcher_main(Datum main_arg)
 {
 	MemoryContext pass_ctx;
+	TimestampTz last_pass;
+	bool		pass_due = true;	/* one pass at start */
+	int			n = 0;			/* the last pass's result */
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -129,49 +262,53 @@ parflow_dispatcher_main(Datum main_arg)
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 
 	BackgroundWorkerInitializeConnection(pf_database, NULL, 0);
+	pf_shared->dispatcher_db = MyDatabaseId;
 	pgstat_report_appname("parflow dispatcher");
 	ereport(LOG, (errmsg("parflow dispatcher started for database \"%s\"", pf_database)));
 
 	pass_ctx = AllocSetContextCreate(TopMemoryContext, "parflow dispatch pass",
 									 ALLOCSET_DEFAULT_SIZES);
+	last_pass = GetCurrentTimestamp();
 
 	for (;;)
 	{
 		MemoryContext old;
-		int			n = 0;
+		TimestampTz now;
+		long		wait_ms;
+		bool		wanted;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			pass_due = true;
 		}
 
 		old = MemoryContextSwitchTo(pass_ctx);
-		PG_TRY();
+		guarded(send_notes_step, pass_ctx);
+
+		/*
+		 * A pass when a commit asked for one (parflow._wake()), and at least
+		 * every parflow.naptime: a wake-up that only brought notes to send
+		 * (a completion that handed its slot over) needs none.
+		 */
+		wanted = pg_atomic_exchange_u32(&pf_shared->pass_wanted, 0) != 0;
+		now = GetCurrentTimestamp();
+		if (wanted || pass_due ||
+			TimestampDifferenceExceeds(last_pass, now, n < 0 ? Max(pf_naptime_ms, 1000) : pf_naptime_ms))
 		{
-			n = dispatch_pass();
+			n = guarded(dispatch_pass, pass_ctx);
+			last_pass = GetCurrentTimestamp();
+			pass_due = false;
 		}
-		PG_CATCH();
-		{
-			/* Roll the whole pass back, say why, and try again shortly. */
-			MemoryContextSwitchTo(pass_ctx);
-			EmitErrorReport();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			pgstat_report_activity(STATE_IDLE, NULL);
-			ereport(LOG,
-					(errmsg("parflow dispatch pass rolled back: nothing was dispatched"),
-					 errdetail("The pass is retried in %d ms.", pf_naptime_ms)));
-			n = 0;
-		}
-		PG_END_TRY();
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(pass_ctx);
 
+		wait_ms = (n < 0 ? Max(pf_naptime_ms, 1000) : pf_naptime_ms) -
+			TimestampDifferenceMilliseconds(last_pass, GetCurrentTimestamp());
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 n < 0 ? Max(pf_naptime_ms, 1000) : pf_naptime_ms,
-						 PG_WAIT_EXTENSION);
+						 Max(wait_ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }

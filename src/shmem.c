@@ -4,12 +4,20 @@
  * latch is, and the transaction callback through which any transaction that
  * changed task states (parflow._wake()) sets that latch when it commits, so
  * that the dispatcher reacts within a millisecond instead of at its next
- * safety-net poll.  Without shared_preload_libraries there is no shared
- * state and no dispatcher, and waking is a no-op.
+ * safety-net poll.  It also owns the ring of dispatch notifications that
+ * committed transactions hand to the dispatcher: a completion that passes
+ * its slot straight to the next task (parflow._handover) marks that task
+ * dispatched itself, and the NOTIFY is queued here (dropped with the
+ * subtransaction that aborts) and handed to the dispatcher just before the
+ * commit, for it to send once the transaction has committed: only the
+ * dispatcher sends dispatch NOTIFYs.  Without
+ * shared_preload_libraries there is no shared state and no dispatcher, and
+ * waking and queueing are no-ops.
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
@@ -17,10 +25,14 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
 
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(parflow_wake);
+PG_FUNCTION_INFO_V1(parflow_note_dispatch);
+PG_FUNCTION_INFO_V1(parflow_dispatcher_counts);
 
 PfShared   *pf_shared = NULL;
 
@@ -29,12 +41,19 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool xact_callback_registered = false;
 static bool wake_pending = false;
 
+/* Notes of the current transaction, each with the nesting level it was made at. */
+#define PF_NOTE_LOCAL 16
+static PfNote local_notes[PF_NOTE_LOCAL];
+static int	local_levels[PF_NOTE_LOCAL];
+static int	n_local = 0;
+
 static void
 pf_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(PfShared)));
+	RequestNamedLWLockTranche("parflow", 1);
 }
 
 static void
@@ -51,7 +70,14 @@ pf_shmem_startup(void)
 	{
 		pf_shared->dispatcher_pid = 0;
 		pf_shared->dispatcher_latch = NULL;
+		pf_shared->dispatcher_db = InvalidOid;
+		pg_atomic_init_u32(&pf_shared->pass_wanted, 0);
 		pg_atomic_init_u64(&pf_shared->passes, 0);
+		pg_atomic_init_u64(&pf_shared->notes_sent, 0);
+		pf_shared->note_lock = &(GetNamedLWLockTranche("parflow"))->lock;
+		pf_shared->note_head = 0;
+		pf_shared->note_count = 0;
+		pf_shared->note_lost = false;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -68,29 +94,154 @@ pf_shmem_init(void)
 	shmem_startup_hook = pf_shmem_startup;
 }
 
+/*
+ * Move the transaction's notes into the shared ring, each marked with xid
+ * (invalid: already committed).  Must not fail (it may run after the
+ * commit): when the ring is full the notes are dropped and the dispatcher is
+ * told to resend the notification of every dispatched task.
+ */
+static void
+push_local_notes(TransactionId xid)
+{
+	int			i;
+
+	LWLockAcquire(pf_shared->note_lock, LW_EXCLUSIVE);
+	for (i = 0; i < n_local; i++)
+	{
+		PfNote	   *slot;
+
+		if (pf_shared->note_count >= PF_NOTE_RING)
+		{
+			pf_shared->note_lost = true;
+			break;
+		}
+		slot = &pf_shared->notes[(pf_shared->note_head + pf_shared->note_count) % PF_NOTE_RING];
+		memcpy(slot, &local_notes[i], sizeof(PfNote));
+		slot->xid = xid;
+		pf_shared->note_count++;
+	}
+	LWLockRelease(pf_shared->note_lock);
+	n_local = 0;
+}
+
+static void
+set_dispatcher_latch(void)
+{
+	Latch	   *latch = pf_shared->dispatcher_latch;
+
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
 static void
 pf_xact_callback(XactEvent event, void *arg)
 {
+	if (pf_shared == NULL)
+	{
+		wake_pending = false;
+		n_local = 0;
+		return;
+	}
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+
+			/*
+			 * Hand the notes over before the commit record is written, so
+			 * that the dispatcher wakes up while this transaction commits:
+			 * it sends them once the transaction has committed, and drops
+			 * them if it aborts after all.
+			 */
+			if (n_local > 0 && TransactionIdIsValid(GetTopTransactionIdIfAny()))
+			{
+				push_local_notes(GetTopTransactionIdIfAny());
+				set_dispatcher_latch();
+			}
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending && pf_shared != NULL)
+			if (n_local > 0)
 			{
-				Latch	   *latch = pf_shared->dispatcher_latch;
-
-				if (latch != NULL)
-					SetLatch(latch);
+				push_local_notes(InvalidTransactionId);
+				set_dispatcher_latch();
+			}
+			if (wake_pending)
+			{
+				pg_atomic_write_u32(&pf_shared->pass_wanted, 1);
+				set_dispatcher_latch();
 			}
 			wake_pending = false;
 			break;
+		case XACT_EVENT_PREPARE:
+
+			/*
+			 * The commit happens later (COMMIT PREPARED), maybe in another
+			 * session that has no notes: the dispatcher resends every
+			 * dispatched task's notification at its next wake-up, and the
+			 * claim timeout is the backstop.
+			 */
+			if (n_local > 0)
+			{
+				LWLockAcquire(pf_shared->note_lock, LW_EXCLUSIVE);
+				pf_shared->note_lost = true;
+				LWLockRelease(pf_shared->note_lock);
+			}
+			wake_pending = false;
+			n_local = 0;
+			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
 			wake_pending = false;
+			n_local = 0;
 			break;
 		default:
 			break;
+	}
+}
+
+/* Notes made in a subtransaction go with it when it aborts. */
+static void
+pf_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	int			i,
+				kept = 0;
+
+	switch (event)
+	{
+		case SUBXACT_EVENT_ABORT_SUB:
+			for (i = 0; i < n_local; i++)
+			{
+				if (local_levels[i] >= level)
+					continue;
+				if (kept != i)
+				{
+					memcpy(&local_notes[kept], &local_notes[i], sizeof(PfNote));
+					local_levels[kept] = local_levels[i];
+				}
+				kept++;
+			}
+			n_local = kept;
+			break;
+		case SUBXACT_EVENT_COMMIT_SUB:
+			for (i = 0; i < n_local; i++)
+				if (local_levels[i] >= level)
+					local_levels[i] = level - 1;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+register_callbacks(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(pf_xact_callback, NULL);
+		RegisterSubXactCallback(pf_subxact_callback, NULL);
+		xact_callback_registered = true;
 	}
 }
 
@@ -98,12 +249,88 @@ pf_xact_callback(XactEvent event, void *arg)
 void
 pf_wake_at_commit(void)
 {
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(pf_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
+	register_callbacks();
 	wake_pending = true;
+}
+
+/*
+ * Have the dispatcher send NOTIFY channel, payload once the current
+ * transaction commits (nothing if it aborts), and wake it then.  Returns
+ * false, queueing nothing, when no dispatcher serves this database, when the
+ * channel or payload is too long for a note, or when this transaction has
+ * made as many notes as it may: the caller then leaves the task to the
+ * dispatcher's pass.
+ */
+bool
+pf_note_at_commit(const char *channel, const char *payload)
+{
+	if (pf_shared == NULL || pf_shared->dispatcher_latch == NULL ||
+		pf_shared->dispatcher_db != MyDatabaseId ||
+		strlen(channel) >= PF_NOTE_CHANNEL || strlen(payload) >= PF_NOTE_PAYLOAD ||
+		n_local >= PF_NOTE_LOCAL)
+		return false;
+	register_callbacks();
+	strlcpy(local_notes[n_local].channel, channel, PF_NOTE_CHANNEL);
+	strlcpy(local_notes[n_local].payload, payload, PF_NOTE_PAYLOAD);
+	local_levels[n_local] = GetCurrentTransactionNestLevel();
+	n_local++;
+	return true;
+}
+
+/*
+ * The dispatcher's side: take up to max waiting notes, oldest first; *lost
+ * says (once) that notes were dropped since the last call.
+ */
+int
+pf_notes_take(PfNote *out, int max, bool *lost)
+{
+	int			n = 0;
+
+	LWLockAcquire(pf_shared->note_lock, LW_EXCLUSIVE);
+	while (n < max && pf_shared->note_count > 0)
+	{
+		memcpy(&out[n++], &pf_shared->notes[pf_shared->note_head], sizeof(PfNote));
+		pf_shared->note_head = (pf_shared->note_head + 1) % PF_NOTE_RING;
+		pf_shared->note_count--;
+	}
+	*lost = pf_shared->note_lost;
+	pf_shared->note_lost = false;
+	LWLockRelease(pf_shared->note_lock);
+	return n;
+}
+
+/*
+ * parflow._note_dispatch(channel text, payload text) returns boolean: SQL
+ * face of pf_note_at_commit.
+ */
+Datum
+parflow_note_dispatch(PG_FUNCTION_ARGS)
+{
+	char	   *channel;
+	char	   *payload;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	channel = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	payload = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	PG_RETURN_BOOL(pf_note_at_commit(channel, payload));
+}
+
+/*
+ * parflow._dispatcher_counts() returns bigint[]: the dispatch passes run and
+ * the hand-over notifications sent since the server started (NULL without
+ * shared memory).
+ */
+Datum
+parflow_dispatcher_counts(PG_FUNCTION_ARGS)
+{
+	Datum		v[2];
+
+	if (pf_shared == NULL)
+		PG_RETURN_NULL();
+	v[0] = Int64GetDatum((int64) pg_atomic_read_u64(&pf_shared->passes));
+	v[1] = Int64GetDatum((int64) pg_atomic_read_u64(&pf_shared->notes_sent));
+	PG_RETURN_ARRAYTYPE_P(construct_array(v, 2, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 /* parflow._wake(): SQL face of pf_wake_at_commit. */

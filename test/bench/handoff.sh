@@ -4,32 +4,40 @@
 #
 # The hand-off: the time from the commit of a stage's completion
 # (parflow_complete) to the arrival of its successor's dispatch NOTIFY at a
-# listening agent connection: the commit wakes the dispatcher through its
-# latch, the dispatcher's pass (parflow._dispatch()) marks the successor
-# dispatched and NOTIFYs parflow_<agent>, and the notification travels to the
-# agent.  Measured by test/bench/handoff_client.c (mode chain) over two
-# 500-stage chains with tiny estimates, one agent connection claiming and
+# listening agent connection.  Since 0.3.0 the completion hands its slot to
+# the successor in its own transaction (parflow._handover) and the
+# dispatcher, woken as the completion commits, only sends the NOTIFY; before
+# it, the dispatcher's pass (parflow._dispatch()) marked the successor
+# dispatched.  Measured by test/bench/handoff_client.c (mode chain) over
+# 500-stage chains with tiny estimates, each agent connection claiming and
 # completing each task as soon as it is notified:
-#   groups      500 groups of one stage (each group waits for the one before)
-#   sequential  one group of 500 stages with "parallel": false
+#   relay       500 groups of one stage, the stages alternating between two
+#               agent kinds served by two connections: the successor's
+#               notification comes to the other, idle, listening connection
+#               (as between agents of different kinds, and as in the raw
+#               baseline, which is between two connections)
+#   groups      the same chain with one kind and one connection: the
+#               notification comes to the connection that is still finishing
+#               the completion (its backend relays it only once that is done)
+#   sequential  one group of 500 stages with "parallel": false, one kind
 # Baseline, in the same run and interleaved with the chains: the raw NOTIFY
 # round trip between two connections on the same server (mode raw; 500
 # notifications).  Each of PF_BENCH_HANDOFF_REPS runs (default 5) is raw,
-# groups, sequential, one after the other; a run's figure is a percentile over
-# its samples (499 hand-offs), and the table prints the median over the runs
-# with min..max, and the per-run ratios hand-off / raw.
+# relay, groups, sequential, one after the other; a run's figure is a
+# percentile over its samples (499 hand-offs), and the table prints the
+# median over the runs with min..max, and the per-run ratios hand-off / raw.
 #
 # Two ways to time it:
 #  - commit-anchored (needs track_commit_timestamp = on): from the commit
 #    timestamp of the completion's transaction to the arrival (CLOCK_REALTIME
-#    in the client, the clock the server stamps commits with), split into the
-#    dispatcher's part (completion commit -> commit of the pass that
-#    dispatched the successor) and the delivery (that commit -> arrival).  The
-#    raw baseline is anchored the same way (commit of the NOTIFY).
+#    in the client, the clock the server stamps commits with), split into
+#    completion commit -> commit of the transaction that marked the successor
+#    dispatched (0 when the completion handed its slot over) and that commit
+#    -> arrival.  The raw baseline is anchored the same way (commit of the
+#    NOTIFY).
 #  - client-side: from parflow_complete returning to the arrival; a
-#    notification that was already received while parflow_complete ran (the
-#    dispatcher's pass finished before the agent's backend sent
-#    ReadyForQuery) counts as 0 ("early").  The raw baseline: from the NOTIFY
+#    notification that arrived before parflow_complete returned counts as 0
+#    ("early").  The raw baseline: from the NOTIFY
 #    command returning to the arrival at the other connection.
 #
 # Planner statistics: with PF_BENCH_ANALYZE=1 (the default) the workflows'
@@ -46,25 +54,32 @@
 # Cluster: the one run.sh exported when PF_BENCH_SHARED=1 (figures that need
 # track_commit_timestamp or pg_stat_statements are skipped if it lacks them),
 # else a private one (test/bench/handoff.common.bash).  Works in database
-# postgres (the dispatcher's): workflows bench_handoff_groups and
-# bench_handoff_sequential, agent kind bench_handoff.  Per-run summaries and
+# postgres (the dispatcher's): workflows bench_handoff_relay,
+# bench_handoff_groups and bench_handoff_sequential, agent kinds
+# bench_handoff and bench_handoff_b.  Per-run summaries and
 # samples go to test/bench/out/handoff.*.
 set -euo pipefail
 
 # shellcheck source=test/bench/handoff.common.bash
 source "$(dirname "${BASH_SOURCE[0]}")/handoff.common.bash"
 bench_setup
-bench_cancel_live_runs_at_exit bench_handoff_groups bench_handoff_sequential
+bench_cancel_live_runs_at_exit bench_handoff_relay bench_handoff_groups bench_handoff_sequential
 
 reps=${PF_BENCH_HANDOFF_REPS:-5}
 stages=${PF_BENCH_HANDOFF_STAGES:-500}
 export PF_BENCH_ANALYZE=${PF_BENCH_ANALYZE:-1}
 agent=bench_handoff
+agent_b=bench_handoff_b
 res="$out_dir/handoff"
 rm -f "$res".*
 
 # the two chains (a new version each time this runs: the runs use the latest)
-q -q -v n="$stages" -v a="$agent" >/dev/null <<'SQL'
+q -q -v n="$stages" -v a="$agent" -v b="$agent_b" >/dev/null <<'SQL'
+SELECT parflow_define('bench_handoff_relay', jsonb_build_object('groups',
+         (SELECT jsonb_agg(jsonb_build_object('name', 'g' || i, 'stages', jsonb_build_array(
+                     jsonb_build_object('name', 's' || i, 'agent', CASE WHEN i % 2 = 1 THEN :'a' ELSE :'b' END,
+                                        'estimate', '1 s'))) ORDER BY i)
+            FROM generate_series(1, :n) i)));
 SELECT parflow_define('bench_handoff_groups', jsonb_build_object('groups',
          (SELECT jsonb_agg(jsonb_build_object('name', 'g' || i, 'stages', jsonb_build_array(
                      jsonb_build_object('name', 's' || i, 'agent', :'a', 'estimate', '1 s'))) ORDER BY i)
@@ -81,15 +96,16 @@ fi
 
 # one warm-up of each (not reported)
 "$client" raw 100 "$res.warmup_raw.samples" >/dev/null
-"$client" chain bench_handoff_groups "$agent" "$res.warmup_chain.samples" >/dev/null
+"$client" chain bench_handoff_relay "$agent,$agent_b" "$res.warmup_chain.samples" >/dev/null
 
 for ((i = 1; i <= reps; i++)); do
     "$client" raw "$stages" "$res.raw.$i.samples" >>"$res.raw.txt"
+    "$client" chain bench_handoff_relay "$agent,$agent_b" "$res.relay.$i.samples" >>"$res.relay.txt"
     "$client" chain bench_handoff_groups "$agent" "$res.groups.$i.samples" >>"$res.groups.txt"
     "$client" chain bench_handoff_sequential "$agent" "$res.sequential.$i.samples" >>"$res.sequential.txt"
 done
 
-echo "== hand-off latency: ${stages}-stage chains, one agent connection; $reps runs (median over runs, min..max), ms"
+echo "== hand-off latency: ${stages}-stage chains; $reps runs (median over runs, min..max), ms"
 bench_describe
 if [ "$PF_BENCH_ANALYZE" = 1 ]; then
     echo "statistics: the workflow's tables ANALYZEd after parflow_define; parflow.task, run, run_group right after each parflow_start, before the first claim (PF_BENCH_ANALYZE=1)"
@@ -106,6 +122,13 @@ ratio() {  # FILE_A KEY_A FILE_B KEY_B LABEL
     row "$5" "$(bench_ratio "$1" "${2}_p50" "$3" "${4}_p50")" "$(bench_ratio "$1" "${2}_p95" "$3" "${4}_p95")" \
         "$(bench_ratio "$1" "${2}_p99" "$3" "${4}_p99")" "$(bench_ratio "$1" "${2}_max" "$3" "${4}_max")"
 }
+label() {
+    case "$1" in
+        relay) echo "relay (2 kinds, 2 conns)" ;;
+        groups) echo "groups (1 kind, 1 conn)" ;;
+        *) echo "$1 (1 kind, 1 conn)" ;;
+    esac
+}
 early_pct() {
     awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "early") e += kv[2]; if (kv[1] == "handoffs") h += kv[2] } }
          END { if (h) printf "%.0f%%", 100 * e / h }' "$1"
@@ -116,11 +139,11 @@ if [ "$has_cts" = t ]; then
     echo "commit of parflow_complete -> successor's dispatch NOTIFY at the agent (commit-anchored):"
     row "" p50 p95 p99 max
     dist "$res.raw.txt" rawc "raw NOTIFY, commit -> arrival (baseline)"
-    for shape in groups sequential; do
-        dist "$res.$shape.txt" hc "chain '$shape': hand-off"
+    for shape in relay groups sequential; do
+        dist "$res.$shape.txt" hc "$(label "$shape"): hand-off"
         ratio "$res.$shape.txt" hc "$res.raw.txt" rawc "  ratio hand-off / raw"
-        dist "$res.$shape.txt" pass "  commit -> dispatcher's commit"
-        dist "$res.$shape.txt" deliv "  dispatcher's commit -> arrival"
+        dist "$res.$shape.txt" pass "  commit -> commit marking it dispatched"
+        dist "$res.$shape.txt" deliv "  that commit -> arrival"
     done
     echo
 else
@@ -129,35 +152,42 @@ fi
 echo "client-side: command return -> arrival (a notification received during parflow_complete counts 0):"
 row "" p50 p95 p99 max
 dist "$res.raw.txt" raw "raw NOTIFY, return -> arrival (baseline)"
-for shape in groups sequential; do
-    dist "$res.$shape.txt" handoff "chain '$shape': hand-off ($(early_pct "$res.$shape.txt") early)"
+for shape in relay groups sequential; do
+    dist "$res.$shape.txt" handoff "$(label "$shape"): hand-off ($(early_pct "$res.$shape.txt") early)"
     ratio "$res.$shape.txt" handoff "$res.raw.txt" raw "  ratio hand-off / raw"
 done
 echo
 echo "the agent's calls in the chain (client-side, ms):"
 row "" p50 p95 p99 max
-for shape in groups sequential; do
-    dist "$res.$shape.txt" claim "chain '$shape': parflow_claim"
-    dist "$res.$shape.txt" complete "chain '$shape': parflow_complete"
-    row "chain '$shape': wall per stage" \
+for shape in relay groups sequential; do
+    dist "$res.$shape.txt" claim "$(label "$shape"): parflow_claim"
+    dist "$res.$shape.txt" complete "$(label "$shape"): parflow_complete"
+    row "$(label "$shape"): wall per stage" \
         "$(awk -v n="$stages" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "wall") print "wall=" kv[2] / n } }' \
            "$res.$shape.txt" | bench_agg /dev/stdin wall)"
 done
 
-# the goals of the issue, on the groups chain
+# the goals of the issue: on the relay (the successor's agent listening on
+# its own connection, as the raw floor is measured), and the one-connection
+# chain next to it
 echo
 key=handoff; base=raw
 if [ "$has_cts" = t ]; then key=hc; base=rawc; fi
-p50=$(bench_med "$res.groups.txt" "${key}_p50")
-p99=$(bench_med "$res.groups.txt" "${key}_p99")
-r50=$(bench_ratio "$res.groups.txt" "${key}_p50" "$res.raw.txt" "${base}_p50" "%.2f" | cut -d' ' -f1)
-bench_summary "hand-off p50, ms (vs raw NOTIFY), 500-stage chain" "$(bench_agg "$res.groups.txt" "${key}_p50")" \
-    "$(bench_agg "$res.raw.txt" "${base}_p50")" "$(bench_ratio "$res.groups.txt" "${key}_p50" "$res.raw.txt" "${base}_p50")"
-bench_summary "hand-off p99, ms (vs raw NOTIFY)" "$(bench_agg "$res.groups.txt" "${key}_p99")" \
-    "$(bench_agg "$res.raw.txt" "${base}_p99")" "$(bench_ratio "$res.groups.txt" "${key}_p99" "$res.raw.txt" "${base}_p99")"
-awk -v p50="$p50" -v p99="$p99" -v r="$r50" -v how="$([ "$has_cts" = t ] && echo commit-anchored || echo client-side)" 'BEGIN {
-    printf "goals (chain of groups, %s, medians over runs): p50 %.3f ms <= 2 ms: %s; p99 %.3f ms <= 10 ms: %s; p50 within 3x raw: %.1fx: %s\n",
-        how, p50, (p50 <= 2 ? "met" : "NOT met"), p99, (p99 <= 10 ? "met" : "NOT met"), r, (r <= 3 ? "met" : "NOT met") }'
+for shape in relay groups; do
+    bench_summary "hand-off p50, ms (vs raw NOTIFY), $(label "$shape")" "$(bench_agg "$res.$shape.txt" "${key}_p50")" \
+        "$(bench_agg "$res.raw.txt" "${base}_p50")" "$(bench_ratio "$res.$shape.txt" "${key}_p50" "$res.raw.txt" "${base}_p50")"
+    bench_summary "hand-off p99, ms (vs raw NOTIFY), $(label "$shape")" "$(bench_agg "$res.$shape.txt" "${key}_p99")" \
+        "$(bench_agg "$res.raw.txt" "${base}_p99")" "$(bench_ratio "$res.$shape.txt" "${key}_p99" "$res.raw.txt" "${base}_p99")"
+done
+for shape in relay groups; do
+    p50=$(bench_med "$res.$shape.txt" "${key}_p50")
+    p99=$(bench_med "$res.$shape.txt" "${key}_p99")
+    r50=$(bench_ratio "$res.$shape.txt" "${key}_p50" "$res.raw.txt" "${base}_p50" "%.2f" | cut -d' ' -f1)
+    awk -v p50="$p50" -v p99="$p99" -v r="$r50" -v what="$(label "$shape")" \
+        -v how="$([ "$has_cts" = t ] && echo commit-anchored || echo client-side)" 'BEGIN {
+        printf "goals, %s (%s, medians over runs): p50 %.3f ms <= 2 ms: %s; p99 %.3f ms <= 10 ms: %s; p50 within 3x raw: %.1fx: %s\n",
+            what, how, p50, (p50 <= 2 ? "met" : "NOT met"), p99, (p99 <= 10 ? "met" : "NOT met"), r, (r <= 3 ? "met" : "NOT met") }'
+done
 
 # where the time goes: one more chain with pg_stat_statements tracking everything
 if [ "${PF_BENCH_PROFILE:-1}" = 1 ]; then
@@ -165,9 +195,9 @@ if [ "${PF_BENCH_PROFILE:-1}" = 1 ]; then
     if [ "$has_pgss" = t ]; then
         bench_pgss_track all
         qv -c "SELECT pg_stat_statements_reset()" >/dev/null
-        "$client" chain bench_handoff_groups "$agent" "$res.profile.samples" >"$res.profile.txt"
+        "$client" chain bench_handoff_relay "$agent,$agent_b" "$res.profile.samples" >"$res.profile.txt"
         bench_pgss_track reset
-        echo "profile: one more chain 'groups' with pg_stat_statements.track = all (not in the figures above);"
+        echo "profile: one more chain 'relay' with pg_stat_statements.track = all (not in the figures above);"
         echo "% = share of the time of the agent's claims and completions and the dispatcher's passes:"
         bench_pgss_top '^SELECT (task, token FROM parflow_claim|parflow_complete|parflow._dispatch)' 16
     else

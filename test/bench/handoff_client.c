@@ -27,19 +27,27 @@
  *       PQconsumeInput and PQnotifies); rawc = from the commit of A's
  *       transaction (its commit timestamp) to the same arrival.
  *
- *   chain WORKFLOW AGENT OUTFILE
- *       The hand-off over a chain.  One agent connection LISTENs on
- *       parflow_AGENT, starts a run of WORKFLOW (parallel mode) and, for each
- *       dispatch notification of that run, claims the task and completes it
- *       at once.  handoff = from parflow_complete returning (its transaction
- *       committed) to the arrival of the successor's dispatch notification (a
- *       notification already received while parflow_complete was running
- *       counts as 0, and as "early").  With commit timestamps: hc = from the
- *       commit of the completion (commit timestamp of the completed task's
- *       row version) to the arrival; pass = from that commit to the commit
- *       of the dispatcher's pass that dispatched the successor (its
- *       "dispatched" event row); deliv = from the dispatcher's commit to the
- *       arrival.  Also the claim and complete call times.
+ *   chain WORKFLOW AGENT[,AGENT2] OUTFILE
+ *       The hand-off over a chain.  One connection per agent kind LISTENs on
+ *       parflow_AGENT; the first starts a run of WORKFLOW (parallel mode)
+ *       and, for each dispatch notification of that run, the connection that
+ *       received it claims the task and completes it at once.  With one kind
+ *       the successor's notification comes to the connection that is still
+ *       finishing the completion; with two kinds whose stages alternate, it
+ *       comes to the other, idle, listening connection (as between agents of
+ *       different kinds, and as in the raw baseline).  Completions are sent
+ *       asynchronously and every connection is polled meanwhile, so that
+ *       arrivals are timed when their bytes arrive.  handoff = from
+ *       parflow_complete returning (its transaction committed) to the arrival
+ *       of the successor's dispatch notification (one that arrived before
+ *       parflow_complete returned counts as 0, and as "early").  With commit
+ *       timestamps: hc = from the commit of the completion (commit timestamp
+ *       of the completed task's row version) to the arrival; pass = from
+ *       that commit to the commit of the transaction that marked the
+ *       successor dispatched (its "dispatched" event row: the dispatcher's
+ *       pass, or the completion itself when it handed its slot over); deliv
+ *       = from that commit to the arrival.  Also the claim and complete call
+ *       times.
  *
  *   throughput WORKFLOW AGENT NPROC
  *       NPROC agent processes, each one connection LISTENing on
@@ -385,10 +393,74 @@ mode_raw(int n, const char *outpath)
 
 /* ---------------------------------------------------------------- chain */
 
-static int
-mode_chain(const char *workflow, const char *agent, const char *outpath)
+/* A dispatch notification of the chain's run, as it arrived. */
+typedef struct
 {
-	PGconn	   *c = connect_db("pf_bench_handoff");
+	int			k;				/* the connection it came to, -1 if none yet */
+	long long	task;
+	double		mono;			/* arrival, CLOCK_MONOTONIC */
+	double		real;			/* arrival, CLOCK_REALTIME */
+} Arrival;
+
+/* Read what connection k has received; note the first dispatch of runid. */
+static void
+chain_collect(PGconn *c, int k, long long runid, Arrival *a, int *other)
+{
+	PGnotify   *nt;
+
+	if (!PQconsumeInput(c))
+		die("connection lost: %s", PQerrorMessage(c));
+	(void) PQisBusy(c);			/* parses what came in */
+	while ((nt = PQnotifies(c)) != NULL)
+	{
+		if (a->k < 0 && json_kind_is(nt->extra, "dispatch") && json_num(nt->extra, "run") == runid)
+		{
+			a->k = k;
+			a->task = json_num(nt->extra, "task");
+			a->mono = mono_us();
+			a->real = real_us();
+		}
+		else
+			(*other)++;
+		PQfreemem(nt);
+	}
+}
+
+/*
+ * Wait until one of the connections is readable (busy: connection busy has
+ * a command running; its result is left for the caller), then collect.
+ */
+static void
+chain_wait(PGconn **c, int nconn, long long runid, Arrival *a, int *other)
+{
+	struct pollfd p[2];
+	int			k,
+				rc;
+
+	for (k = 0; k < nconn; k++)
+	{
+		p[k].fd = PQsocket(c[k]);
+		p[k].events = POLLIN;
+		p[k].revents = 0;
+	}
+	do
+		rc = poll(p, nconn, WAIT_LIMIT_MS);
+	while (rc < 0 && errno == EINTR);
+	if (rc < 0)
+		die("poll failed: %s", strerror(errno));
+	if (rc == 0)
+		die("nothing came for %d s", WAIT_LIMIT_MS / 1000);
+	for (k = 0; k < nconn; k++)
+		if (p[k].revents)
+			chain_collect(c[k], k, runid, a, other);
+}
+
+static int
+mode_chain(const char *workflow, const char *agent_list, const char *outpath)
+{
+	PGconn	   *c[2];
+	char		agents[2][64];
+	int			nconn = 0;
 	PGresult   *r;
 	char		sql[256],
 				worker[64],
@@ -399,8 +471,9 @@ mode_chain(const char *workflow, const char *agent, const char *outpath)
 				nc = 0,
 				early = 0,
 				other = 0,
-				cts = commit_ts_on(c),
-				i;
+				cts,
+				i,
+				k;
 	double	   *hand,
 			   *claim,
 			   *comp,
@@ -412,21 +485,36 @@ mode_chain(const char *workflow, const char *agent, const char *outpath)
 				an_us = 0;
 	FILE	   *out = open_out(outpath);
 	const char *params[3];
+	const char *comma = strchr(agent_list, ',');
+	Arrival		a = {-1, 0, 0, 0};
 
+	snprintf(agents[0], sizeof(agents[0]), "%.*s",
+			 comma ? (int) (comma - agent_list) : (int) strlen(agent_list), agent_list);
+	nconn = 1;
+	if (comma)
+	{
+		snprintf(agents[1], sizeof(agents[1]), "%s", comma + 1);
+		nconn = 2;
+	}
 	snprintf(worker, sizeof(worker), "bench-%ld", (long) getpid());
-	snprintf(sql, sizeof(sql), "LISTEN \"parflow_%s\"", agent);
-	run_void(c, sql);
-	prepare(c, "claim", "SELECT task, token FROM parflow_claim($1::text, $2::text)", 2);
-	prepare(c, "complete", "SELECT parflow_complete($1::bigint, $2::uuid)", 2);
+	for (k = 0; k < nconn; k++)
+	{
+		c[k] = connect_db("pf_bench_handoff");
+		snprintf(sql, sizeof(sql), "LISTEN \"parflow_%s\"", agents[k]);
+		run_void(c[k], sql);
+		prepare(c[k], "claim", "SELECT task, token FROM parflow_claim($1::text, $2::text)", 2);
+		prepare(c[k], "complete", "SELECT parflow_complete($1::bigint, $2::uuid)", 2);
+	}
+	cts = commit_ts_on(c[0]);
 
 	t_start = mono_us();
-	runid = start_run(c, workflow);
+	runid = start_run(c[0], workflow);
 	snprintf(runbuf, sizeof(runbuf), "%lld", runid);
 	if (analyze_wanted())
-		an_us = analyze_run_tables(c);
+		an_us = analyze_run_tables(c[0]);
 	/* how many stages to serve (before the first wait: not a sample) */
 	params[0] = runbuf;
-	r = run(c, "SELECT count(*) FROM parflow.task WHERE run_id = $1::bigint AND state <> 'skipped'",
+	r = run(c[0], "SELECT count(*) FROM parflow.task WHERE run_id = $1::bigint AND state <> 'skipped'",
 			1, params);
 	ntasks = atoi(PQgetvalue(r, 0, 0));
 	PQclear(r);
@@ -436,46 +524,34 @@ mode_chain(const char *workflow, const char *agent, const char *outpath)
 	arrive = malloc(sizeof(double) * (ntasks + 1));
 	task_id = malloc(sizeof(long long) * (ntasks + 1));
 
+	for (k = 0; k < nconn; k++)
+		chain_collect(c[k], k, runid, &a, &other);
 	while (nc < ntasks)
 	{
-		PGnotify   *nt;
-		int			waited = 0;
-		double		t_notify,
-					t0;
+		double		t0;
 		char		task[32],
 					token[64];
+		PGconn	   *ck;
 
 		/* the next dispatch of our run */
-		for (;;)
-		{
-			nt = PQnotifies(c);
-			if (nt != NULL)
-			{
-				if (json_kind_is(nt->extra, "dispatch") && json_num(nt->extra, "run") == runid)
-					break;
-				other++;
-				PQfreemem(nt);
-				continue;
-			}
-			wait_input(c, WAIT_LIMIT_MS);
-			waited = 1;
-		}
-		t_notify = mono_us();
-		arrive[nc] = real_us();
-		task_id[nc] = json_num(nt->extra, "task");
-		PQfreemem(nt);
+		while (a.k < 0)
+			chain_wait(c, nconn, runid, &a, &other);
+		arrive[nc] = a.real;
+		task_id[nc] = a.task;
 		if (t_done >= 0)
 		{
-			/* already received while parflow_complete ran: 0 */
-			hand[nh++] = waited ? t_notify - t_done : 0;
-			early += !waited;
+			/* arrived before parflow_complete returned: 0 */
+			hand[nh++] = a.mono > t_done ? a.mono - t_done : 0;
+			early += a.mono <= t_done;
 		}
+		ck = c[a.k];
+		a.k = -1;
 
 		/* claim it */
-		params[0] = agent;
+		params[0] = agents[ck == c[0] ? 0 : 1];
 		params[1] = worker;
 		t0 = mono_us();
-		r = exec_prepared(c, "claim", 2, params);
+		r = exec_prepared(ck, "claim", 2, params);
 		claim[nc] = mono_us() - t0;
 		if (PQntuples(r) != 1)
 			die("chain: a dispatch notification came but parflow_claim returned %d rows",
@@ -486,18 +562,43 @@ mode_chain(const char *workflow, const char *agent, const char *outpath)
 		snprintf(token, sizeof(token), "%s", PQgetvalue(r, 0, 1));
 		PQclear(r);
 
-		/* and complete it at once */
+		/* and complete it at once, watching every connection meanwhile */
 		params[0] = task;
 		params[1] = token;
 		t0 = mono_us();
-		PQclear(exec_prepared(c, "complete", 2, params));
+		if (!PQsendQueryPrepared(ck, "complete", 2, params, NULL, NULL, 0))
+			die("complete failed: %s", PQerrorMessage(ck));
+		for (;;)
+		{
+			PGresult   *res;
+			int			done = 0;
+
+			while (!PQisBusy(ck))
+			{
+				res = PQgetResult(ck);
+				if (res == NULL)
+				{
+					done = 1;
+					break;
+				}
+				if (PQresultStatus(res) != PGRES_TUPLES_OK)
+					die("complete failed: %s", PQerrorMessage(ck));
+				PQclear(res);
+			}
+			if (done)
+				break;
+			chain_wait(c, nconn, runid, &a, &other);
+		}
 		t_done = mono_us();
 		comp[nc] = t_done - t0;
+		/* what came with the result */
+		for (k = 0; k < nconn; k++)
+			chain_collect(c[k], k, runid, &a, &other);
 		nc++;
 	}
 	t_end = mono_us();
 	params[0] = runbuf;
-	r = run(c, "SELECT state FROM parflow.run WHERE id = $1::bigint", 1, params);
+	r = run(c[0], "SELECT state FROM parflow.run WHERE id = $1::bigint", 1, params);
 	if (strcmp(PQgetvalue(r, 0, 0), "succeeded") != 0)
 		die("chain: run %lld is %s after its last stage", runid, PQgetvalue(r, 0, 0));
 	PQclear(r);
@@ -510,7 +611,7 @@ mode_chain(const char *workflow, const char *agent, const char *outpath)
 				   *deliv = malloc(sizeof(double) * ntasks);
 		int			m = 0;
 
-		r = run(c, "SELECT t.id, extract(epoch FROM pg_xact_commit_timestamp(t.xmin))::float8 * 1e6, "
+		r = run(c[0], "SELECT t.id, extract(epoch FROM pg_xact_commit_timestamp(t.xmin))::float8 * 1e6, "
 				"(SELECT extract(epoch FROM pg_xact_commit_timestamp(e.xmin))::float8 * 1e6 "
 				"   FROM parflow.event e WHERE e.run_id = t.run_id AND e.task_id = t.id "
 				"    AND e.kind = 'dispatched' ORDER BY e.id DESC LIMIT 1) "
@@ -565,7 +666,8 @@ mode_chain(const char *workflow, const char *agent, const char *outpath)
 	print_dist("claim", claim, nc);
 	print_dist("complete", comp, nc);
 	printf("\n");
-	PQfinish(c);
+	for (k = 0; k < nconn; k++)
+		PQfinish(c[k]);
 	return 0;
 }
 
@@ -1034,7 +1136,7 @@ main(int argc, char **argv)
 		return mode_reference(argv[2], argv[3], atoi(argv[4]), argv[5]);
 	if (argc == 3 && strcmp(argv[1], "queue") == 0)
 		return mode_queue(atoi(argv[2]));
-	fprintf(stderr, "usage: %s raw N OUTFILE | chain WORKFLOW AGENT OUTFILE | "
+	fprintf(stderr, "usage: %s raw N OUTFILE | chain WORKFLOW AGENT[,AGENT2] OUTFILE | "
 			"throughput WORKFLOW AGENT NPROC | reference WORKFLOW AGENT NPROC AGENT_BINARY | "
 			"queue NPROC\n", progname);
 	return 2;

@@ -1,0 +1,170 @@
+-- parflow 0.2.0 -> 0.3.0: the completion hands its slot over.
+--
+-- A completion frees one slot: in the database's cap, in its run's cap and in
+-- the affinity rules that cover its agent.  When the next task the dispatcher
+-- would choose belongs to the same run and needs no other slot, the
+-- completion gives it that slot in its own transaction (marks it dispatched,
+-- with a "dispatched" event naming the completed task) and queues its
+-- NOTIFY for the dispatcher, which sends it as soon as the completion
+-- commits, without a dispatch pass.  The number of tasks at work does not
+-- change, so every cap holds exactly as before; only the dispatcher sends
+-- dispatch NOTIFYs.  `CREATE EXTENSION parflow` runs 0.1.0, 0.2.0 and then
+-- this script, so a fresh install and an upgraded one are the same.
+\echo Use "ALTER EXTENSION parflow UPDATE TO '0.3.0'" to load this file. \quit
+
+CREATE FUNCTION parflow._note_dispatch(channel text, payload text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'parflow_note_dispatch'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION parflow._note_dispatch(text, text) IS
+    'Internal: have the dispatcher send this NOTIFY when the current transaction commits; false (nothing queued) when no dispatcher serves this database';
+
+CREATE FUNCTION parflow._payload(task bigint, run bigint, stage text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT pg_catalog.jsonb_build_object('kind', 'dispatch', 'task', task, 'run', run, 'stage', stage)::text
+$$;
+COMMENT ON FUNCTION parflow._payload(bigint, bigint, text) IS
+    'Internal: the payload of a dispatch notification on channel parflow_<agent>';
+
+-- Called by the dispatcher when notes may have been lost (a full queue, a
+-- prepared transaction, a failed send, its own start).
+CREATE FUNCTION parflow._renotify() RETURNS integer
+LANGUAGE sql SET search_path = pg_catalog, parflow, pg_temp AS $$
+    SELECT count(pg_notify('parflow_' || t.agent, parflow._payload(t.id, t.run_id, s.name)))::integer
+      FROM parflow.task t JOIN parflow.run r ON r.id = t.run_id
+      JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
+     WHERE t.state = 'dispatched'
+$$;
+COMMENT ON FUNCTION parflow._renotify() IS
+    'Internal, called by the dispatcher: send the notification of every dispatched task again';
+
+-- The slot of a completed task goes to the best ready task of its run when
+-- the dispatcher would choose that task next and it needs no slot the
+-- completed one did not hold.  Returns whether it did.
+CREATE FUNCTION parflow._handover(done parflow.task) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, parflow, pg_temp SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    r parflow.run;
+    b record;
+    stage_name text;
+BEGIN
+    SELECT * INTO r FROM parflow.run WHERE id = done.run_id;
+    IF r.state IS DISTINCT FROM 'running' THEN
+        RETURN false;
+    END IF;
+    -- the run's next task in dispatch order
+    SELECT tk.id, tk.agent, tk.priority, tk.rank, tk.stage_ord INTO b FROM parflow.task tk
+     WHERE tk.run_id = done.run_id AND tk.state = 'ready'
+       AND (tk.not_before IS NULL OR tk.not_before <= clock_timestamp())
+     ORDER BY tk.priority, tk.rank DESC, tk.id
+     LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- No other slot: every affinity rule that covers it covered the
+    -- completed task; and no cap lowered below the tasks at work.
+    IF EXISTS (SELECT FROM parflow.affinity a
+                WHERE a.version_id = r.version_id AND b.agent = ANY (a.agents) AND NOT done.agent = ANY (a.agents))
+       OR (SELECT count(*) FROM parflow.task a
+            WHERE a.run_id = done.run_id AND a.state IN ('dispatched', 'running')) >= r.max_parallel
+       OR (SELECT count(*) FROM parflow.task a WHERE a.state IN ('dispatched', 'running'))
+            >= current_setting('parflow.max_parallel_stages')::integer THEN
+        RETURN false;
+    END IF;
+    -- The dispatcher would choose it next: no ready task of another running
+    -- run comes before it in dispatch order (run priority, then rank).
+    IF EXISTS (SELECT FROM parflow.task x JOIN parflow.run xr ON xr.id = x.run_id AND xr.state = 'running'
+                WHERE x.state = 'ready' AND x.run_id <> done.run_id
+                  AND (x.not_before IS NULL OR x.not_before <= clock_timestamp())
+                  AND (x.priority < b.priority
+                       OR (x.priority = b.priority AND (x.rank > b.rank OR (x.rank = b.rank AND x.id < b.id))))) THEN
+        RETURN false;
+    END IF;
+    SELECT s.name INTO stage_name FROM parflow.stage s WHERE s.version_id = r.version_id AND s.ord = b.stage_ord;
+    IF NOT parflow._note_dispatch('parflow_' || b.agent, parflow._payload(b.id, done.run_id, stage_name)) THEN
+        RETURN false;
+    END IF;
+    UPDATE parflow.task SET state = 'dispatched', dispatched_at = clock_timestamp() WHERE id = b.id;
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    VALUES (done.run_id, b.id, 'dispatched', jsonb_build_object('handover', done.id));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION parflow._handover(parflow.task) IS
+    'Internal, part of a completion: give the completed task''s slot to the next task of its run when the dispatcher would choose it and it needs no other slot; its NOTIFY is sent by the dispatcher at commit';
+
+CREATE OR REPLACE FUNCTION @extschema@.parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
+    SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    t parflow.task;
+    handed boolean;
+BEGIN
+    t := parflow._held(task, token);
+    output := coalesce(output, '{}');
+    PERFORM parflow._check_output(t.id, output);
+    UPDATE parflow.task tk SET state = 'succeeded', output = parflow_complete.output, token = NULL,
+           lease_until = NULL, finished_at = clock_timestamp(), error = NULL, interrupted_at = NULL
+     WHERE tk.id = t.id;
+    INSERT INTO parflow.event (run_id, task_id, kind, detail)
+    VALUES (t.run_id, t.id, 'succeeded', jsonb_build_object('worker', t.worker, 'attempt', t.attempt));
+    PERFORM parflow._done(t.run_id, ARRAY[t.stage_ord]);
+    UPDATE parflow.run_remaining rr SET remaining = rr.remaining - 1
+     WHERE rr.run_id = t.run_id AND rr.shard = t.id % 16;
+    PERFORM parflow._finish_if_done(t.run_id);
+    PERFORM parflow._check_blocked(t.run_id);
+    -- A dispatch pass is wanted unless the slot was handed over and the run
+    -- has no other ready task (the handed-over task's NOTIFY wakes the
+    -- dispatcher anyway, only to send it).
+    -- (Two statements: one would look for ready tasks in the snapshot taken
+    -- before the hand-over.)
+    handed := parflow._handover(t);
+    IF NOT handed OR EXISTS (SELECT FROM parflow.task tk WHERE tk.run_id = t.run_id AND tk.state = 'ready') THEN
+        PERFORM parflow._wake();
+    END IF;
+END
+$$;
+
+CREATE FUNCTION parflow._dispatcher_counts() RETURNS bigint[]
+    AS 'MODULE_PATHNAME', 'parflow_dispatcher_counts'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION parflow._dispatcher_counts() IS
+    'Internal: {dispatch passes run, hand-over notifications sent} since the server started; NULL when parflow is not preloaded';
+
+-- Two more counters: passes and hand-over notifications since the start.
+CREATE OR REPLACE FUNCTION @extschema@.parflow_metrics() RETURNS TABLE(metric text, value double precision)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+    WITH ev AS (
+        SELECT k.kind, coalesce((SELECT n FROM parflow.event_tally et WHERE et.kind = k.kind), 0)
+                       + (SELECT count(*) FROM parflow.event e WHERE e.kind = k.kind) AS n
+          FROM unnest(ARRAY['dispatched', 'succeeded', 'retry', 'failed', 'route_back', 'interrupt',
+                            'preempted', 'released', 'unclaimed']) k(kind)),
+    handoff AS (
+        SELECT avg(extract(epoch FROM d.at - rd.at)) AS s
+          FROM (SELECT e.id, e.run_id, e.task_id, e.at FROM parflow.event e
+                 WHERE e.kind = 'dispatched' ORDER BY e.id DESC LIMIT 1000) d
+          CROSS JOIN LATERAL (SELECT e2.at FROM parflow.event e2
+                               WHERE e2.run_id = d.run_id AND e2.task_id = d.task_id AND e2.id < d.id
+                                 AND e2.kind = 'ready' ORDER BY e2.id DESC LIMIT 1) rd)
+    SELECT format('parflow_runs{state="%s"}', st), (SELECT count(*) FROM parflow.run r WHERE r.state = st)::float8
+      FROM unnest(ARRAY['running', 'paused', 'blocked', 'succeeded', 'cancelled']) st
+    UNION ALL
+    SELECT format('parflow_tasks{state="%s"}', st), (SELECT count(*) FROM parflow.task t WHERE t.state = st)::float8
+      FROM unnest(ARRAY['waiting', 'ready', 'dispatched', 'running', 'succeeded', 'failed', 'skipped', 'cancelled']) st
+    UNION ALL
+    SELECT format('parflow_events_total{kind="%s"}', ev.kind), ev.n::float8 FROM ev
+    UNION ALL
+    SELECT 'parflow_handoff_seconds_mean', coalesce((SELECT s FROM handoff), 0)
+    UNION ALL
+    SELECT 'parflow_max_parallel_stages', current_setting('parflow.max_parallel_stages')::float8
+    UNION ALL
+    SELECT 'parflow_dispatcher_up',
+           (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'parflow dispatcher')::float8
+    UNION ALL
+    SELECT 'parflow_dispatch_passes_total', coalesce((parflow._dispatcher_counts())[1], 0)::float8
+    UNION ALL
+    SELECT 'parflow_handover_notifications_total', coalesce((parflow._dispatcher_counts())[2], 0)::float8
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_metrics() IS
+    'Counters for scraping (Prometheus-style names): runs and tasks by state, events by kind (dispatches, retries, route-backs, interrupts...), mean hand-off latency over the last 1000 dispatches, dispatcher up, dispatch passes and hand-over notifications since the server started';
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA parflow FROM PUBLIC;

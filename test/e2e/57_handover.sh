@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# test/e2e/57_handover.sh -- a completion hands its slot to the next task.
+#
+# 1. A 40-stage chain whose stages alternate between two agent kinds, run by
+#    two reference agents: every successor is dispatched by its
+#    predecessor's completion (a "dispatched" event naming it), its agent is
+#    notified (by the dispatcher) and the run succeeds, each stage exactly
+#    once, in dependency order, and far fewer dispatch passes ran than
+#    stages.
+# 2. No hand-over when the successor needs a slot the completed task did not
+#    hold: an affinity rule that covers the successor's kind but not the
+#    completed one's.
+# 3. No hand-over when a ready task of another run comes first in dispatch
+#    order: the global cap is full and a run of a better priority waits; the
+#    freed slot goes to that run's task, through the dispatcher's pass.
+# 4. The notification of a hand-over is sent only if the completion commits:
+#    a completion rolled back (whole, or to a savepoint) notifies nobody; the
+#    same completion committed notifies the successor's kind once.
+set -u -o pipefail
+# shellcheck source=test/e2e/lib.sh
+source "$(dirname "$0")/lib.sh"
+e2e_init 57_handover 'e2e_handover%'
+
+GLOBAL_CAP="$(e2e_q -c "SHOW parflow.max_parallel_stages")"
+e2e_check_idle
+
+# --- 1. a chain of two kinds, with real agents --------------------------------
+N=40
+e2e_define e2e_handover_chain "{\"groups\": [
+    $(for ((i = 1; i <= N; i++)); do
+        printf '{"name": "g%s", "stages": [{"name": "s%s", "agent": "e2e57_%s", "estimate": "1 min"}]}%s' \
+            "$i" "$i" "$([ $((i % 2)) -eq 1 ] && echo a || echo b)" "$([ "$i" -lt "$N" ] && echo ,)"
+    done)]}" >/dev/null || e2e_die "define chain"
+e2e_agent e2e57-a e2e57_a --simulate 0.001 -q
+e2e_agent e2e57-b e2e57_b --simulate 0.001 -q
+sleep 0.3
+passes0="$(e2e_q -c "SELECT value FROM parflow_metrics() WHERE metric = 'parflow_dispatch_passes_total'")"
+run="$(e2e_start "SELECT parflow_start('e2e_handover_chain', parallel => true)")" || e2e_die "start chain"
+e2e_log "chain run $run: $(e2e_wait_run "$run" 60)"
+passes1="$(e2e_q -c "SELECT value FROM parflow_metrics() WHERE metric = 'parflow_dispatch_passes_total'")"
+e2e_expect_run "$run" succeeded
+e2e_check_once "chain: every stage exactly once" "{$run}"
+e2e_check_deps "chain: no stage before its predecessor" "{$run}"
+e2e_check_eq "chain: every successor was dispatched by its predecessor's completion" "
+    SELECT count(*) FROM parflow.event d
+      JOIN parflow.task t ON t.id = d.task_id
+      JOIN parflow.task p ON p.run_id = t.run_id AND p.stage_ord = t.stage_ord - 1
+     WHERE d.run_id = $run AND d.kind = 'dispatched' AND (d.detail->>'handover')::bigint = p.id" $((N - 1))
+e2e_check_true "chain: each hand-over is in the completion's transaction (same commit as the 'succeeded')" "
+    SELECT bool_and(d.xmin = s.xmin), count(*) || ' hand-overs'
+      FROM parflow.event d JOIN parflow.event s
+        ON s.task_id = (d.detail->>'handover')::bigint AND s.kind = 'succeeded'
+     WHERE d.run_id = $run AND d.kind = 'dispatched' AND d.detail ? 'handover'"
+e2e_check_true "chain: fewer dispatch passes than half the stages" "
+    SELECT $passes1 - $passes0 < $N / 2, ($passes1 - $passes0) || ' passes for $N stages'"
+e2e_stop_agents
+
+# --- 2. an affinity rule the completed task was not under --------------------
+e2e_define e2e_handover_affinity '{"groups": [
+    {"name": "g1", "stages": [{"name": "a", "agent": "e2e57_m1", "estimate": "1 min"}]},
+    {"name": "g2", "stages": [{"name": "b", "agent": "e2e57_m2", "estimate": "1 min"}]}],
+    "affinity": [{"agents": ["e2e57_m2"], "max_concurrent": 1}]}' >/dev/null || e2e_die "define affinity"
+run2="$(e2e_start "SELECT parflow_start('e2e_handover_affinity', parallel => true)")" || e2e_die "start affinity"
+pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $run2 AND state = 'dispatched')" 10 ||
+    e2e_die "affinity: first stage not dispatched"
+e2e_q -c "SELECT parflow_complete(c.task, c.token) FROM parflow_claim('e2e57_m1', 'e2e57-m') c" >/dev/null ||
+    e2e_die "affinity: claim and complete"
+pf_wait_for "SELECT EXISTS (SELECT FROM parflow.tasks WHERE run = $run2 AND stage = 'b' AND state = 'dispatched')" 10 ||
+    e2e_die "affinity: b not dispatched"
+e2e_check_eq "affinity: b was dispatched by the dispatcher's pass, not handed over" "
+    SELECT count(*) FILTER (WHERE e.detail ? 'handover') || '/' || count(*)
+      FROM parflow.event e JOIN parflow.tasks t ON t.task = e.task_id
+     WHERE e.run_id = $run2 AND t.stage = 'b' AND e.kind = 'dispatched'" "0/1"
+e2e_q -c "SELECT parflow_cancel($run2)" >/dev/null
+
+# --- 3. a better-priority run waits for the global cap -----------------------
+e2e_define e2e_handover_low '{"groups": [
+    {"name": "g1", "stages": [{"name": "a", "agent": "e2e57_x", "estimate": "1 min"}]},
+    {"name": "g2", "stages": [{"name": "b", "agent": "e2e57_x", "estimate": "1 min"}]}]}' >/dev/null ||
+    e2e_die "define low"
+e2e_define e2e_handover_high "{\"groups\": [{\"name\": \"g\", \"stages\": [
+    $(for ((i = 1; i <= GLOBAL_CAP; i++)); do
+        printf '{"name": "z%s", "agent": "e2e57_z", "estimate": "1 min"}%s' "$i" "$([ "$i" -lt "$GLOBAL_CAP" ] && echo ,)"
+    done)]}]}" >/dev/null || e2e_die "define high"
+low="$(e2e_start "SELECT parflow_start('e2e_handover_low', priority => 2, parallel => true)")" || e2e_die "start low"
+pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $low AND state = 'dispatched')" 10 ||
+    e2e_die "low: a not dispatched"
+e2e_q -c "SELECT count(*) FROM parflow_claim('e2e57_x', 'e2e57-x')" >/dev/null || e2e_die "low: claim a"
+high="$(e2e_start "SELECT parflow_start('e2e_handover_high', priority => 1, parallel => true)")" || e2e_die "start high"
+pf_wait_for "SELECT count(*) = $GLOBAL_CAP - 1 FROM parflow.task WHERE run_id = $high AND state = 'dispatched'" 10 ||
+    e2e_die "high: the cap was not filled"
+e2e_q -c "SELECT parflow_complete(t.id, t.token) FROM parflow.task t
+           WHERE t.run_id = $low AND t.state = 'running'" >/dev/null || e2e_die "low: complete a"
+pf_wait_for "SELECT count(*) = $GLOBAL_CAP FROM parflow.task WHERE run_id = $high AND state = 'dispatched'" 10 ||
+    e2e_die "high: its last task did not get the freed slot"
+e2e_check_eq "cap: the freed slot went to the better-priority run's task; b waits, ready" "
+    SELECT t.state || ', ' || count(e.id) || ' dispatched event(s)'
+      FROM parflow.tasks t LEFT JOIN parflow.event e ON e.task_id = t.task AND e.kind = 'dispatched'
+     WHERE t.run = $low AND t.stage = 'b' GROUP BY t.state" "ready, 0 dispatched event(s)"
+e2e_check_eq "cap: no hand-over in the high run either (its tasks came from passes)" "
+    SELECT count(*) FROM parflow.event WHERE run_id = $high AND kind = 'dispatched' AND detail ? 'handover'" 0
+e2e_q -c "SELECT parflow_cancel($high)" >/dev/null
+pf_wait_for "SELECT EXISTS (SELECT FROM parflow.tasks WHERE run = $low AND stage = 'b' AND state = 'dispatched')" 10 ||
+    e2e_die "low: b not dispatched once the high run was cancelled"
+e2e_pass "cap: b dispatched once the high run was cancelled"
+e2e_q -c "SELECT parflow_cancel($low)" >/dev/null
+
+# --- 4. no notification from a completion that does not commit ---------------
+e2e_define e2e_handover_tx '{"groups": [
+    {"name": "g1", "stages": [{"name": "a", "agent": "e2e57_t1", "estimate": "1 min"}]},
+    {"name": "g2", "stages": [{"name": "b", "agent": "e2e57_t2", "estimate": "1 min"}]}]}' >/dev/null ||
+    e2e_die "define tx"
+run4="$(e2e_start "SELECT parflow_start('e2e_handover_tx', parallel => true)")" || e2e_die "start tx"
+pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $run4 AND state = 'dispatched')" 10 ||
+    e2e_die "tx: a not dispatched"
+read -r task token <<<"$(e2e_q -F ' ' -c "SELECT task, token FROM parflow_claim('e2e57_t1', 'e2e57-t')")"
+[ -n "$task" ] || e2e_die "tx: claim a"
+# one session listening on b's channel; psql prints notifications after each command
+out="$("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 2>&1 <<SQL
+LISTEN parflow_e2e57_t2;
+BEGIN;
+SELECT parflow_complete($task, '$token') \\g /dev/null
+ROLLBACK;
+SELECT pg_sleep(0.3) \\g /dev/null
+\\echo after-rollback
+BEGIN;
+SAVEPOINT s;
+SELECT parflow_complete($task, '$token') \\g /dev/null
+ROLLBACK TO s;
+COMMIT;
+SELECT pg_sleep(0.3) \\g /dev/null
+\\echo after-savepoint
+SELECT parflow_complete($task, '$token') \\g /dev/null
+SELECT pg_sleep(0.3) \\g /dev/null
+\\echo after-commit
+SQL
+)" || e2e_die "tx: psql: $out"
+before="$(printf '%s\n' "$out" | sed -n '/after-savepoint/q;p' | grep -c 'Asynchronous notification')"
+after="$(printf '%s\n' "$out" | sed -n '/after-savepoint/,$p' | grep -c 'Asynchronous notification "parflow_e2e57_t2"')"
+if [ "$before" -eq 0 ] && [ "$after" -eq 1 ]; then
+    e2e_pass "tx: no notification from the rolled-back completions, one from the committed one"
+else
+    e2e_fail "tx: notifications before the commit: $before (want 0), after: $after (want 1)" "$out"
+fi
+e2e_check_eq "tx: b was handed over by the committed completion" "
+    SELECT count(*) FROM parflow.event e JOIN parflow.tasks t ON t.task = e.task_id
+     WHERE e.run_id = $run4 AND t.stage = 'b' AND e.kind = 'dispatched' AND (e.detail->>'handover')::bigint = $task" 1
+e2e_q -c "SELECT parflow_cancel($run4)" >/dev/null
+e2e_finish
