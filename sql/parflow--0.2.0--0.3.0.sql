@@ -12,6 +12,12 @@
 -- this script, so a fresh install and an upgraded one are the same.
 \echo Use "ALTER EXTENSION parflow UPDATE TO '0.3.0'" to load this file. \quit
 
+-- A run's ready tasks in dispatch order: the hand-over finds the next task
+-- of its run, and the first ready task of every other live run, in one index
+-- probe each (the run's ready tasks were only indexed by run, unordered).
+DROP INDEX parflow.task_ready_idx;
+CREATE INDEX task_ready_idx ON parflow.task (run_id, priority, rank DESC, id) WHERE state = 'ready';
+
 CREATE FUNCTION parflow._note_dispatch(channel text, payload text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'parflow_note_dispatch'
     LANGUAGE C VOLATILE;
@@ -39,17 +45,24 @@ COMMENT ON FUNCTION parflow._renotify() IS
 
 -- The slot of a completed task goes to the best ready task of its run when
 -- the dispatcher would choose that task next and it needs no slot the
--- completed one did not hold.  Returns whether it did.
-CREATE FUNCTION parflow._handover(done parflow.task) RETURNS boolean
+-- completed one did not hold.  handed: whether it did; more: whether a
+-- dispatch pass could still do something (not handed, or room left under
+-- the caps and another ready task in the run).
+CREATE FUNCTION parflow._handover(done parflow.task, OUT handed boolean, OUT more boolean)
 LANGUAGE plpgsql SET search_path = pg_catalog, parflow, pg_temp SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     r parflow.run;
     b record;
+    run_active integer;
+    all_active integer;
+    cap integer := current_setting('parflow.max_parallel_stages')::integer;
     stage_name text;
 BEGIN
+    handed := false;
+    more := true;
     SELECT * INTO r FROM parflow.run WHERE id = done.run_id;
     IF r.state IS DISTINCT FROM 'running' THEN
-        RETURN false;
+        RETURN;
     END IF;
     -- the run's next task in dispatch order
     SELECT tk.id, tk.agent, tk.priority, tk.rank, tk.stage_ord INTO b FROM parflow.task tk
@@ -58,46 +71,53 @@ BEGIN
      ORDER BY tk.priority, tk.rank DESC, tk.id
      LIMIT 1 FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
-        RETURN false;
+        RETURN;
     END IF;
     -- No other slot: every affinity rule that covers it covered the
     -- completed task; and no cap lowered below the tasks at work.
-    IF EXISTS (SELECT FROM parflow.affinity a
-                WHERE a.version_id = r.version_id AND b.agent = ANY (a.agents) AND NOT done.agent = ANY (a.agents))
-       OR (SELECT count(*) FROM parflow.task a
-            WHERE a.run_id = done.run_id AND a.state IN ('dispatched', 'running')) >= r.max_parallel
-       OR (SELECT count(*) FROM parflow.task a WHERE a.state IN ('dispatched', 'running'))
-            >= current_setting('parflow.max_parallel_stages')::integer THEN
-        RETURN false;
+    SELECT count(*) FILTER (WHERE a.run_id = done.run_id), count(*) INTO run_active, all_active
+      FROM parflow.task a WHERE a.state IN ('dispatched', 'running');
+    IF run_active >= r.max_parallel OR all_active >= cap
+       OR EXISTS (SELECT FROM parflow.affinity a
+                   WHERE a.version_id = r.version_id AND b.agent = ANY (a.agents) AND NOT done.agent = ANY (a.agents)) THEN
+        RETURN;
     END IF;
-    -- The dispatcher would choose it next: no ready task of another running
-    -- run comes before it in dispatch order (run priority, then rank).
-    IF EXISTS (SELECT FROM parflow.task x JOIN parflow.run xr ON xr.id = x.run_id AND xr.state = 'running'
-                WHERE x.state = 'ready' AND x.run_id <> done.run_id
-                  AND (x.not_before IS NULL OR x.not_before <= clock_timestamp())
+    -- The dispatcher would choose it next: no other running run has a ready
+    -- task before it in dispatch order (run priority, then rank, then id;
+    -- each run's first one is enough).
+    IF EXISTS (SELECT FROM parflow.run xr
+                CROSS JOIN LATERAL (SELECT x.priority, x.rank, x.id FROM parflow.task x
+                                     WHERE x.run_id = xr.id AND x.state = 'ready'
+                                       AND (x.not_before IS NULL OR x.not_before <= clock_timestamp())
+                                     ORDER BY x.priority, x.rank DESC, x.id LIMIT 1) x
+                WHERE xr.state = 'running' AND xr.id <> done.run_id
                   AND (x.priority < b.priority
                        OR (x.priority = b.priority AND (x.rank > b.rank OR (x.rank = b.rank AND x.id < b.id))))) THEN
-        RETURN false;
+        RETURN;
     END IF;
     SELECT s.name INTO stage_name FROM parflow.stage s WHERE s.version_id = r.version_id AND s.ord = b.stage_ord;
     IF NOT parflow._note_dispatch('parflow_' || b.agent, parflow._payload(b.id, done.run_id, stage_name)) THEN
-        RETURN false;
+        RETURN;
     END IF;
     UPDATE parflow.task SET state = 'dispatched', dispatched_at = clock_timestamp() WHERE id = b.id;
     INSERT INTO parflow.event (run_id, task_id, kind, detail)
     VALUES (done.run_id, b.id, 'dispatched', jsonb_build_object('handover', done.id));
-    RETURN true;
+    handed := true;
+    -- (the index's order, so that the first entry is enough)
+    more := run_active + 1 < r.max_parallel AND all_active + 1 < cap
+            AND (SELECT tk.id FROM parflow.task tk
+                  WHERE tk.run_id = done.run_id AND tk.state = 'ready' AND tk.id <> b.id
+                  ORDER BY tk.priority, tk.rank DESC, tk.id LIMIT 1) IS NOT NULL;
 END
 $$;
 COMMENT ON FUNCTION parflow._handover(parflow.task) IS
-    'Internal, part of a completion: give the completed task''s slot to the next task of its run when the dispatcher would choose it and it needs no other slot; its NOTIFY is sent by the dispatcher at commit';
+    'Internal, part of a completion: give the completed task''s slot to the next task of its run when the dispatcher would choose it and it needs no other slot (its NOTIFY is sent by the dispatcher at commit); says whether it did and whether a dispatch pass could do more';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}')
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
     SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     t parflow.task;
-    handed boolean;
 BEGIN
     t := parflow._held(task, token);
     output := coalesce(output, '{}');
@@ -112,13 +132,10 @@ BEGIN
      WHERE rr.run_id = t.run_id AND rr.shard = t.id % 16;
     PERFORM parflow._finish_if_done(t.run_id);
     PERFORM parflow._check_blocked(t.run_id);
-    -- A dispatch pass is wanted unless the slot was handed over and the run
-    -- has no other ready task (the handed-over task's NOTIFY wakes the
+    -- A dispatch pass is wanted unless the slot was handed over and the pass
+    -- could do nothing more (the handed-over task's NOTIFY wakes the
     -- dispatcher anyway, only to send it).
-    -- (Two statements: one would look for ready tasks in the snapshot taken
-    -- before the hand-over.)
-    handed := parflow._handover(t);
-    IF NOT handed OR EXISTS (SELECT FROM parflow.task tk WHERE tk.run_id = t.run_id AND tk.state = 'ready') THEN
+    IF (parflow._handover(t)).more THEN
         PERFORM parflow._wake();
     END IF;
 END

@@ -2,21 +2,23 @@
  * dispatcher.c - the dispatcher background worker.  This file owns the
  * worker's life: registration at preload time, start-up (one copy only, its
  * latch published in shared memory), and the loop that sleeps on its latch
- * and runs one dispatch pass per wake-up, each in one short transaction.
- * The pass itself (expire leases, pick ready tasks under every cap, mark
- * them dispatched, NOTIFY their agents) is parflow._dispatch(), set-based
- * SQL; NOTIFYs are delivered when the pass commits.  A pass that fails is
- * rolled back whole and logged with its cause, and the next pass retries:
- * no task is marked dispatched without its notification.  Before each pass
- * the worker sends, in a transaction of their own, the notifications that
- * committed completions queued for it (a completion that handed its slot
- * straight to the next task, see shmem.c): that is the shortest way from a
- * completion to its successor's agent.  When notes were lost (a full ring, a
- * prepared transaction, a failed send, a restart) it resends the
- * notification of every dispatched task.  A pass runs when a commit asked
- * for one (parflow._wake()) and at least every parflow.naptime.  The
- * worker tolerates a database where the extension does not exist yet, and
- * the postmaster restarts it after a crash.
+ * and, woken, sends the notifications handed to it and runs a dispatch pass
+ * when one is wanted, each in one short transaction. The pass itself (expire
+ * leases, pick ready tasks under every cap, mark them dispatched, NOTIFY
+ * their agents) is parflow._dispatch(), set-based SQL; NOTIFYs are delivered
+ * when the pass commits.  A pass that fails is rolled back whole and logged
+ * with its cause, and the next pass retries: no task is marked dispatched
+ * without its notification.  Before each pass the worker sends, in a
+ * transaction of their own, the notifications that committing completions
+ * handed over to it (a completion that passed its slot straight to the next
+ * task, see shmem.c), each once its completion has committed: that is the
+ * shortest way from a completion to its successor's agent.  When notes were
+ * lost (a full ring, a prepared transaction, a failed send, a restart) it
+ * resends the notification of every dispatched task.  A pass runs when a
+ * commit asked for one (parflow._wake()) and at least every parflow.naptime.
+ * Its commits never wait for a synchronous standby.  The worker tolerates a
+ * database where the extension does not exist yet, and the postmaster
+ * restarts it after a crash.
  */
 #include "postgres.h"
 
@@ -35,7 +37,6 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "storage/s_lock.h"
@@ -79,13 +80,22 @@ dispatcher_detach(int code, Datum arg)
 	}
 }
 
+/* What became of a transaction that handed notes over before its commit. */
+typedef enum XactFate
+{
+	XACT_COMMITTED,
+	XACT_ABORTED,
+	XACT_STILL_RUNNING
+} XactFate;
+
 /*
- * Wait until a transaction that handed notes over just before its commit
- * has ended; returns whether it committed.  Its commit is usually done
- * within microseconds, so spin a little before sleeping on its lock.
+ * Its commit is usually done within microseconds of handing the notes over,
+ * so spin a little (spin) before calling it still running; a commit that
+ * waits long (a synchronous standby, a slow disk) is looked at again at the
+ * next wake-up instead of holding every other notification up.
  */
-static bool
-wait_committed(TransactionId xid)
+static XactFate
+xact_fate(TransactionId xid, bool spin)
 {
 	int			spins = 0;
 
@@ -93,62 +103,94 @@ wait_committed(TransactionId xid)
 	{
 		int			i;
 
-		if (++spins > 200)
-		{
-			XactLockTableWait(xid, NULL, NULL, XLTW_None);
-			break;
-		}
+		if (!spin || ++spins > 200)
+			return XACT_STILL_RUNNING;
 		for (i = 0; i < 50; i++)
 			pg_spin_delay();
 	}
-	return TransactionIdDidCommit(xid);
+	return TransactionIdDidCommit(xid) ? XACT_COMMITTED : XACT_ABORTED;
 }
 
 /* Set when notes may have been lost: resend every dispatched task's. */
 static bool resend_all = true;
 
+/* Notes whose transactions were still committing come first, then new ones. */
+static PfNote *note_buf = NULL;
+static int	n_held = 0;
+
 /*
- * Send the notifications that committed transactions queued, in one
- * transaction; with resend_all, also the notification of every dispatched
- * task (parflow._renotify(), from extension version 0.3.0 on).
+ * Send the notifications that committing transactions handed over, in one
+ * transaction, once their transactions have committed (those that aborted
+ * are dropped, those still committing are kept for the next call); with
+ * resend_all, also the notification of every dispatched task
+ * (parflow._renotify(), from extension version 0.3.0 on).  Returns the
+ * number of notes kept.
  */
-static void
+static int
 send_notes(void)
 {
-	PfNote	   *notes = palloc(sizeof(PfNote) * PF_NOTE_RING);
 	bool		lost;
-	int			n = pf_notes_take(notes, PF_NOTE_RING, &lost);
-	int			i;
+	int			n,
+				i,
+				kept = 0,
+				sent = 0,
+				was_held = n_held;
+	bool		resend;
+	XactFate   *fate;
 
-	bool		resend = resend_all || lost;
-
+	if (note_buf == NULL)
+		note_buf = MemoryContextAlloc(TopMemoryContext, sizeof(PfNote) * PF_NOTE_RING);
+	n = n_held + pf_notes_take(note_buf + n_held, PF_NOTE_RING - n_held, &lost);
+	n_held = 0;					/* until this call has done its work */
+	resend = resend_all || lost;
 	if (n == 0 && !resend)
-		return;
+		return 0;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	pgstat_report_activity(STATE_RUNNING, "parflow dispatch notifications");
-	/* if this transaction fails, the notes taken are lost */
-	resend_all = true;
+	fate = palloc(sizeof(XactFate) * Max(n, 1));
 	for (i = 0; i < n; i++)
-		if (!TransactionIdIsValid(notes[i].xid) || wait_committed(notes[i].xid))
-			Async_Notify(notes[i].channel, notes[i].payload);
-	if (resend && OidIsValid(get_extension_oid("parflow", true)) &&
-		OidIsValid(LookupFuncName(list_make2(makeString("parflow"), makeString("_renotify")),
-								  0, NULL, true)))
+		fate[i] = TransactionIdIsValid(note_buf[i].xid) ?
+			xact_fate(note_buf[i].xid, i >= was_held) : XACT_COMMITTED;
+	for (i = 0; i < n; i++)
+		sent += fate[i] == XACT_COMMITTED;
+
+	if (sent > 0 || resend)
 	{
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "parflow: SPI_connect failed");
-		if (SPI_execute("SELECT parflow._renotify()", false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "parflow: resending notifications failed");
-		SPI_finish();
-		PopActiveSnapshot();
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		pgstat_report_activity(STATE_RUNNING, "parflow dispatch notifications");
+		/* if this transaction fails, the notes are lost */
+		resend_all = true;
+		for (i = 0; i < n; i++)
+			if (fate[i] == XACT_COMMITTED)
+				Async_Notify(note_buf[i].channel, note_buf[i].payload);
+		if (resend && OidIsValid(get_extension_oid("parflow", true)) &&
+			OidIsValid(LookupFuncName(list_make2(makeString("parflow"), makeString("_renotify")),
+									  0, NULL, true)))
+		{
+			PushActiveSnapshot(GetTransactionSnapshot());
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "parflow: SPI_connect failed");
+			if (SPI_execute("SELECT parflow._renotify()", false, 1) != SPI_OK_SELECT)
+				elog(ERROR, "parflow: resending notifications failed");
+			SPI_finish();
+			PopActiveSnapshot();
+		}
+		CommitTransactionCommand();
+		resend_all = false;
+		pgstat_report_activity(STATE_IDLE, NULL);
+		pg_atomic_fetch_add_u64(&pf_shared->notes_sent, sent);
 	}
-	CommitTransactionCommand();
-	resend_all = false;
-	pgstat_report_activity(STATE_IDLE, NULL);
-	pg_atomic_fetch_add_u64(&pf_shared->notes_sent, n);
+
+	for (i = 0; i < n; i++)
+	{
+		if (fate[i] != XACT_STILL_RUNNING)
+			continue;
+		if (kept != i)
+			memcpy(&note_buf[kept], &note_buf[i], sizeof(PfNote));
+		kept++;
+	}
+	n_held = kept;
+	return kept;
 }
 
 /*
@@ -188,8 +230,7 @@ dispatch_pass(void)
 static int
 send_notes_step(void)
 {
-	send_notes();
-	return 0;
+	return send_notes();
 }
 
 /*
@@ -264,6 +305,13 @@ parflow_dispatcher_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(pf_database, NULL, 0);
 	pf_shared->dispatcher_db = MyDatabaseId;
 	pgstat_report_appname("parflow dispatcher");
+
+	/*
+	 * Never wait for a synchronous standby: what the dispatcher writes is
+	 * recomputed by a later pass if lost, and an agent's claim, which waits
+	 * for the standby, brings it there first.
+	 */
+	SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_OVERRIDE);
 	ereport(LOG, (errmsg("parflow dispatcher started for database \"%s\"", pf_database)));
 
 	pass_ctx = AllocSetContextCreate(TopMemoryContext, "parflow dispatch pass",
@@ -276,6 +324,7 @@ parflow_dispatcher_main(Datum main_arg)
 		TimestampTz now;
 		long		wait_ms;
 		bool		wanted;
+		int			held;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -286,7 +335,7 @@ parflow_dispatcher_main(Datum main_arg)
 		}
 
 		old = MemoryContextSwitchTo(pass_ctx);
-		guarded(send_notes_step, pass_ctx);
+		held = guarded(send_notes_step, pass_ctx);
 
 		/*
 		 * A pass when a commit asked for one (parflow._wake()), and at least
@@ -307,6 +356,8 @@ parflow_dispatcher_main(Datum main_arg)
 
 		wait_ms = (n < 0 ? Max(pf_naptime_ms, 1000) : pf_naptime_ms) -
 			TimestampDifferenceMilliseconds(last_pass, GetCurrentTimestamp());
+		if (held > 0)
+			wait_ms = Min(wait_ms, 1);	/* look at those commits again soon */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(wait_ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -16,6 +16,10 @@
 # 4. The notification of a hand-over is sent only if the completion commits:
 #    a completion rolled back (whole, or to a savepoint) notifies nobody; the
 #    same completion committed notifies the successor's kind once.
+# 5. A completion whose commit waits (for a synchronous standby that never
+#    answers) holds nothing else up: another run is dispatched meanwhile;
+#    once the wait is cancelled (the commit stands locally), the handed-over
+#    task's notification goes out.
 set -u -o pipefail
 # shellcheck source=test/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -146,4 +150,55 @@ e2e_check_eq "tx: b was handed over by the committed completion" "
     SELECT count(*) FROM parflow.event e JOIN parflow.tasks t ON t.task = e.task_id
      WHERE e.run_id = $run4 AND t.stage = 'b' AND e.kind = 'dispatched' AND (e.detail->>'handover')::bigint = $task" 1
 e2e_q -c "SELECT parflow_cancel($run4)" >/dev/null
+
+# --- 5. a commit that waits for a synchronous standby -------------------------
+e2e_define e2e_handover_sync '{"groups": [
+    {"name": "g1", "stages": [{"name": "a", "agent": "e2e57_s1", "estimate": "1 min"}]},
+    {"name": "g2", "stages": [{"name": "b", "agent": "e2e57_s2", "estimate": "1 min"}]}]}' >/dev/null ||
+    e2e_die "define sync"
+e2e_define e2e_handover_other '{"groups": [
+    {"name": "g", "stages": [{"name": "o", "agent": "e2e57_o", "estimate": "1 min"}]}]}' >/dev/null ||
+    e2e_die "define other"
+run5="$(e2e_start "SELECT parflow_start('e2e_handover_sync', parallel => true)")" || e2e_die "start sync"
+pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $run5 AND state = 'dispatched')" 10 ||
+    e2e_die "sync: a not dispatched"
+read -r task token <<<"$(e2e_q -F ' ' -c "SELECT task, token FROM parflow_claim('e2e57_s1', 'e2e57-s')")"
+[ -n "$task" ] || e2e_die "sync: claim a"
+sent0="$(e2e_q -c "SELECT value FROM parflow_metrics() WHERE metric = 'parflow_handover_notifications_total'")"
+sync_reset() {
+    PGOPTIONS="-c synchronous_commit=local" e2e_q -c "ALTER SYSTEM RESET synchronous_standby_names" \
+        -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
+}
+pf_on_exit sync_reset
+e2e_q -c "ALTER SYSTEM SET synchronous_standby_names = 'e2e57_nobody'" -c "SELECT pg_reload_conf()" >/dev/null ||
+    e2e_die "sync: set synchronous_standby_names"
+sleep 0.3
+PGAPPNAME=e2e57_waiter "$PG_BIN/psql" -X -qAt -c "SELECT parflow_complete($task, '$token')" \
+    >"$E2E_DIR/waiter.log" 2>&1 &
+waiter=$!
+export PGOPTIONS="${PGOPTIONS:-} -c synchronous_commit=local"   # this script's own sessions
+if pf_wait_for "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'e2e57_waiter'
+                                  AND wait_event = 'SyncRep')" 10; then
+    e2e_pass "sync: the completion's commit waits for the standby"
+else
+    e2e_fail "sync: the completion's commit does not wait for the standby" "$(cat "$E2E_DIR/waiter.log")"
+fi
+run6="$(e2e_start "SELECT parflow_start('e2e_handover_other', parallel => true)")" || e2e_die "start other"
+if pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $run6 AND state = 'dispatched')" 5; then
+    e2e_pass "sync: another run is dispatched while that commit waits"
+else
+    e2e_fail "sync: the dispatcher is held up by a commit waiting for a standby"
+fi
+e2e_q -c "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'e2e57_waiter'" >/dev/null
+wait "$waiter" 2>/dev/null
+if pf_wait_for "SELECT value > $sent0 FROM parflow_metrics() WHERE metric = 'parflow_handover_notifications_total'" 10; then
+    e2e_pass "sync: once the commit stood, the hand-over's notification went out"
+else
+    e2e_fail "sync: no hand-over notification after the commit" "$(cat "$E2E_DIR/waiter.log")"
+fi
+e2e_check_eq "sync: b was handed over by that completion" "
+    SELECT count(*) FROM parflow.event e JOIN parflow.tasks t ON t.task = e.task_id
+     WHERE e.run_id = $run5 AND t.stage = 'b' AND e.kind = 'dispatched' AND (e.detail->>'handover')::bigint = $task" 1
+sync_reset
+e2e_q -c "SELECT parflow_cancel($run5)" -c "SELECT parflow_cancel($run6)" >/dev/null
 e2e_finish
