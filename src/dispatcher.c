@@ -90,9 +90,10 @@ typedef enum XactFate
 
 /*
  * Its commit is usually done within microseconds of handing the notes over,
- * so spin a little (spin) before calling it still running; a commit that
- * waits long (a synchronous standby, a slow disk) is looked at again at the
- * next wake-up instead of holding every other notification up.
+ * so look a few times more (spin) before calling it still running.  A
+ * transaction found still running sets the latch again when it has
+ * committed or aborted, and its notes are looked at then; a commit that
+ * waits long (for a synchronous standby, a slow disk) holds nothing else up.
  */
 static XactFate
 xact_fate(TransactionId xid, bool spin)
@@ -103,7 +104,7 @@ xact_fate(TransactionId xid, bool spin)
 	{
 		int			i;
 
-		if (!spin || ++spins > 200)
+		if (!spin || ++spins > 10)
 			return XACT_STILL_RUNNING;
 		for (i = 0; i < 50; i++)
 			pg_spin_delay();
@@ -357,7 +358,7 @@ parflow_dispatcher_main(Datum main_arg)
 		wait_ms = (n < 0 ? Max(pf_naptime_ms, 1000) : pf_naptime_ms) -
 			TimestampDifferenceMilliseconds(last_pass, GetCurrentTimestamp());
 		if (held > 0)
-			wait_ms = Min(wait_ms, 1);	/* look at those commits again soon */
+			wait_ms = Min(wait_ms, 10); /* a backstop: their commits wake us */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(wait_ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -5,14 +5,13 @@
  * changed task states (parflow._wake()) sets that latch when it commits, so
  * that the dispatcher reacts within a millisecond instead of at its next
  * safety-net poll.  It also owns the ring of dispatch notifications that
- * committed transactions hand to the dispatcher: a completion that passes
+ * committing transactions hand to the dispatcher: a completion that passes
  * its slot straight to the next task (parflow._handover) marks that task
  * dispatched itself, and the NOTIFY is queued here (dropped with the
  * subtransaction that aborts) and handed to the dispatcher just before the
  * commit, for it to send once the transaction has committed: only the
- * dispatcher sends dispatch NOTIFYs.  Without
- * shared_preload_libraries there is no shared state and no dispatcher, and
- * waking and queueing are no-ops.
+ * dispatcher sends dispatch NOTIFYs.  Without shared_preload_libraries there
+ * is no shared state and no dispatcher, and waking and queueing are no-ops.
  */
 #include "postgres.h"
 
@@ -46,6 +45,7 @@ static bool wake_pending = false;
 static PfNote local_notes[PF_NOTE_LOCAL];
 static int	local_levels[PF_NOTE_LOCAL];
 static int	n_local = 0;
+static bool notes_in_flight = false;	/* handed over before the commit */
 
 static void
 pf_shmem_request(void)
@@ -139,6 +139,7 @@ pf_xact_callback(XactEvent event, void *arg)
 	if (pf_shared == NULL)
 	{
 		wake_pending = false;
+		notes_in_flight = false;
 		n_local = 0;
 		return;
 	}
@@ -155,11 +156,16 @@ pf_xact_callback(XactEvent event, void *arg)
 			if (n_local > 0 && TransactionIdIsValid(GetTopTransactionIdIfAny()))
 			{
 				push_local_notes(GetTopTransactionIdIfAny());
+				notes_in_flight = true;
 				set_dispatcher_latch();
 			}
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			/* the dispatcher may have found us still committing: now we are not */
+			if (notes_in_flight)
+				set_dispatcher_latch();
+			notes_in_flight = false;
 			if (n_local > 0)
 			{
 				push_local_notes(InvalidTransactionId);
@@ -191,6 +197,9 @@ pf_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			if (notes_in_flight)
+				set_dispatcher_latch();
+			notes_in_flight = false;
 			wake_pending = false;
 			n_local = 0;
 			break;
