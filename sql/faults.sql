@@ -1,7 +1,7 @@
 -- The seed's rules under fault, driven by hand (the dispatcher serves another
 -- database; the test calls its pass, parflow._dispatch(), itself):
 -- verification route-back, partial failure, fail_fast, P0 preemption and
--- interrupts, and a dispatch pass that fails as a whole.
+-- interrupts, a dispatch pass that fails as a whole, and stage timeouts.
 CREATE EXTENSION parflow;
 SET client_min_messages = warning;
 \set SHOW_CONTEXT never
@@ -275,4 +275,34 @@ SELECT state, count(*) FROM parflow.tasks WHERE run = :run GROUP BY state ORDER 
 DROP TRIGGER broken ON parflow.event;
 SELECT parflow._dispatch() AS dispatched_once_repaired;
 SELECT parflow_cancel(:run);
+
+------------------------------------------------------------------------------
+-- A stage's timeout bounds each attempt from its claim: the pass ends an
+-- attempt that ran longer (retry with backoff, then failed for good), the
+-- late agent's token is refused, and a stage without timeout runs on.
+-- (Attempts are made old by moving started_at back.)
+SELECT parflow_define('slow', '{"groups": [{"name": "g", "stages": [
+    {"name": "bounded", "agent": "tw", "estimate": "1 min", "timeout": "10 min", "max_attempts": 2, "retry_backoff": "0 s"},
+    {"name": "free", "agent": "tw2", "estimate": "1 min"}]}]}');
+SELECT parflow_start('slow', parallel => true) AS run \gset
+SELECT parflow._dispatch();
+:claim('tw', 'tw-1') \gset
+SELECT task AS free_task, token AS free_token FROM parflow_claim('tw2', 'tw2-1') \gset
+UPDATE parflow.task SET started_at = started_at - interval '9 min' WHERE run_id = :run;
+SELECT parflow._dispatch() AS nothing_within_the_timeout;
+SELECT state FROM parflow.tasks WHERE task = :tk_task;
+UPDATE parflow.task SET started_at = started_at - interval '2 min' WHERE run_id = :run;
+SELECT parflow._dispatch() AS redispatched;
+SELECT e.kind, e.detail->>'why' AS why, e.detail->>'error' AS error
+  FROM parflow.events e WHERE e.task = :tk_task AND e.kind IN ('retry', 'failed');
+\set VERBOSITY terse
+SELECT parflow_complete(:tk_task, :'tk_token', '{}');
+\set VERBOSITY default
+:claim('tw', 'tw-2') \gset
+SELECT :tk_attempt AS second_attempt;
+UPDATE parflow.task SET started_at = started_at - interval '11 min' WHERE id = :tk_task;
+SELECT parflow._dispatch();
+SELECT t.stage, t.state, t.attempt, tk.error FROM parflow.tasks t JOIN parflow.task tk ON tk.id = t.task WHERE t.run = :run ORDER BY t.task;
+SELECT parflow_complete(:free_task, :'free_token', '{}');
+SELECT state FROM parflow.runs WHERE run = :run;
 DROP EXTENSION parflow;

@@ -1,4 +1,5 @@
--- parflow 0.2.0 -> 0.3.0: the completion hands its slot over.
+-- parflow 0.2.0 -> 0.3.0: the completion hands its slot over; a stage's
+-- timeout is enforced.
 --
 -- A completion frees one slot: in the database's cap, in its run's cap and in
 -- the affinity rules that cover its agent.  When the next task the dispatcher
@@ -183,5 +184,47 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_t
 $$;
 COMMENT ON FUNCTION @extschema@.parflow_metrics() IS
     'Counters for scraping (Prometheus-style names): runs and tasks by state, events by kind (dispatches, retries, route-backs, interrupts...), mean hand-off latency over the last 1000 dispatches, dispatcher up, dispatch passes and hand-over notifications since the server started';
+
+-- A stage's timeout bounds each attempt, from its claim: the dispatcher's
+-- pass ends an attempt that ran longer (a retry with backoff while attempts
+-- are left, else the task fails) and tells its agent to stop (a "cancel"
+-- notification; its token is refused from then on).
+CREATE FUNCTION parflow._expire_timeouts() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, parflow, pg_temp SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    x record;
+    n integer := 0;
+BEGIN
+    FOR x IN SELECT tk AS t, s.timeout, s.name FROM parflow.task tk
+               JOIN parflow.run r ON r.id = tk.run_id
+               JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord
+              WHERE tk.state = 'running' AND s.timeout IS NOT NULL
+                AND tk.started_at + s.timeout < clock_timestamp()
+                FOR UPDATE OF tk SKIP LOCKED LOOP
+        PERFORM parflow._retry_or_fail(x.t, 'timeout',
+            format('attempt %s of stage %s ran longer than its timeout of %s', (x.t).attempt, x.name, parflow._dur(x.timeout)), true);
+        PERFORM pg_notify('parflow_' || (x.t).agent,
+            jsonb_build_object('kind', 'cancel', 'task', (x.t).id, 'run', (x.t).run_id, 'stage', x.name,
+                               'why', 'timeout')::text);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION parflow._expire_timeouts() IS
+    'Internal, part of the dispatcher''s pass: end the attempts that ran longer than their stage''s timeout (retry or fail) and tell their agents to stop';
+
+ALTER FUNCTION parflow._dispatch() RENAME TO _dispatch_core;
+COMMENT ON FUNCTION parflow._dispatch_core() IS
+    'Internal, the dispatcher''s pass after the timeouts: expire leases, then dispatch ready tasks by run priority and rank under every cap, one NOTIFY per task';
+CREATE FUNCTION parflow._dispatch() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, parflow, pg_temp AS $$
+BEGIN
+    PERFORM parflow._expire_timeouts();
+    RETURN parflow._dispatch_core();
+END
+$$;
+COMMENT ON FUNCTION parflow._dispatch() IS
+    'Internal, the dispatcher''s pass: end attempts past their stage''s timeout, expire leases, then dispatch ready tasks by run priority and rank under every cap, one NOTIFY per task';
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA parflow FROM PUBLIC;
