@@ -1,7 +1,8 @@
 -- The seed's rules under fault, driven by hand (the dispatcher serves another
 -- database; the test calls its pass, parflow._dispatch(), itself):
 -- verification route-back, partial failure, fail_fast, P0 preemption and
--- interrupts, a dispatch pass that fails as a whole, and stage timeouts.
+-- interrupts, a dispatch pass that fails as a whole, stage timeouts, and
+-- error texts too long to keep whole.
 CREATE EXTENSION parflow;
 SET client_min_messages = warning;
 \set SHOW_CONTEXT never
@@ -305,4 +306,25 @@ SELECT parflow._dispatch();
 SELECT t.stage, t.state, t.attempt, tk.error FROM parflow.tasks t JOIN parflow.task tk ON tk.id = t.task WHERE t.run = :run ORDER BY t.task;
 SELECT parflow_complete(:free_task, :'free_token', '{}');
 SELECT state FROM parflow.runs WHERE run = :run;
+
+------------------------------------------------------------------------------
+-- An error text of a whole log: its first and last 32,768 characters are
+-- kept, with a marker between; the failure itself is never refused (before
+-- 0.3.0 the run's blocked announcement, a NOTIFY carrying the errors, was
+-- too long and failed it).
+SELECT parflow_define('loud', '{"groups": [{"name": "g", "stages": [
+    {"name": "l", "agent": "tl", "estimate": "1 min", "max_attempts": 1}]}]}');
+SELECT parflow_start('loud', parallel => true) AS run \gset
+SELECT parflow._dispatch();
+:claim('tl', 'tl-1') \gset
+SELECT parflow_fail(:tk_task, :'tk_token', 'BEGIN' || repeat('x', 100000) || 'END');
+SELECT length(tk.error) AS kept, left(tk.error, 5) AS head, right(tk.error, 3) AS tail,
+       tk.error LIKE '%[... 34472 characters cut ...]%' AS marked,
+       (SELECT e.detail->>'error' FROM parflow.event e WHERE e.task_id = tk.id AND e.kind = 'failed') = tk.error AS same_in_event
+  FROM parflow.task tk WHERE tk.id = :tk_task;
+-- the run is blocked; its announcement would not fit in a NOTIFY payload
+-- (it went out marked truncated), its event has the whole report
+SELECT state FROM parflow.runs WHERE run = :run;
+SELECT length(e.detail->'failures'->0->>'last_error') AS reported
+  FROM parflow.event e WHERE e.run_id = :run AND e.kind = 'run_blocked';
 DROP EXTENSION parflow;

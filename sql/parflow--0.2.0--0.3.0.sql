@@ -1,5 +1,6 @@
 -- parflow 0.2.0 -> 0.3.0: the completion hands its slot over; a stage's
--- timeout is enforced.
+-- timeout is enforced; long error texts are cut instead of stored whole, and
+-- a run announcement too long for a NOTIFY payload goes out without its detail.
 --
 -- A completion frees one slot: in the database's cap, in its run's cap and in
 -- the affinity rules that cover its agent.  When the next task the dispatcher
@@ -226,5 +227,65 @@ END
 $$;
 COMMENT ON FUNCTION parflow._dispatch() IS
     'Internal, the dispatcher''s pass: end attempts past their stage''s timeout, expire leases, then dispatch ready tasks by run priority and rank under every cap, one NOTIFY per task';
+
+-- An agent's error text is kept whole up to 65,536 characters; a longer one
+-- (a whole log) keeps its first and last 32,768 with a marker between, so
+-- that a failure is never refused for its size.
+CREATE FUNCTION parflow._error_text(e text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN e IS NULL THEN 'no error text'
+                WHEN length(e) <= 65536 THEN e
+                ELSE left(e, 32768) || format(E'\n[... %s characters cut ...]\n', length(e) - 65536) || right(e, 32768)
+           END
+$$;
+COMMENT ON FUNCTION parflow._error_text(text) IS
+    'Internal: an agent''s error text as stored: at most 65,536 characters kept (the first and last halves)';
+
+CREATE OR REPLACE FUNCTION @extschema@.parflow_fail(task bigint, token uuid, error text, retryable boolean DEFAULT true,
+                                          output jsonb DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
+    SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    t parflow.task;
+    st parflow.stage;
+    err text := parflow._error_text(error);
+BEGIN
+    t := parflow._held(task, token);
+    IF output IS NOT NULL THEN
+        PERFORM parflow._check_output(t.id, output);
+    END IF;
+    SELECT s.* INTO st FROM parflow.stage s JOIN parflow.run r ON r.version_id = s.version_id
+     WHERE r.id = t.run_id AND s.ord = t.stage_ord;
+    IF st.verifies_ord IS NOT NULL THEN
+        -- A verification that fails sends its stage back (rule 3).
+        PERFORM parflow._route_back(t, st, err, output);
+    ELSE
+        PERFORM parflow._retry_or_fail(t, 'failed', err, coalesce(retryable, true));
+        IF output IS NOT NULL THEN
+            UPDATE parflow.task tk SET output = parflow_fail.output WHERE tk.id = t.id;
+        END IF;
+    END IF;
+END
+$$;
+
+-- NOTIFY payloads are limited to 8000 bytes: a run transition whose detail
+-- is longer (a blocked run's failure report with long errors) is announced
+-- without it, marked "truncated"; its run_<kind> event keeps it whole.  (It
+-- raised "payload string too long", and the failure that blocked the run
+-- could not be reported.)
+CREATE OR REPLACE FUNCTION parflow._announce(p_run bigint, p_kind text, p_detail jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    payload text := (jsonb_build_object('kind', p_kind, 'run', p_run) || p_detail)::text;
+BEGIN
+    PERFORM parflow._event(p_run, NULL, 'run_' || p_kind, p_detail);
+    IF octet_length(payload) >= 8000 THEN
+        payload := jsonb_build_object('kind', p_kind, 'run', p_run, 'truncated', true)::text;
+    END IF;
+    PERFORM pg_notify('parflow_orchestrator', payload);
+END
+$$;
+COMMENT ON FUNCTION parflow._announce(bigint, text, jsonb) IS
+    'Internal: log a run transition and NOTIFY parflow_orchestrator (without the detail, marked truncated, when it would not fit in a payload)';
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA parflow FROM PUBLIC;
