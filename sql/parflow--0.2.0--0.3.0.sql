@@ -218,12 +218,12 @@ COMMENT ON FUNCTION parflow._expire_timeouts() IS
 ALTER FUNCTION parflow._dispatch() RENAME TO _dispatch_core;
 COMMENT ON FUNCTION parflow._dispatch_core() IS
     'Internal, the dispatcher''s pass after the timeouts: expire leases, then dispatch ready tasks by run priority and rank under every cap, one NOTIFY per task';
+-- (no SET clauses: both functions it calls set their own, and it runs on
+-- every pass)
 CREATE FUNCTION parflow._dispatch() RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, parflow, pg_temp AS $$
-BEGIN
-    PERFORM parflow._expire_timeouts();
-    RETURN parflow._dispatch_core();
-END
+LANGUAGE sql AS $$
+    SELECT parflow._expire_timeouts();
+    SELECT parflow._dispatch_core();
 $$;
 COMMENT ON FUNCTION parflow._dispatch() IS
     'Internal, the dispatcher''s pass: end attempts past their stage''s timeout, expire leases, then dispatch ready tasks by run priority and rank under every cap, one NOTIFY per task';

@@ -3,22 +3,23 @@
  * worker's life: registration at preload time, start-up (one copy only, its
  * latch published in shared memory), and the loop that sleeps on its latch
  * and, woken, sends the notifications handed to it and runs a dispatch pass
- * when one is wanted, each in one short transaction. The pass itself (expire
- * leases, pick ready tasks under every cap, mark them dispatched, NOTIFY
- * their agents) is parflow._dispatch(), set-based SQL; NOTIFYs are delivered
- * when the pass commits.  A pass that fails is rolled back whole and logged
- * with its cause, and the next pass retries: no task is marked dispatched
- * without its notification.  Before each pass the worker sends, in a
- * transaction of their own, the notifications that committing completions
- * handed over to it (a completion that passed its slot straight to the next
- * task, see shmem.c), each once its completion has committed: that is the
- * shortest way from a completion to its successor's agent.  When notes were
- * lost (a full ring, a prepared transaction, a failed send, a restart) it
- * resends the notification of every dispatched task.  A pass runs when a
- * commit asked for one (parflow._wake()) and at least every parflow.naptime.
- * Its commits never wait for a synchronous standby.  The worker tolerates a
- * database where the extension does not exist yet, and the postmaster
- * restarts it after a crash.
+ * when one is wanted, each in one short transaction. The pass itself (end
+ * attempts past their timeout, expire leases, pick ready tasks under every
+ * cap, mark them dispatched, NOTIFY their agents) is parflow._dispatch(),
+ * set-based SQL; NOTIFYs are delivered when the pass commits.  A pass that
+ * fails is rolled back whole and logged with its cause, and the next pass
+ * retries: no task is marked dispatched without its notification.  Before
+ * each pass the worker sends, in a transaction of their own, the
+ * notifications that committing completions handed over to it (a completion
+ * that passed its slot straight to the next task, see shmem.c), each once
+ * its completion has committed: that is the shortest way from a completion
+ * to its successor's agent.  When notes were lost (a full ring, a prepared
+ * transaction, a failed send, a restart) it resends the notification of
+ * every dispatched task.  A pass runs when a commit asked for one
+ * (parflow._wake()) and at least every parflow.naptime. Its commits never
+ * wait for a synchronous standby.  The worker tolerates a database where the
+ * extension does not exist yet, and the postmaster restarts it after a
+ * crash.
  */
 #include "postgres.h"
 
@@ -228,18 +229,12 @@ dispatch_pass(void)
 	return n;
 }
 
-static int
-send_notes_step(void)
-{
-	return send_notes();
-}
-
 /*
- * Run one step of the loop; when it fails, roll its transaction back, say
- * why, and return 0 (the next wake-up tries again).
+ * Run one step of the loop; when it fails, roll its transaction back, log
+ * what it means (what_then), and return 0 (the next wake-up tries again).
  */
 static int
-guarded(int (*step) (void), MemoryContext ctx)
+guarded(int (*step) (void), MemoryContext ctx, const char *failed, const char *what_then)
 {
 	int			n = 0;
 
@@ -254,14 +249,7 @@ guarded(int (*step) (void), MemoryContext ctx)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		pgstat_report_activity(STATE_IDLE, NULL);
-		if (step == dispatch_pass)
-			ereport(LOG,
-					(errmsg("parflow dispatch pass rolled back: nothing was dispatched"),
-					 errdetail("The pass is retried in %d ms.", pf_naptime_ms)));
-		else
-			ereport(LOG,
-					(errmsg("parflow dispatcher could not send queued notifications"),
-					 errdetail("Every dispatched task's notification is sent again at the next wake-up.")));
+		ereport(LOG, (errmsg("%s", failed), errdetail("%s", what_then)));
 		n = 0;
 	}
 	PG_END_TRY();
@@ -275,6 +263,7 @@ parflow_dispatcher_main(Datum main_arg)
 	TimestampTz last_pass;
 	bool		pass_due = true;	/* one pass at start */
 	int			n = 0;			/* the last pass's result */
+	int			nap_ms = pf_naptime_ms; /* the longest time between passes */
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -336,7 +325,9 @@ parflow_dispatcher_main(Datum main_arg)
 		}
 
 		old = MemoryContextSwitchTo(pass_ctx);
-		held = guarded(send_notes_step, pass_ctx);
+		held = guarded(send_notes, pass_ctx,
+					   "parflow dispatcher could not send queued notifications",
+					   "Every dispatched task's notification is sent again at the next wake-up.");
 
 		/*
 		 * A pass when a commit asked for one (parflow._wake()), and at least
@@ -345,18 +336,20 @@ parflow_dispatcher_main(Datum main_arg)
 		 */
 		wanted = pg_atomic_exchange_u32(&pf_shared->pass_wanted, 0) != 0;
 		now = GetCurrentTimestamp();
-		if (wanted || pass_due ||
-			TimestampDifferenceExceeds(last_pass, now, n < 0 ? Max(pf_naptime_ms, 1000) : pf_naptime_ms))
+		if (wanted || pass_due || TimestampDifferenceExceeds(last_pass, now, nap_ms))
 		{
-			n = guarded(dispatch_pass, pass_ctx);
+			n = guarded(dispatch_pass, pass_ctx,
+						"parflow dispatch pass rolled back: nothing was dispatched",
+						"The pass is retried within parflow.naptime.");
+			/* without the extension, look again less often */
+			nap_ms = n < 0 ? Max(pf_naptime_ms, 1000) : pf_naptime_ms;
 			last_pass = GetCurrentTimestamp();
 			pass_due = false;
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(pass_ctx);
 
-		wait_ms = (n < 0 ? Max(pf_naptime_ms, 1000) : pf_naptime_ms) -
-			TimestampDifferenceMilliseconds(last_pass, GetCurrentTimestamp());
+		wait_ms = nap_ms - TimestampDifferenceMilliseconds(last_pass, GetCurrentTimestamp());
 		if (held > 0)
 			wait_ms = Min(wait_ms, 10); /* a backstop: their commits wake us */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -110,15 +110,22 @@ e2e_pass "cap: b dispatched once the high run was cancelled"
 e2e_q -c "SELECT parflow_cancel($low)" >/dev/null
 
 # --- 4. no notification from a completion that does not commit ---------------
-e2e_define e2e_handover_tx '{"groups": [
-    {"name": "g1", "stages": [{"name": "a", "agent": "e2e57_t1", "estimate": "1 min"}]},
-    {"name": "g2", "stages": [{"name": "b", "agent": "e2e57_t2", "estimate": "1 min"}]}]}' >/dev/null ||
-    e2e_die "define tx"
-run4="$(e2e_start "SELECT parflow_start('e2e_handover_tx', parallel => true)")" || e2e_die "start tx"
-pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $run4 AND state = 'dispatched')" 10 ||
-    e2e_die "tx: a not dispatched"
-read -r task token <<<"$(e2e_q -F ' ' -c "SELECT task, token FROM parflow_claim('e2e57_t1', 'e2e57-t')")"
-[ -n "$task" ] || e2e_die "tx: claim a"
+# A run of WORKFLOW (stage a of kind KIND_A, then b of KIND_B) with a
+# claimed: sets pair_run, task, token.
+pair_claimed() {
+    local wf="$1" ka="$2" kb="$3"
+    e2e_define "$wf" "{\"groups\": [
+        {\"name\": \"g1\", \"stages\": [{\"name\": \"a\", \"agent\": \"$ka\", \"estimate\": \"1 min\"}]},
+        {\"name\": \"g2\", \"stages\": [{\"name\": \"b\", \"agent\": \"$kb\", \"estimate\": \"1 min\"}]}]}" \
+        >/dev/null || e2e_die "define $wf"
+    pair_run="$(e2e_start "SELECT parflow_start('$wf', parallel => true)")" || e2e_die "start $wf"
+    pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $pair_run AND state = 'dispatched')" 10 ||
+        e2e_die "$wf: a not dispatched"
+    read -r task token <<<"$(e2e_q -F ' ' -c "SELECT task, token FROM parflow_claim('$ka', 'e2e57-pair')")"
+    [ -n "$task" ] || e2e_die "$wf: claim a"
+}
+pair_claimed e2e_handover_tx e2e57_t1 e2e57_t2
+run4=$pair_run
 # one session listening on b's channel; psql prints notifications after each command
 out="$("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 2>&1 <<SQL
 LISTEN parflow_e2e57_t2;
@@ -152,18 +159,11 @@ e2e_check_eq "tx: b was handed over by the committed completion" "
 e2e_q -c "SELECT parflow_cancel($run4)" >/dev/null
 
 # --- 5. a commit that waits for a synchronous standby -------------------------
-e2e_define e2e_handover_sync '{"groups": [
-    {"name": "g1", "stages": [{"name": "a", "agent": "e2e57_s1", "estimate": "1 min"}]},
-    {"name": "g2", "stages": [{"name": "b", "agent": "e2e57_s2", "estimate": "1 min"}]}]}' >/dev/null ||
-    e2e_die "define sync"
 e2e_define e2e_handover_other '{"groups": [
     {"name": "g", "stages": [{"name": "o", "agent": "e2e57_o", "estimate": "1 min"}]}]}' >/dev/null ||
     e2e_die "define other"
-run5="$(e2e_start "SELECT parflow_start('e2e_handover_sync', parallel => true)")" || e2e_die "start sync"
-pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $run5 AND state = 'dispatched')" 10 ||
-    e2e_die "sync: a not dispatched"
-read -r task token <<<"$(e2e_q -F ' ' -c "SELECT task, token FROM parflow_claim('e2e57_s1', 'e2e57-s')")"
-[ -n "$task" ] || e2e_die "sync: claim a"
+pair_claimed e2e_handover_sync e2e57_s1 e2e57_s2
+run5=$pair_run
 sent0="$(e2e_q -c "SELECT value FROM parflow_metrics() WHERE metric = 'parflow_handover_notifications_total'")"
 sync_reset() {
     PGOPTIONS="-c synchronous_commit=local" e2e_q -c "ALTER SYSTEM RESET synchronous_standby_names" \
