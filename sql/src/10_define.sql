@@ -1,0 +1,475 @@
+-- parflow definitions: spec validation and parflow_define.  The spec is
+-- checked set-based in PL/pgSQL (keys, JSON types, names, intervals) so that
+-- 100k stages validate fast; cycles are found and named in C
+-- (parflow._check_version).
+
+CREATE OR REPLACE FUNCTION parflow._nearest(word text, candidates text[]) RETURNS text
+    AS 'MODULE_PATHNAME', 'parflow_nearest'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION parflow._nearest(text, text[]) IS 'Internal: the candidate closest to word by edit distance, or NULL when none is close';
+
+CREATE OR REPLACE FUNCTION parflow._check_version(version_id bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'parflow_check_version'
+    LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION parflow._check_version(bigint) IS 'Internal: load a version''s graph and reject cycles, naming them';
+
+-- Raise 22023 for a spec problem.
+CREATE OR REPLACE FUNCTION parflow._spec_error(msg text, detail text DEFAULT NULL, hint text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF detail IS NULL AND hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = msg;
+    ELSIF hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = msg, DETAIL = detail;
+    ELSIF detail IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = msg, HINT = hint;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = msg, DETAIL = detail, HINT = hint;
+END
+$$;
+COMMENT ON FUNCTION parflow._spec_error(text, text, text) IS 'Internal: raise an invalid_parameter_value error about a workflow spec';
+
+-- A readable name for the JSON type of a value.
+CREATE OR REPLACE FUNCTION parflow._json_kind(v jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE jsonb_typeof(v)
+        WHEN 'object' THEN 'an object' WHEN 'array' THEN 'an array'
+        WHEN 'string' THEN 'a string' WHEN 'number' THEN 'a number'
+        WHEN 'boolean' THEN 'a boolean' ELSE 'null' END
+$$;
+COMMENT ON FUNCTION parflow._json_kind(jsonb) IS 'Internal: "a string", "an array"... for error details';
+
+-- Check a list of JSON objects against a shape: {key: type} with types
+-- string, boolean, integer, strings (array of strings), array, interval.
+-- labels[i] names objs[i] in messages.  Raises the first problem found.
+CREATE OR REPLACE FUNCTION parflow._check_shape(labels text[], objs jsonb[], shape jsonb, required text[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    want text;
+BEGIN
+    SELECT i INTO r FROM unnest(objs) WITH ORDINALITY u(o, i)
+     WHERE jsonb_typeof(o) IS DISTINCT FROM 'object' ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s must be a JSON object', labels[r.i]),
+            format('Found %s.', parflow._json_kind(objs[r.i])));
+    END IF;
+
+    SELECT i, k INTO r FROM unnest(objs) WITH ORDINALITY u(o, i), jsonb_object_keys(o) k
+     WHERE NOT shape ? k ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        want := parflow._nearest(r.k, ARRAY(SELECT jsonb_object_keys(shape)));
+        PERFORM parflow._spec_error(format('unknown key "%s" in %s', r.k, labels[r.i]),
+            format('Valid keys are: %s.', (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(shape) k)),
+            CASE WHEN want IS NOT NULL THEN format('Did you mean "%s"?', want) END);
+    END IF;
+
+    SELECT i, k INTO r FROM unnest(objs) WITH ORDINALITY u(o, i), unnest(required) k
+     WHERE NOT o ? k ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s lacks required key "%s"', labels[r.i], r.k));
+    END IF;
+
+    SELECT i, e.key, e.value, shape->>e.key AS want INTO r
+      FROM unnest(objs) WITH ORDINALITY u(o, i), jsonb_each(o) e
+     WHERE NOT CASE shape->>e.key
+            WHEN 'string' THEN jsonb_typeof(e.value) = 'string'
+            WHEN 'interval' THEN jsonb_typeof(e.value) = 'string'
+            WHEN 'boolean' THEN jsonb_typeof(e.value) = 'boolean'
+            WHEN 'array' THEN jsonb_typeof(e.value) = 'array'
+            WHEN 'integer' THEN jsonb_typeof(e.value) = 'number'
+                AND e.value::numeric = trunc(e.value::numeric)
+                AND abs(e.value::numeric) <= 2147483647
+            WHEN 'strings' THEN jsonb_typeof(e.value) = 'array'
+                AND NOT EXISTS (SELECT FROM jsonb_array_elements(e.value) x
+                                 WHERE jsonb_typeof(x) <> 'string')
+            ELSE true END
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(
+            format('key "%s" of %s must be %s', r.key, labels[r.i],
+                CASE r.want WHEN 'string' THEN 'a string'
+                            WHEN 'interval' THEN 'an interval string, such as "45 min"'
+                            WHEN 'boolean' THEN 'a boolean'
+                            WHEN 'array' THEN 'an array'
+                            WHEN 'integer' THEN 'an integer'
+                            WHEN 'strings' THEN 'an array of strings' END),
+            format('Found %s.', CASE WHEN r.want = 'strings' AND jsonb_typeof(r.value) = 'array'
+                                     THEN 'an array with an element that is not a string'
+                                     ELSE parflow._json_kind(r.value) END));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION parflow._check_shape(text[], jsonb[], jsonb, text[]) IS 'Internal: check keys and JSON types of spec objects';
+
+-- Check a name: not empty, not too long, no control characters.
+CREATE OR REPLACE FUNCTION parflow._check_names(kind text, labels text[], names text[], maxlen integer)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT i, n INTO r FROM unnest(names) WITH ORDINALITY u(n, i)
+     WHERE n IS NULL OR btrim(n) = '' OR octet_length(n) > maxlen OR n ~ '[[:cntrl:]]'
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(
+            CASE WHEN r.n IS NULL OR btrim(r.n) = '' THEN format('%s has an empty name', labels[r.i])
+                 WHEN octet_length(r.n) > maxlen THEN format('%s name "%s" is too long', kind, left(r.n, 20) || '...')
+                 ELSE format('%s has a name with a control character', labels[r.i]) END,
+            CASE WHEN octet_length(r.n) > maxlen THEN format('The limit is %s bytes.', maxlen) END);
+    END IF;
+    SELECT n INTO r FROM unnest(names) n GROUP BY n HAVING count(*) > 1 ORDER BY min(n) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '% name "%" is used more than once', kind, r.n
+            USING ERRCODE = 'unique_violation',
+                  HINT = format('Each %s of a workflow needs its own name.', kind);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION parflow._check_names(text, text[], text[], integer) IS 'Internal: reject empty, overlong, control-character and duplicate names';
+
+-- Cast a spec interval, or raise naming where it came from.
+CREATE OR REPLACE FUNCTION parflow._interval(v text, what text, allow_zero boolean DEFAULT false,
+                                  maxv interval DEFAULT '365 days')
+RETURNS interval LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    i interval;
+BEGIN
+    BEGIN
+        i := v::interval;
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+        PERFORM parflow._spec_error(format('%s is not a valid interval', what),
+            format('Found "%s".', v), 'Write a duration such as "45 min" or "1 hour 30 min".');
+    END;
+    IF i < interval '0' OR (i = interval '0' AND NOT allow_zero) THEN
+        PERFORM parflow._spec_error(format('%s must be positive', what),
+            format('Found "%s".', v), 'Write a duration such as "45 min".');
+    END IF;
+    IF i > maxv THEN
+        PERFORM parflow._spec_error(format('%s is too long', what),
+            format('Found "%s"; the limit is %s.', v, maxv));
+    END IF;
+    RETURN i;
+END
+$$;
+COMMENT ON FUNCTION parflow._interval(text, text, boolean, interval) IS 'Internal: parse a positive interval, at most maxv, from a spec';
+
+-- enable_nestloop is off because the rows just written have no statistics
+-- yet: the planner would pick nested loops that are quadratic in stages.
+CREATE OR REPLACE FUNCTION @extschema@.parflow_define(name text, spec jsonb) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp
+    SET enable_nestloop = off SET jit = off AS $$
+DECLARE
+    wf_name   ALIAS FOR $1;
+    groups    jsonb[];
+    glabels   text[];
+    gnames    text[];
+    stages    jsonb[];
+    slabels   text[];
+    snames    text[];
+    rules     jsonb[];
+    rlabels   text[];
+    wf_id     bigint;
+    ver       integer;
+    ver_id    bigint;
+    r         record;
+    near      text;
+    mp        integer;
+BEGIN
+    IF wf_name IS NULL THEN
+        RAISE EXCEPTION 'workflow name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF spec IS NULL THEN
+        RAISE EXCEPTION 'workflow spec must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM parflow._check_names('workflow', ARRAY['the workflow'], ARRAY[wf_name], 200);
+
+    -- Top level.
+    PERFORM parflow._check_shape(ARRAY['the workflow spec'], ARRAY[spec],
+        '{"groups": "array", "max_parallel": "integer", "affinity": "array", "description": "string"}',
+        ARRAY['groups']);
+    IF jsonb_array_length(spec->'groups') = 0 THEN
+        PERFORM parflow._spec_error('workflow spec has no groups', NULL,
+            'Give "groups" at least one group with at least one stage.');
+    END IF;
+    mp := (spec->>'max_parallel')::numeric::integer;
+    IF mp < 1 THEN
+        PERFORM parflow._spec_error('max_parallel must be at least 1', format('Found %s.', mp));
+    END IF;
+
+    -- Groups.
+    SELECT array_agg(g ORDER BY i),
+           array_agg(CASE WHEN jsonb_typeof(g->'name') = 'string' AND btrim(g->>'name') <> ''
+                          THEN format('group "%s"', g->>'name') ELSE format('group #%s', i) END ORDER BY i),
+           array_agg(g->>'name' ORDER BY i)
+      INTO groups, glabels, gnames
+      FROM jsonb_array_elements(spec->'groups') WITH ORDINALITY e(g, i);
+    PERFORM parflow._check_shape(glabels, groups,
+        '{"name": "string", "stages": "array", "parallel": "boolean", "depends_on": "strings",
+          "on_failure": "string", "description": "string"}',
+        ARRAY['name', 'stages']);
+    PERFORM parflow._check_names('group', glabels, gnames, 200);
+    SELECT i INTO r FROM unnest(groups) WITH ORDINALITY u(g, i)
+     WHERE jsonb_array_length(g->'stages') = 0 ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s has no stages', glabels[r.i]), NULL,
+            'Give every group at least one stage, or remove the group.');
+    END IF;
+    SELECT i, g->>'on_failure' AS v INTO r FROM unnest(groups) WITH ORDINALITY u(g, i)
+     WHERE g ? 'on_failure' AND g->>'on_failure' NOT IN ('continue', 'fail_fast') ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('on_failure of %s must be "continue" or "fail_fast"', glabels[r.i]),
+            format('Found "%s".', r.v));
+    END IF;
+    SELECT u.i, d.d INTO r FROM unnest(groups) WITH ORDINALITY u(g, i),
+           jsonb_array_elements_text(coalesce(g->'depends_on', '[]')) d(d)
+     WHERE d.d = g->>'name' OR NOT d.d = ANY (gnames) ORDER BY u.i LIMIT 1;
+    IF FOUND THEN
+        IF r.d = gnames[r.i] THEN
+            PERFORM parflow._spec_error(format('%s depends on itself', glabels[r.i]), NULL,
+                'Remove the group''s own name from its depends_on.');
+        END IF;
+        near := parflow._nearest(r.d, gnames);
+        PERFORM parflow._spec_error(format('%s depends on unknown group "%s"', glabels[r.i], r.d), NULL,
+            CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
+    END IF;
+
+    -- Stages, flattened in spec order.
+    SELECT array_agg(s ORDER BY gi, si),
+           array_agg(CASE WHEN jsonb_typeof(s->'name') = 'string' AND btrim(s->>'name') <> ''
+                          THEN format('stage "%s"', s->>'name')
+                          ELSE format('stage #%s of group "%s"', si, g->>'name') END ORDER BY gi, si),
+           array_agg(s->>'name' ORDER BY gi, si)
+      INTO stages, slabels, snames
+      FROM unnest(groups) WITH ORDINALITY u(g, gi), jsonb_array_elements(g->'stages') WITH ORDINALITY e(s, si);
+    PERFORM parflow._check_shape(slabels, stages,
+        '{"name": "string", "agent": "string", "estimate": "interval", "depends_on": "strings",
+          "when": "string", "verifies": "string", "produces": "strings", "consumes": "strings",
+          "max_attempts": "integer", "retry_backoff": "interval", "timeout": "interval",
+          "max_route_backs": "integer", "description": "string"}',
+        ARRAY['name', 'agent', 'estimate']);
+    PERFORM parflow._check_names('stage', slabels, snames, 200);
+    SELECT i, s->>'agent' AS a INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE btrim(s->>'agent') = '' OR octet_length(s->>'agent') > 55 OR s->>'agent' ~ '[[:cntrl:]]'
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('agent of %s must be a non-empty name of at most 55 bytes without control characters', slabels[r.i]),
+            format('Found "%s".', r.a), 'Agents listen on channel "parflow_<agent>", and a channel name is at most 63 bytes.');
+    END IF;
+    SELECT i, s->>'when' AS w INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE btrim(s->>'when') = '' ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('when of %s must not be empty', slabels[r.i]), NULL,
+            'Name the run flag that enables the stage, or remove "when".');
+    END IF;
+    SELECT i, k, (s->>k)::numeric AS v INTO r
+      FROM unnest(stages) WITH ORDINALITY u(s, i), unnest(ARRAY['max_attempts', 'max_route_backs']) k
+     WHERE (k = 'max_attempts' AND (s->>k)::numeric < 1) OR (k = 'max_route_backs' AND (s->>k)::numeric < 0)
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s of %s must be at least %s', r.k, slabels[r.i],
+            CASE r.k WHEN 'max_attempts' THEN 1 ELSE 0 END), format('Found %s.', r.v));
+    END IF;
+    -- Intervals (the casts raise clear errors themselves).
+    PERFORM parflow._interval(s->>'estimate', format('estimate of %s', l))
+       FROM unnest(stages, slabels) u(s, l);
+    PERFORM parflow._interval(s->>'retry_backoff', format('retry_backoff of %s', l), true, '1 day')
+       FROM unnest(stages, slabels) u(s, l) WHERE s ? 'retry_backoff';
+    PERFORM parflow._interval(s->>'timeout', format('timeout of %s', l))
+       FROM unnest(stages, slabels) u(s, l) WHERE s ? 'timeout';
+    -- Every object has the right shape: write the new version, then check
+    -- the references between its parts with joins against what was written
+    -- (an error rolls all of it back).  Lock the workflow row so that
+    -- concurrent definitions get consecutive version numbers.
+    INSERT INTO parflow.workflow AS w (name) VALUES (wf_name)
+        ON CONFLICT ON CONSTRAINT workflow_name_key DO NOTHING;
+    SELECT w.id INTO wf_id FROM parflow.workflow w WHERE w.name = wf_name FOR UPDATE;
+    SELECT coalesce(max(v.version), 0) + 1 INTO ver FROM parflow.workflow_version v WHERE v.workflow_id = wf_id;
+    INSERT INTO parflow.workflow_version (workflow_id, version, spec, max_parallel)
+        VALUES (wf_id, ver, spec, mp) RETURNING id INTO ver_id;
+
+    INSERT INTO parflow.stage_group (version_id, ord, name, parallel, on_failure)
+    SELECT ver_id, i - 1, g->>'name', coalesce((g->>'parallel')::boolean, true),
+           coalesce(g->>'on_failure', 'continue')
+      FROM unnest(groups) WITH ORDINALITY u(g, i);
+
+    -- A group without depends_on depends on the group before it.
+    INSERT INTO parflow.group_dep (version_id, group_ord, dep_ord)
+    SELECT ver_id, i - 1, i - 2 FROM unnest(groups) WITH ORDINALITY u(g, i)
+     WHERE NOT g ? 'depends_on' AND i > 1
+    UNION
+    SELECT ver_id, i - 1, array_position(gnames, d) - 1
+      FROM unnest(groups) WITH ORDINALITY u(g, i), jsonb_array_elements_text(g->'depends_on') d
+     WHERE g ? 'depends_on';
+
+    INSERT INTO parflow.stage (version_id, ord, group_ord, pos, name, agent, estimate, when_flag,
+                               depends_on, verifies,
+                               produces, consumes, max_attempts, retry_backoff, timeout,
+                               max_route_backs, description)
+    SELECT ver_id, (row_number() OVER (ORDER BY gi, si)) - 1, gi - 1, si - 1,
+           s->>'name', s->>'agent', (s->>'estimate')::interval, s->>'when',
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'depends_on', '[]'))), s->>'verifies',
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'produces', '[]'))),
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'consumes', '[]'))),
+           coalesce((s->>'max_attempts')::numeric::integer, 3),
+           coalesce((s->>'retry_backoff')::interval, interval '5 s'),
+           (s->>'timeout')::interval,
+           coalesce((s->>'max_route_backs')::numeric::integer, 3),
+           s->>'description'
+      FROM unnest(groups) WITH ORDINALITY u(g, gi), jsonb_array_elements(g->'stages') WITH ORDINALITY e(s, si);
+
+    -- Explicit stage dependencies must name other, existing stages.
+    SELECT st.ord, st.name, st.d AS dep, dep.ord AS dep_ord INTO r
+      FROM (SELECT s.ord, s.name, unnest(s.depends_on) d FROM parflow.stage s
+             WHERE s.version_id = ver_id) st
+      LEFT JOIN parflow.stage dep ON dep.version_id = ver_id AND dep.name = st.d
+     WHERE dep.ord IS NULL OR dep.ord = st.ord
+     ORDER BY st.ord LIMIT 1;
+    IF FOUND THEN
+        IF r.dep_ord IS NOT NULL THEN
+            PERFORM parflow._spec_error(format('stage "%s" depends on itself', r.name), NULL,
+                'Remove the stage''s own name from its depends_on.');
+        END IF;
+        near := parflow._nearest(r.dep, snames);
+        PERFORM parflow._spec_error(format('stage "%s" depends on unknown stage "%s"', r.name, r.dep), NULL,
+            CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
+    END IF;
+
+    -- verifies: another, existing stage.
+    UPDATE parflow.stage st SET verifies_ord = v.ord
+      FROM parflow.stage v
+     WHERE st.version_id = ver_id AND st.verifies IS NOT NULL
+       AND v.version_id = ver_id AND v.name = st.verifies;
+    SELECT st.name, st.verifies AS v INTO r
+      FROM parflow.stage st
+     WHERE st.version_id = ver_id AND st.verifies IS NOT NULL
+       AND (st.verifies_ord IS NULL OR st.verifies_ord = st.ord)
+     ORDER BY st.ord LIMIT 1;
+    IF FOUND THEN
+        IF r.v = r.name THEN
+            PERFORM parflow._spec_error(format('stage "%s" verifies itself', r.name), NULL,
+                'A verification stage checks the work of another stage.');
+        END IF;
+        near := parflow._nearest(r.v, snames);
+        PERFORM parflow._spec_error(format('stage "%s" verifies unknown stage "%s"', r.name, r.v), NULL,
+            CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
+    END IF;
+
+    -- Every consumed artifact has a producer other than the consumer.
+    SELECT c.name, c.a INTO r
+      FROM (SELECT st.ord, st.name, unnest(st.consumes) a FROM parflow.stage st WHERE st.version_id = ver_id) c
+     WHERE NOT EXISTS (SELECT FROM (SELECT st.ord, unnest(st.produces) a FROM parflow.stage st
+                                     WHERE st.version_id = ver_id) p
+                        WHERE p.a = c.a AND p.ord <> c.ord)
+     ORDER BY c.ord LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('stage "%s" consumes artifact "%s", which no other stage produces', r.name, r.a),
+            NULL, format('Add "%s" to the produces list of the stage that makes it, or remove it from consumes.', r.a));
+    END IF;
+
+    -- Affinity rules: every agent they name is the agent of a stage.
+    IF spec ? 'affinity' THEN
+        SELECT array_agg(a ORDER BY i), array_agg(format('affinity rule #%s', i) ORDER BY i)
+          INTO rules, rlabels FROM jsonb_array_elements(spec->'affinity') WITH ORDINALITY e(a, i);
+        PERFORM parflow._check_shape(rlabels, rules,
+            '{"agents": "strings", "max_concurrent": "integer", "resource_profile": "string"}',
+            ARRAY['agents', 'max_concurrent']);
+        SELECT i INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
+         WHERE jsonb_array_length(a->'agents') = 0 ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('%s names no agents', rlabels[r.i]), NULL,
+                'List the agents the rule bounds in "agents".');
+        END IF;
+        SELECT i, x AS agent INTO r FROM unnest(rules) WITH ORDINALITY u(a, i), jsonb_array_elements_text(a->'agents') x
+         WHERE NOT EXISTS (SELECT FROM parflow.stage s WHERE s.version_id = ver_id AND s.agent = x)
+         ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            near := parflow._nearest(r.agent, ARRAY(SELECT DISTINCT s.agent FROM parflow.stage s WHERE s.version_id = ver_id));
+            PERFORM parflow._spec_error(format('%s names agent "%s", which no stage uses', rlabels[r.i], r.agent), NULL,
+                CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near)
+                     ELSE 'Name the agent of at least one stage.' END);
+        END IF;
+        SELECT i, (a->>'max_concurrent')::numeric::integer AS v INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
+         WHERE (a->>'max_concurrent')::numeric < 1 ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('max_concurrent of %s must be at least 1', rlabels[r.i]), format('Found %s.', r.v));
+        END IF;
+        SELECT i, a->>'resource_profile' AS v INTO r FROM unnest(rules) WITH ORDINALITY u(a, i)
+         WHERE a ? 'resource_profile' AND a->>'resource_profile' NOT IN ('cpu', 'memory', 'io') ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('resource_profile of %s must be "cpu", "memory" or "io"', rlabels[r.i]),
+                format('Found "%s".', r.v));
+        END IF;
+    END IF;
+
+    -- Stage edges: explicit, artifacts, sequential order, verifications.
+    INSERT INTO parflow.stage_dep (version_id, stage_ord, dep_ord, kind)
+    SELECT DISTINCT ON (stage_ord, dep_ord) ver_id, stage_ord, dep_ord, kind FROM (
+        SELECT st.ord AS stage_ord, dep.ord AS dep_ord, 'e'::"char" AS kind, 1 AS pref
+          FROM (SELECT s.ord, unnest(s.depends_on) d FROM parflow.stage s
+                 WHERE s.version_id = ver_id) st
+          JOIN parflow.stage dep ON dep.version_id = ver_id AND dep.name = st.d
+        UNION ALL
+        SELECT c.ord, p.ord, 'a', 2
+          FROM (SELECT st.ord, unnest(st.consumes) a FROM parflow.stage st WHERE st.version_id = ver_id) c
+          JOIN (SELECT st.ord, unnest(st.produces) a FROM parflow.stage st
+                 WHERE st.version_id = ver_id AND st.produces <> '{}') p
+            ON p.a = c.a AND p.ord <> c.ord
+        UNION ALL
+        -- (stages of a group are numbered consecutively)
+        SELECT st.ord, st.ord - 1, 's', 3
+          FROM parflow.stage st JOIN parflow.stage_group g ON g.version_id = st.version_id AND g.ord = st.group_ord
+         WHERE st.version_id = ver_id AND NOT g.parallel AND st.pos > 0
+        UNION ALL
+        -- A verification runs after the stage it verifies...
+        SELECT st.ord, st.verifies_ord, 'v', 4
+          FROM parflow.stage st
+         WHERE st.version_id = ver_id AND st.verifies_ord IS NOT NULL
+        UNION ALL
+        -- ... and after the work (non-verification) stages of its group.
+        -- (LATERAL: driven by the few verification stages)
+        SELECT st.ord, w.ord, 'v', 5
+          FROM parflow.stage st
+         CROSS JOIN LATERAL (SELECT w.ord FROM parflow.stage w
+                              WHERE w.version_id = ver_id AND w.group_ord = st.group_ord
+                                AND w.verifies IS NULL OFFSET 0) w
+         WHERE st.version_id = ver_id AND st.verifies IS NOT NULL
+    ) e
+    ORDER BY stage_ord, dep_ord, pref;
+
+    INSERT INTO parflow.affinity (version_id, ord, agents, max_concurrent, resource_profile)
+    SELECT ver_id, i - 1, ARRAY(SELECT jsonb_array_elements_text(a->'agents')),
+           (a->>'max_concurrent')::numeric::integer, a->>'resource_profile'
+      FROM unnest(rules) WITH ORDINALITY u(a, i);
+
+    -- Cycles, through group barriers and stage edges alike (raises).
+    PERFORM parflow._check_version(ver_id);
+    RETURN ver;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_define(text, jsonb) IS
+    'Create a new version of a workflow from a JSON spec, after validating all of it; returns the version number';
+
+-- The id of the current (latest) version of a workflow, or an error.
+CREATE OR REPLACE FUNCTION parflow._current_version(workflow text) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    vid bigint;
+    near text;
+BEGIN
+    IF workflow IS NULL THEN
+        RAISE EXCEPTION 'workflow name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT v.id INTO vid FROM parflow.workflow w JOIN parflow.workflow_version v ON v.workflow_id = w.id
+     WHERE w.name = workflow ORDER BY v.version DESC LIMIT 1;
+    IF vid IS NULL THEN
+        near := parflow._nearest(workflow, ARRAY(SELECT name FROM parflow.workflow));
+        RAISE EXCEPTION 'workflow "%" does not exist', workflow
+            USING ERRCODE = 'undefined_object',
+                  HINT = CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near)
+                              ELSE 'Define it with parflow_define().' END;
+    END IF;
+    RETURN vid;
+END
+$$;
+COMMENT ON FUNCTION parflow._current_version(text) IS 'Internal: id of the latest version of a workflow; raises 42704 when there is none';

@@ -1,0 +1,81 @@
+-- parflow planning: the planner's SQL entry points (C), the dispatch ranks a
+-- run is started with, and learned estimates (observed median durations).
+
+-- The planner reads run history (learned estimates): like every other public
+-- function it runs as the extension's owner with a fixed path.
+CREATE OR REPLACE FUNCTION @extschema@.parflow_plan(workflow text, flags text[] DEFAULT '{}', max_parallel integer DEFAULT NULL)
+RETURNS TABLE(stage text, agent text, group_name text, wave integer,
+              est_start interval, est_finish interval, slack interval, critical boolean)
+    AS 'MODULE_PATHNAME', 'parflow_plan'
+    LANGUAGE C STABLE PARALLEL RESTRICTED
+    SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+COMMENT ON FUNCTION @extschema@.parflow_plan(text, text[], integer) IS
+    'The parallel plan of the latest version of a workflow: one row per stage that runs, with its wave, planned start and finish under every cap, slack and whether it is critical';
+
+CREATE OR REPLACE FUNCTION @extschema@.parflow_estimate(workflow text, flags text[] DEFAULT '{}', max_parallel integer DEFAULT NULL)
+RETURNS TABLE(sequential interval, parallel interval, savings_pct numeric,
+              critical_path interval, lower_bound interval)
+    AS 'MODULE_PATHNAME', 'parflow_estimate'
+    LANGUAGE C STABLE PARALLEL RESTRICTED
+    SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+COMMENT ON FUNCTION @extschema@.parflow_estimate(text, text[], integer) IS
+    'Estimated one-at-a-time total, planned parallel makespan, savings, critical path and the lower bound max(critical path, work / cap)';
+
+CREATE OR REPLACE FUNCTION parflow._plan_stats(workflow text, flags text[] DEFAULT '{}', max_parallel integer DEFAULT NULL,
+                                    policy text DEFAULT 'best')
+RETURNS TABLE(stages integer, edges bigint, makespan interval, load_ms double precision,
+              compute_ms double precision)
+    AS 'MODULE_PATHNAME', 'parflow_plan_stats'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION parflow._plan_stats(text, text[], integer, text) IS
+    'Internal, for benchmarks: plan under a policy (best, cp, fifo) and report sizes, makespan and the time spent loading and computing';
+
+CREATE OR REPLACE FUNCTION parflow._ranks(version_id bigint, flags text[], cap integer)
+RETURNS TABLE(stage_ord integer, rank bigint, makespan interval)
+    AS 'MODULE_PATHNAME', 'parflow_ranks'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION parflow._ranks(bigint, text[], integer) IS 'Internal: dispatch rank of each stage from the plan under a cap, and the planned makespan';
+
+-- The observed median of each stage of a version, over every run of its
+-- workflow (matched by stage name), when it finished in at least
+-- parflow.learn_min_runs runs; nothing when that is 0.
+CREATE OR REPLACE FUNCTION parflow._observed(p_version bigint)
+RETURNS TABLE(stage_ord integer, samples integer, median interval, usec bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT s.ord, o.n, o.med, (extract(epoch FROM o.med) * 1000000)::bigint
+      FROM parflow.stage s
+      JOIN (SELECT s2.name, count(*)::integer AS n,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY t.finished_at - t.started_at) AS med
+              FROM parflow.workflow_version v2
+              JOIN parflow.run r ON r.version_id = v2.id
+              JOIN parflow.task t ON t.run_id = r.id AND t.state = 'succeeded' AND t.started_at IS NOT NULL
+              JOIN parflow.stage s2 ON s2.version_id = v2.id AND s2.ord = t.stage_ord
+             WHERE v2.workflow_id = (SELECT v.workflow_id FROM parflow.workflow_version v WHERE v.id = p_version)
+             GROUP BY s2.name) o ON o.name = s.name
+     WHERE s.version_id = p_version
+       AND current_setting('parflow.learn_min_runs')::integer > 0
+       AND o.n >= current_setting('parflow.learn_min_runs')::integer
+$$;
+COMMENT ON FUNCTION parflow._observed(bigint) IS
+    'Internal: the observed median duration of the stages of a version that finished in at least parflow.learn_min_runs runs';
+
+CREATE OR REPLACE FUNCTION @extschema@.parflow_estimates(workflow text)
+RETURNS TABLE(stage text, agent text, declared interval, observed interval, samples integer,
+              used interval, source text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+DECLARE
+    ver bigint := parflow._current_version(workflow);
+BEGIN
+    RETURN QUERY
+    SELECT s.name, s.agent, s.estimate, st.p50, coalesce(st.runs, 0),
+           coalesce(o.median, s.estimate), CASE WHEN o.median IS NULL THEN 'declared' ELSE 'observed' END
+      FROM parflow.stage s
+      LEFT JOIN parflow._observed(ver) o ON o.stage_ord = s.ord
+      LEFT JOIN parflow.stage_stats st ON st.workflow = parflow_estimates.workflow AND st.stage = s.name
+                                      AND st.agent = s.agent
+     WHERE s.version_id = ver
+     ORDER BY s.ord;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.parflow_estimates(text) IS
+    'Per stage of the latest version: declared estimate, observed median and samples, and the estimate plans use (source observed once parflow.learn_min_runs runs finished it)';

@@ -1,0 +1,13 @@
+-- parflow 0.3.0 -> 0.4.0: the DDL an upgrade needs before the topic files.
+--
+-- 0.4.0 changes no object: its scripts are built from sql/src/ (every
+-- function, view and grant written once), and the upgrade script is this
+-- file followed by every topic file but 00_schema.sql, which re-create the
+-- functions and views as they are (CREATE OR REPLACE) and grant again.
+--
+-- What goes here: what CREATE OR REPLACE cannot do, in the order it must be
+-- done: ALTER TABLE (a new column goes last: write it last in its table in
+-- 00_schema.sql too), new tables and indexes (also in 00_schema.sql), DROP
+-- FUNCTION for a function that is gone or whose signature, result type or
+-- argument names change, DROP VIEW for a view whose columns change other
+-- than by new ones at the end.
