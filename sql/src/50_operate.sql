@@ -28,6 +28,9 @@ BEGIN
     IF p_run IS NULL THEN
         RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    -- the run's lock, then its row, then its tasks: the order of every path
+    -- (agents' calls take the same lock, shared, before their task)
+    PERFORM parflow._lock_run(p_run, true);
     SELECT * INTO r FROM parflow.run WHERE id = p_run FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'run % does not exist', p_run USING ERRCODE = 'undefined_object';

@@ -34,9 +34,11 @@ INSERT INTO fn_matrix VALUES
  ('parflow_schedule_housekeeping(text)',                     false, true,  false),
  ('parflow_allow_agent(name,text)',                          false, true,  false),
  ('parflow_disallow_agent(name,text)',                       false, true,  false),
- ('parflow_claim(text,text,interval)',                       false, false, true),
+ ('parflow_claim(text,text,interval,integer)',               false, false, true),
  ('parflow_heartbeat(bigint,uuid)',                          false, false, true),
  ('parflow_complete(bigint,uuid,jsonb)',                     false, false, true),
+ ('parflow_complete_and_claim(bigint,uuid,jsonb,text,text,interval)', false, false, true),
+ ('parflow_complete_many(bigint[],uuid[],jsonb[])',          false, false, true),
  ('parflow_fail(bigint,uuid,text,boolean,jsonb)',            false, false, true),
  ('parflow_release(bigint,uuid)',                            false, false, true),
  ('parflow_warm_up(text)',                                   false, false, true);

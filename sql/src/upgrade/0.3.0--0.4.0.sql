@@ -11,3 +11,24 @@
 -- FUNCTION for a function that is gone or whose signature, result type or
 -- argument names change, DROP VIEW for a view whose columns change other
 -- than by new ones at the end.
+
+-- The state machine's PL/pgSQL goes: claim, heartbeat, complete (with the
+-- hand-over), fail, release, the release of dependents, finishing and
+-- blocking runs and the dispatcher's pass are C (src/taskapi.c,
+-- src/runstate.c, src/pass.c).  The helpers only they called go with them;
+-- parflow_claim gains max_tasks and an item column.
+DROP FUNCTION parflow._dispatch_core();
+DROP FUNCTION parflow._expire_timeouts();
+DROP FUNCTION parflow._preempt(integer);
+DROP FUNCTION parflow._handover(parflow.task);
+DROP FUNCTION parflow._route_back(parflow.task, parflow.stage, text, jsonb);
+DROP FUNCTION parflow._retry_or_fail(parflow.task, text, text, boolean);
+DROP FUNCTION parflow._held(bigint, uuid);
+DROP FUNCTION parflow._release(bigint, integer[], integer[]);
+DROP FUNCTION parflow._check_output(bigint, jsonb);
+DROP FUNCTION parflow._error_text(text);
+DROP FUNCTION parflow._event(bigint, bigint, text, jsonb);
+DROP FUNCTION parflow._payload(bigint, bigint, text);
+DROP FUNCTION @extschema@.parflow_claim(text, text, interval);
+-- plpgsql and sql functions that become C keep their signatures: CREATE OR
+-- REPLACE in 40_statemachine.sql turns them into C.

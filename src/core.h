@@ -1,0 +1,80 @@
+/*
+ * core.h - the rules the runtime core's parts share, each defined here once:
+ * which task states hold a slot, the order in which ready tasks are chosen,
+ * the shards of a run's remaining count, the room a cap leaves, and the
+ * payload of an agent notification.  The SQL indexes on parflow.task
+ * (task_dispatch_idx, task_ready_idx, task_claim_idx, task_active_idx) are
+ * built on the same order and states: change both together.
+ */
+#ifndef PARFLOW_CORE_H
+#define PARFLOW_CORE_H
+
+#include "fmgr.h"
+
+/* States of a task that hold a slot under the caps. */
+#define PF_ACTIVE_STATES "('dispatched', 'running')"
+
+/* The dispatch order among ready tasks (and the claim order), for ORDER BY. */
+#define PF_DISPATCH_ORDER(t) t ".priority, " t ".rank DESC, " t ".id"
+
+/* A ready task whose retry backoff or claim-timeout pause is over. */
+#define PF_READY_NOW(t) "(" t ".not_before IS NULL OR " t ".not_before <= clock_timestamp())"
+
+/* A run's remaining count is kept in this many shards (task id % PF_SHARDS). */
+#define PF_SHARDS 16
+
+/* The most tasks one batch call claims or completes. */
+#define PF_MAX_BATCH 1000
+
+/* Lock classes (field 4 of an advisory lock tag, apart from user locks' 1 and 2). */
+#define PF_RUN_LOCK_CLASS 0x5046	/* a run: see pf_lock_run */
+#define PF_PASS_LOCK_CLASS 0x5047	/* one dispatch pass at a time */
+
+/* Room a cap leaves with this many tasks at work (never below 0). */
+static inline int
+pf_room(int cap, int active)
+{
+	return cap > active ? cap - active : 0;
+}
+
+/* A task as an agent call holds it (pf_held). */
+typedef struct PfTask
+{
+	int64		id;
+	int64		run_id;
+	int32		stage_ord;
+	int32		group_ord;
+	char	   *agent;
+	int32		attempt;
+	int32		base_attempt;
+	int32		route_backs;
+	char	   *worker;
+	bool		interrupted;
+	int64		version_id;
+	char	   *run_state;
+	int32		run_max_parallel;
+	int32		run_failed;
+} PfTask;
+
+/* runstate.c: the agent notification */
+extern char *pf_payload(const char *kind, int64 task, int64 run,
+						const char *stage, const char *why);
+extern void pf_notify_agent(const char *agent, const char *payload);
+
+/* runstate.c: transitions shared by the agent calls, operators and the pass */
+extern void pf_event(int64 run, int64 task, const char *kind, Datum detail, bool has_detail);
+extern void pf_announce(int64 run, const char *kind, Datum detail, bool has_detail);
+extern void pf_done(int64 run, int64 version, Datum ords);
+extern void pf_finish_if_done(int64 run);
+extern void pf_check_blocked(int64 run);
+extern char *pf_retry_or_fail(PfTask *t, const char *why, const char *err, bool retryable);
+extern bool pf_handover(PfTask *t, int64 *handed_task);
+extern void pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_out);
+extern Datum pf_int4_array(int32 *v, int n);
+extern Datum pf_int8_array(int64 *v, int n);
+
+/* taskapi.c */
+extern void pf_may_claim(const char *agent);
+extern bool pf_lock_run(int64 run, bool exclusive, bool nowait);
+
+#endif							/* PARFLOW_CORE_H */

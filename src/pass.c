@@ -1,0 +1,566 @@
+/*
+ * pass.c - the dispatcher's pass, parflow._dispatch(), in one transaction:
+ * runs whose last tasks finished (or failed) at the same moment are
+ * finished (or blocked); attempts past their stage's timeout end and their
+ * agents are told to stop; dispatched tasks nobody claimed in time give
+ * their slot back; expired leases are retried or failed; interrupted tasks
+ * not given back in time are taken back; P0 runs get room (unclaimed
+ * lower-priority tasks taken back, running ones interrupted); then ready
+ * tasks are chosen in dispatch order under every cap (the database's, each
+ * run's, each affinity rule's), marked dispatched and their agents
+ * notified, all NOTIFYs going out when the pass commits.  Run rows are
+ * updated first, before any task is locked, and a run an operator holds is
+ * left to the next pass: the pass never waits on a lock an operator's or
+ * an agent's transaction could wait on in turn.  Also parflow._renotify().
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+
+#include "core.h"
+#include "guc.h"
+#include "stmt.h"
+
+PG_FUNCTION_INFO_V1(parflow_dispatch);
+PG_FUNCTION_INFO_V1(parflow_renotify);
+
+/* The columns of a task as pf_retry_or_fail needs it (load_task reads them). */
+#define PF_TASK_COLS \
+	"tk.id, tk.run_id, tk.stage_ord, tk.group_ord, tk.agent, tk.attempt, tk.base_attempt, " \
+	"tk.route_backs, tk.worker, tk.interrupted_at IS NOT NULL, r.version_id, r.state, " \
+	"r.max_parallel, r.failed"
+#define PF_TASK_NCOLS 14
+
+static void
+load_task(int row, PfTask *t)
+{
+	t->id = pf_int8(row, 1);
+	t->run_id = pf_int8(row, 2);
+	t->stage_ord = pf_int4(row, 3);
+	t->group_ord = pf_int4(row, 4);
+	t->agent = pf_text(row, 5);
+	t->attempt = pf_int4(row, 6);
+	t->base_attempt = pf_int4(row, 7);
+	t->route_backs = pf_int4(row, 8);
+	t->worker = pf_text(row, 9);
+	t->interrupted = pf_bool(row, 10);
+	t->version_id = pf_int8(row, 11);
+	t->run_state = pf_text(row, 12);
+	t->run_max_parallel = pf_int4(row, 13);
+	t->run_failed = pf_int4(row, 14);
+}
+
+/* ---- runs ----------------------------------------------------------------- */
+
+static PfStmt st_runs_done = {
+	"SELECT r.id FROM parflow.run r WHERE r.state IN ('running', 'paused') "
+	"   AND (SELECT coalesce(sum(rr.remaining), 0) FROM parflow.run_remaining rr "
+	"         WHERE rr.run_id = r.id) = 0",
+	0, {0}
+};
+
+static PfStmt st_runs_failed = {
+	"SELECT r.id FROM parflow.run r WHERE r.state = 'running' AND r.failed > 0",
+	0, {0}
+};
+
+/*
+ * Runs whose last tasks completed, or failed, at the same moment (see
+ * pf_finish_if_done and pf_check_blocked).
+ */
+static void
+settle_runs(void)
+{
+	int			n,
+				i;
+	int64	   *ids;
+
+	n = pf_exec(&st_runs_done, NULL, NULL, 0);
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		ids[i] = pf_int8(i, 1);
+	for (i = 0; i < n; i++)
+		if (pf_lock_run(ids[i], false, true))
+			pf_finish_if_done(ids[i]);
+
+	n = pf_exec(&st_runs_failed, NULL, NULL, 0);
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		ids[i] = pf_int8(i, 1);
+	for (i = 0; i < n; i++)
+		if (pf_lock_run(ids[i], false, true))
+			pf_check_blocked(ids[i]);
+}
+
+/* ---- attempts that ended ---------------------------------------------------- */
+
+/*
+ * A stage's timeout bounds each attempt, from its claim: an attempt that ran
+ * longer ends (a retry with backoff while attempts are left, else the task
+ * fails) and its agent is told to stop; its token is refused from then on.
+ */
+static PfStmt st_timeouts = {
+	"SELECT " PF_TASK_COLS ", s.name, "
+	"       format('attempt %s of stage %s ran longer than its timeout of %s', "
+	"              tk.attempt, s.name, parflow._dur(s.timeout)) "
+	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id "
+	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord "
+	" WHERE tk.state = 'running' AND s.timeout IS NOT NULL "
+	"   AND tk.started_at + s.timeout < clock_timestamp() "
+	"   AND parflow._lock_run(tk.run_id, false, true) "
+	"   FOR UPDATE OF tk SKIP LOCKED",
+	0, {0}
+};
+
+static PfStmt st_leases = {
+	"SELECT " PF_TASK_COLS ", format('lease of worker %s expired', tk.worker) "
+	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id "
+	" WHERE tk.state = 'running' AND tk.lease_until < clock_timestamp() "
+	"   AND parflow._lock_run(tk.run_id, false, true) "
+	"   FOR UPDATE OF tk SKIP LOCKED",
+	0, {0}
+};
+
+/* Dispatched tasks no agent claimed in time give their slot back for a while. */
+static PfStmt st_unclaimed = {
+	"WITH c AS (SELECT tk.id FROM parflow.task tk WHERE tk.state = 'dispatched' "
+	"              AND tk.dispatched_at < clock_timestamp() - $1 FOR UPDATE SKIP LOCKED), "
+	"u AS (UPDATE parflow.task tk SET state = 'ready', not_before = clock_timestamp() + $1 "
+	"        FROM c WHERE tk.id = c.id RETURNING tk.id, tk.run_id) "
+	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"SELECT u.run_id, u.id, 'unclaimed', "
+	"       jsonb_build_object('claim_timeout', current_setting('parflow.claim_timeout')) "
+	"  FROM u ORDER BY u.id",
+	1, {INTERVALOID}
+};
+
+/*
+ * Interrupted tasks not given back within parflow.interrupt_grace lose
+ * their lease (an interrupt is not a failed attempt).
+ */
+static PfStmt st_interrupts_over = {
+	"WITH old AS (SELECT tk.id, tk.worker FROM parflow.task tk "
+	"              WHERE tk.state = 'running' AND tk.interrupted_at IS NOT NULL "
+	"                AND tk.interrupted_at < clock_timestamp() - $1 FOR UPDATE SKIP LOCKED), "
+	"u AS (UPDATE parflow.task tk SET state = 'ready', attempt = tk.attempt - 1, token = NULL, "
+	"             worker = NULL, lease_until = NULL, interrupted_at = NULL, not_before = NULL "
+	"        FROM old WHERE tk.id = old.id RETURNING tk.id, tk.run_id, old.worker) "
+	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"SELECT u.run_id, u.id, 'interrupt_expired', "
+	"       jsonb_build_object('worker', u.worker, 'interrupt_grace', current_setting('parflow.interrupt_grace')) "
+	"  FROM u ORDER BY u.id",
+	1, {INTERVALOID}
+};
+
+static Datum
+ms_interval(int ms)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->time = (int64) ms * 1000;
+	return PointerGetDatum(iv);
+}
+
+static void
+end_attempts(void)
+{
+	int			n,
+				i;
+	PfTask	   *ts;
+	char	  **names,
+			  **msgs;
+	Datum		v[1];
+
+	n = pf_exec(&st_timeouts, NULL, NULL, 0);
+	ts = palloc(sizeof(PfTask) * Max(n, 1));
+	names = palloc(sizeof(char *) * Max(n, 1));
+	msgs = palloc(sizeof(char *) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		load_task(i, &ts[i]);
+		names[i] = pf_text(i, PF_TASK_NCOLS + 1);
+		msgs[i] = pf_text(i, PF_TASK_NCOLS + 2);
+	}
+	for (i = 0; i < n; i++)
+	{
+		pf_retry_or_fail(&ts[i], "timeout", msgs[i], true);
+		pf_notify_agent(ts[i].agent, pf_payload("cancel", ts[i].id, ts[i].run_id, names[i], "timeout"));
+	}
+
+	v[0] = ms_interval(pf_claim_timeout_ms);
+	pf_exec(&st_unclaimed, v, NULL, 0);
+
+	n = pf_exec(&st_leases, NULL, NULL, 0);
+	ts = palloc(sizeof(PfTask) * Max(n, 1));
+	msgs = palloc(sizeof(char *) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		load_task(i, &ts[i]);
+		msgs[i] = pf_text(i, PF_TASK_NCOLS + 1);
+	}
+	for (i = 0; i < n; i++)
+		pf_retry_or_fail(&ts[i], "lease expired", msgs[i], true);
+
+	v[0] = ms_interval(pf_interrupt_grace_ms);
+	pf_exec(&st_interrupts_over, v, NULL, 0);
+}
+
+/* ---- P0 preemption ----------------------------------------------------------- */
+
+static PfStmt st_p0_waiting = {
+	"SELECT EXISTS (SELECT FROM parflow.task tk WHERE tk.state = 'ready' AND tk.priority = 0)",
+	0, {0}
+};
+
+/*
+ * What P0 runs could start now under their own caps: ready P0 tasks, each
+ * affinity rule of their run letting through only as many as it has room
+ * for (room made beyond that would go back to lower priorities), each run
+ * at most its max_parallel less its tasks at work; less what is free and
+ * what interrupts already under way will free.
+ */
+static PfStmt st_p0_want = {
+	"WITH rt AS ( "
+	"    SELECT tk.id, tk.run_id, tk.agent, r.version_id, r.max_parallel FROM parflow.task tk "
+	"      JOIN parflow.run r ON r.id = tk.run_id AND r.state = 'running' "
+	"     WHERE tk.state = 'ready' AND tk.priority = 0 AND " PF_READY_NOW("tk") "), "
+	"cov AS ( "
+	"    SELECT rt.id, a.max_concurrent - (SELECT count(*) FROM parflow.task b "
+	"                                        WHERE b.run_id = rt.run_id AND b.state IN " PF_ACTIVE_STATES
+	"                                          AND b.agent = ANY (a.agents)) AS room, "
+	"           row_number() OVER (PARTITION BY rt.run_id, a.ord ORDER BY rt.id) AS k "
+	"      FROM rt JOIN parflow.affinity a ON a.version_id = rt.version_id AND rt.agent = ANY (a.agents)), "
+	"x AS ( "
+	"    SELECT rt.run_id, rt.max_parallel, count(*)::integer AS n FROM rt "
+	"     WHERE NOT EXISTS (SELECT FROM cov WHERE cov.id = rt.id AND cov.k > cov.room) "
+	"     GROUP BY rt.run_id, rt.max_parallel) "
+	"SELECT (least(coalesce(sum(least(x.n, x.max_parallel - a.c)), 0), $2) - greatest($1, 0) "
+	"        - (SELECT count(*) FROM parflow.task tk "
+	"            WHERE tk.state = 'running' AND tk.interrupted_at IS NOT NULL))::integer "
+	"  FROM x CROSS JOIN LATERAL (SELECT count(*)::integer AS c FROM parflow.task a "
+	"                              WHERE a.run_id = x.run_id AND a.state IN " PF_ACTIVE_STATES ") a",
+	2, {INT4OID, INT4OID}
+};
+
+static PfStmt st_take_back = {
+	"WITH v AS (SELECT tk.id FROM parflow.task tk WHERE tk.state = 'dispatched' AND tk.priority > 0 "
+	"            ORDER BY tk.priority DESC, tk.dispatched_at DESC LIMIT $1 FOR UPDATE SKIP LOCKED), "
+	"u AS (UPDATE parflow.task tk SET state = 'ready', dispatched_at = NULL FROM v WHERE tk.id = v.id "
+	"      RETURNING tk.id, tk.run_id) "
+	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"SELECT u.run_id, u.id, 'preempted', '{\"why\": \"P0 run waiting\"}' FROM u ORDER BY u.id",
+	1, {INT4OID}
+};
+
+static PfStmt st_interrupt = {
+	"WITH v AS (SELECT tk.id FROM parflow.task tk "
+	"            WHERE tk.state = 'running' AND tk.priority > 0 AND tk.interrupted_at IS NULL "
+	"            ORDER BY tk.priority DESC, tk.started_at DESC LIMIT $1 FOR UPDATE SKIP LOCKED), "
+	"u AS (UPDATE parflow.task tk SET interrupted_at = clock_timestamp() FROM v WHERE tk.id = v.id "
+	"      RETURNING tk.id, tk.run_id, tk.agent, tk.worker, tk.stage_ord, tk.priority, tk.started_at), "
+	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"      SELECT u.run_id, u.id, 'interrupt', jsonb_build_object('worker', u.worker, 'why', 'P0 run waiting') "
+	"        FROM u ORDER BY u.priority DESC, u.started_at DESC) "
+	"SELECT u.id, u.run_id, u.agent, s.name FROM u JOIN parflow.run r ON r.id = u.run_id "
+	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = u.stage_ord "
+	" ORDER BY u.priority DESC, u.started_at DESC",
+	1, {INT4OID}
+};
+
+/*
+ * Make room for P0 tasks: take back dispatched (unclaimed) lower-priority
+ * tasks, the lowest priority and least advanced first; then interrupt
+ * running ones, which free their slots when their agents release them.
+ * Returns the slots freed at once.
+ */
+static int
+preempt(int global_free)
+{
+	Datum		v[2] = {Int32GetDatum(global_free), Int32GetDatum(pf_max_parallel_stages)};
+	int			want,
+				freed,
+				n,
+				i;
+
+	pf_exec(&st_p0_waiting, NULL, NULL, 1);
+	if (!pf_bool(0, 1))
+		return 0;
+	pf_exec(&st_p0_want, v, NULL, 1);
+	want = pf_int4(0, 1);
+	if (want <= 0)
+		return 0;
+	v[0] = Int32GetDatum(want);
+	freed = pf_exec(&st_take_back, v, NULL, 0);
+	want -= freed;
+	if (want > 0)
+	{
+		v[0] = Int32GetDatum(want);
+		n = pf_exec(&st_interrupt, v, NULL, 0);
+		for (i = 0; i < n; i++)
+			pf_notify_agent(pf_text(i, 3), pf_payload("interrupt", pf_int8(i, 1), pf_int8(i, 2),
+													  pf_text(i, 4), NULL));
+	}
+	return freed;
+}
+
+/* ---- choosing ready tasks under the caps ------------------------------------- */
+
+/* Tasks at work per run (ord -1) and per (run, affinity rule ord). */
+typedef struct PfSlotKey
+{
+	int64		run;
+	int32		ord;
+	int32		pad;
+} PfSlotKey;
+
+typedef struct PfSlot
+{
+	PfSlotKey	key;
+	int			active;
+} PfSlot;
+
+static PfStmt st_active = {
+	"SELECT tk.run_id, -1, count(*)::integer FROM parflow.task tk "
+	" WHERE tk.state IN " PF_ACTIVE_STATES " GROUP BY tk.run_id "
+	"UNION ALL "
+	"SELECT tk.run_id, a.ord, count(*)::integer FROM parflow.task tk "
+	"  JOIN parflow.run r ON r.id = tk.run_id "
+	"  JOIN parflow.affinity a ON a.version_id = r.version_id AND tk.agent = ANY (a.agents) "
+	" WHERE tk.state IN " PF_ACTIVE_STATES " GROUP BY tk.run_id, a.ord",
+	0, {0}
+};
+
+static PfStmt st_count_active = {
+	"SELECT count(*)::integer FROM parflow.task tk WHERE tk.state IN " PF_ACTIVE_STATES,
+	0, {0}
+};
+
+/* Ready tasks of running runs in dispatch order, with the rules that cover them. */
+static PfStmt st_walk = {
+	"SELECT tk.id, tk.run_id, tk.agent, s.name, r.max_parallel, "
+	"       ARRAY(SELECT a.ord FROM parflow.affinity a "
+	"              WHERE a.version_id = r.version_id AND tk.agent = ANY (a.agents) ORDER BY a.ord), "
+	"       ARRAY(SELECT a.max_concurrent FROM parflow.affinity a "
+	"              WHERE a.version_id = r.version_id AND tk.agent = ANY (a.agents) ORDER BY a.ord) "
+	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id AND r.state = 'running' "
+	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord "
+	" WHERE tk.state = 'ready' AND " PF_READY_NOW("tk")
+	" ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT $1",
+	1, {INT4OID}
+};
+
+/*
+ * Mark the chosen tasks dispatched, those still ready and not locked by
+ * another transaction (a completion handing its slot over); returns their
+ * ids in the order given.
+ */
+static PfStmt st_mark = {
+	"WITH c AS (SELECT tk.id FROM parflow.task tk WHERE tk.id = ANY ($1) AND tk.state = 'ready' "
+	"              FOR UPDATE SKIP LOCKED), "
+	"u AS (UPDATE parflow.task tk SET state = 'dispatched', dispatched_at = clock_timestamp() "
+	"        FROM c WHERE tk.id = c.id RETURNING tk.id, tk.run_id), "
+	"o AS (SELECT u.id, u.run_id, x.n FROM u JOIN unnest($1) WITH ORDINALITY x(id, n) ON x.id = u.id), "
+	"e AS (INSERT INTO parflow.event (run_id, task_id, kind) "
+	"      SELECT o.run_id, o.id, 'dispatched' FROM o ORDER BY o.n) "
+	"SELECT o.id FROM o ORDER BY o.n",
+	1, {INT8ARRAYOID}
+};
+
+typedef struct PfChosen
+{
+	int64		id;
+	int64		run;
+	char	   *agent;
+	char	   *stage;
+} PfChosen;
+
+static int *
+slot(HTAB *slots, int64 run, int32 ord)
+{
+	PfSlotKey	key;
+	PfSlot	   *s;
+	bool		found;
+
+	memset(&key, 0, sizeof(key));
+	key.run = run;
+	key.ord = ord;
+	s = hash_search(slots, &key, HASH_ENTER, &found);
+	if (!found)
+		s->active = 0;
+	return &s->active;
+}
+
+/* Dispatch up to free tasks; returns how many. */
+static int
+choose(int free)
+{
+	HASHCTL		ctl;
+	HTAB	   *slots;
+	HTAB	   *passed;
+	int			lim = free * 4 + 64;
+	int			dispatched = 0;
+	int			n,
+				i;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(PfSlotKey);
+	ctl.entrysize = sizeof(PfSlot);
+	ctl.hcxt = CurrentMemoryContext;
+	slots = hash_create("parflow slots", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(int64);
+	passed = hash_create("parflow passed", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	n = pf_exec(&st_active, NULL, NULL, 0);
+	for (i = 0; i < n; i++)
+		*slot(slots, pf_int8(i, 1), pf_int4(i, 2)) = pf_int4(i, 3);
+
+	/*
+	 * Walk ready tasks in dispatch order a batch at a time; tasks held back
+	 * by their run's cap or an affinity rule are passed over, and when a
+	 * whole batch was, the walk goes on with a larger one.
+	 */
+	while (free > 0)
+	{
+		Datum		v[1] = {Int32GetDatum(lim)};
+		PfChosen   *chosen;
+		int			nchosen = 0;
+		int			seen;
+		int64	   *ids;
+
+		CHECK_FOR_INTERRUPTS();
+		seen = pf_exec(&st_walk, v, NULL, 0);
+		chosen = palloc(sizeof(PfChosen) * Max(Min(seen, free), 1));
+		for (i = 0; i < seen && nchosen < free; i++)
+		{
+			int64		id = pf_int8(i, 1);
+			int64		run = pf_int8(i, 2);
+			int		   *run_active;
+			ArrayType  *ords,
+					   *maxes;
+			Datum	   *od,
+					   *md;
+			int			nr,
+						r;
+			bool		held_back = false;
+			bool		isnull;
+
+			if (hash_search(passed, &id, HASH_FIND, NULL) != NULL)
+				continue;
+			run_active = slot(slots, run, -1);
+			if (pf_room(pf_int4(i, 5), *run_active) == 0)
+				continue;
+			ords = DatumGetArrayTypeP(pf_datum(i, 6, &isnull));
+			maxes = DatumGetArrayTypeP(pf_datum(i, 7, &isnull));
+			deconstruct_array(ords, INT4OID, 4, true, TYPALIGN_INT, &od, NULL, &nr);
+			deconstruct_array(maxes, INT4OID, 4, true, TYPALIGN_INT, &md, NULL, &nr);
+			for (r = 0; r < nr && !held_back; r++)
+				held_back = pf_room(DatumGetInt32(md[r]),
+									*slot(slots, run, DatumGetInt32(od[r]))) == 0;
+			if (held_back)
+				continue;
+			(*run_active)++;
+			for (r = 0; r < nr; r++)
+				(*slot(slots, run, DatumGetInt32(od[r])))++;
+			chosen[nchosen].id = id;
+			chosen[nchosen].run = run;
+			chosen[nchosen].agent = pf_text(i, 3);
+			chosen[nchosen].stage = pf_text(i, 4);
+			nchosen++;
+		}
+		if (nchosen > 0)
+		{
+			int			marked,
+						j = 0;
+
+			ids = palloc(sizeof(int64) * nchosen);
+			for (i = 0; i < nchosen; i++)
+				ids[i] = chosen[i].id;
+			v[0] = pf_int8_array(ids, nchosen);
+			marked = pf_exec(&st_mark, v, NULL, 0);
+
+			/*
+			 * Those not marked (another transaction holds them) keep the
+			 * slots counted for them: this pass gives out less, never more.
+			 */
+			for (i = 0; i < nchosen; i++)
+			{
+				if (j < marked && pf_int8(j, 1) == chosen[i].id)
+				{
+					pf_notify_agent(chosen[i].agent,
+									pf_payload("dispatch", chosen[i].id, chosen[i].run,
+											   chosen[i].stage, NULL));
+					j++;
+				}
+				else
+					hash_search(passed, &chosen[i].id, HASH_ENTER, NULL);
+			}
+			dispatched += marked;
+			free -= nchosen;
+		}
+		if (seen < lim || free <= 0)
+			break;
+		lim *= 4;
+	}
+	return dispatched;
+}
+
+/* parflow._dispatch() returns integer: the pass; how many tasks it dispatched */
+Datum
+parflow_dispatch(PG_FUNCTION_ARGS)
+{
+	LOCKTAG		tag;
+	int			global_free;
+	int			n = 0;
+
+	/* one pass at a time (a test may run one beside the dispatcher's) */
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, PF_PASS_LOCK_CLASS);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "parflow: SPI_connect failed");
+	settle_runs();
+	end_attempts();
+	pf_exec(&st_count_active, NULL, NULL, 1);
+	global_free = pf_max_parallel_stages - pf_int4(0, 1);
+	global_free += preempt(global_free);
+	if (global_free > 0)
+		n = choose(global_free);
+	SPI_finish();
+	PG_RETURN_INT32(n);
+}
+
+static PfStmt st_dispatched = {
+	"SELECT t.id, t.run_id, t.agent, s.name FROM parflow.task t "
+	"  JOIN parflow.run r ON r.id = t.run_id "
+	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord "
+	" WHERE t.state = 'dispatched' ORDER BY t.id",
+	0, {0}
+};
+
+/*
+ * parflow._renotify() returns integer: send the notification of every
+ * dispatched task again (the dispatcher calls it when notes may have been
+ * lost).
+ */
+Datum
+parflow_renotify(PG_FUNCTION_ARGS)
+{
+	int			n,
+				i;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "parflow: SPI_connect failed");
+	n = pf_exec(&st_dispatched, NULL, NULL, 0);
+	for (i = 0; i < n; i++)
+		pf_notify_agent(pf_text(i, 3), pf_payload("dispatch", pf_int8(i, 1), pf_int8(i, 2),
+												  pf_text(i, 4), NULL));
+	SPI_finish();
+	PG_RETURN_INT32(n);
+}

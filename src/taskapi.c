@@ -1,0 +1,795 @@
+/*
+ * taskapi.c - the agent API: claim (one task or a batch), heartbeat,
+ * complete (with the hand-over of its slot), complete_many, complete and
+ * claim in one call, fail and release.  Each is a thin LANGUAGE C entry
+ * point over prepared statements (stmt.c) and the shared transitions
+ * (runstate.c).  A call that holds a task takes its run's lock (shared)
+ * before the task's row, the order every path follows (pf_lock_run); every
+ * check that can refuse a call runs before anything is written, so a
+ * refused call changes nothing.
+ */
+#include "postgres.h"
+
+#include "access/detoast.h"
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "utils/uuid.h"
+
+#include "core.h"
+#include "guc.h"
+#include "shmem.h"
+#include "stmt.h"
+
+PG_FUNCTION_INFO_V1(parflow_claim);
+PG_FUNCTION_INFO_V1(parflow_heartbeat);
+PG_FUNCTION_INFO_V1(parflow_complete);
+PG_FUNCTION_INFO_V1(parflow_complete_many);
+PG_FUNCTION_INFO_V1(parflow_complete_and_claim);
+PG_FUNCTION_INFO_V1(parflow_fail);
+PG_FUNCTION_INFO_V1(parflow_release);
+PG_FUNCTION_INFO_V1(parflow_may_claim);
+PG_FUNCTION_INFO_V1(parflow_lock_run);
+
+static void
+connect_spi(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "parflow: SPI_connect failed");
+}
+
+/* ---- the run lock ------------------------------------------------------ */
+
+/*
+ * A run's lock, a heavyweight lock on the run id (no row is written to take
+ * it): agents' calls and the pass take it shared before a task's row,
+ * operators' functions exclusive before the run's row and its tasks.  So
+ * every path locks a run before its tasks, and a cancel racing a
+ * completion waits instead of deadlocking.  With nowait, returns false
+ * instead of waiting.
+ */
+bool
+pf_lock_run(int64 run, bool exclusive, bool nowait)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) ((uint64) run >> 32), (uint32) run,
+						 PF_RUN_LOCK_CLASS);
+	return LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, false, nowait)
+		!= LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * parflow._lock_run(run bigint, exclusive boolean DEFAULT false, nowait
+ * boolean DEFAULT false) returns boolean: whether the lock is held.
+ */
+Datum
+parflow_lock_run(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(pf_lock_run(PG_GETARG_INT64(0),
+							   PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1),
+							   PG_NARGS() > 2 && !PG_ARGISNULL(2) && PG_GETARG_BOOL(2)));
+}
+
+/* ---- who may claim ----------------------------------------------------- */
+
+static PfStmt st_may_claim = {
+	"SELECT NOT EXISTS (SELECT FROM parflow.agent_role) "
+	"    OR coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user), false) "
+	"    OR pg_catalog.pg_has_role(session_user, 'parflow_operator', 'MEMBER') "
+	"    OR EXISTS (SELECT FROM parflow.agent_role ar "
+	"                WHERE ar.agent IN ($1, '*') "
+	"                  AND EXISTS (SELECT FROM pg_catalog.pg_roles pr WHERE pr.rolname = ar.role_name) "
+	"                  AND pg_catalog.pg_has_role(session_user, ar.role_name, 'MEMBER'))",
+	1, {TEXTOID}
+};
+
+/* Raise 42501 unless the session's role may claim tasks of this agent kind. */
+void
+pf_may_claim(const char *agent)
+{
+	Datum		v[1] = {CStringGetTextDatum(agent)};
+
+	pf_exec(&st_may_claim, v, NULL, 1);
+	if (!pf_bool(0, 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not claim tasks of agent kind \"%s\"",
+						GetUserNameFromId(GetSessionUserId(), false), agent),
+				 errhint("An operator grants it with parflow_allow_agent(role, agent).")));
+}
+
+/* parflow._may_claim(agent text): SQL face of pf_may_claim */
+Datum
+parflow_may_claim(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		PG_RETURN_VOID();
+	connect_spi();
+	pf_may_claim(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* ---- claim -------------------------------------------------------------- */
+
+/* The arguments of a claim, checked before anything else happens. */
+typedef struct PfClaimArgs
+{
+	char	   *agent;
+	char	   *worker;
+	Datum		lease;
+	int32		max_tasks;
+} PfClaimArgs;
+
+static bool
+blank(const char *s)
+{
+	/* as btrim() sees it: spaces only */
+	for (; *s; s++)
+		if (*s != ' ')
+			return false;
+	return true;
+}
+
+static void
+check_claim_args(FunctionCallInfo fcinfo, int first, PfClaimArgs *a, bool with_max)
+{
+	Interval   *lease;
+	Interval	day = {0};
+
+	if (PG_ARGISNULL(first) || PG_ARGISNULL(first + 1) || PG_ARGISNULL(first + 2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("agent, worker and lease must not be null")));
+	a->agent = text_to_cstring(PG_GETARG_TEXT_PP(first));
+	a->worker = text_to_cstring(PG_GETARG_TEXT_PP(first + 1));
+	lease = PG_GETARG_INTERVAL_P(first + 2);
+	a->lease = PointerGetDatum(lease);
+	if (blank(a->agent))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("agent must be a non-empty name")));
+	if (blank(a->worker))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("worker must be a non-empty name"),
+				 errhint("Name the process that claims, for example host and pid.")));
+	day.day = 1;
+	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, PointerGetDatum(lease),
+										  PointerGetDatum(&(Interval) {0}))) <= 0 ||
+		DatumGetInt32(DirectFunctionCall2(interval_cmp, PointerGetDatum(lease),
+										  PointerGetDatum(&day))) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease must be between 0 and 1 day"),
+				 errdetail("Found %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out, PointerGetDatum(lease))))));
+	a->max_tasks = 1;
+	if (with_max)
+	{
+		if (PG_ARGISNULL(first + 3))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("max_tasks must not be null"),
+					 errhint("Give the largest number of tasks to claim at once; the default is 1.")));
+		a->max_tasks = PG_GETARG_INT32(first + 3);
+		if (a->max_tasks < 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_tasks must be at least 1"),
+					 errdetail("Found %d.", a->max_tasks)));
+		/* a larger batch is no faster, and would hold its tasks' leases together */
+		a->max_tasks = Min(a->max_tasks, PF_MAX_BATCH);
+	}
+}
+
+/*
+ * Claim up to max_tasks dispatched tasks of a kind, in dispatch order, each
+ * with a fresh lease token; the input of each is the run's input, the
+ * outputs of the stages it depends on (skipped ones listed apart, with the
+ * reason) and, on a route-back, the failing verification.
+ */
+static PfStmt st_claim = {
+	"WITH c AS (SELECT tk.id FROM parflow.task tk WHERE tk.agent = $1 AND tk.state = 'dispatched' "
+	"            ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT $4 FOR UPDATE SKIP LOCKED), "
+	"u AS (UPDATE parflow.task tk SET state = 'running', attempt = tk.attempt + 1, worker = $2, "
+	"             token = gen_random_uuid(), lease = $3, lease_until = clock_timestamp() + $3, "
+	"             started_at = clock_timestamp(), finished_at = NULL, interrupted_at = NULL "
+	"        FROM c WHERE tk.id = c.id "
+	"      RETURNING tk.id, tk.token, tk.run_id, tk.stage_ord, tk.group_ord, tk.attempt, "
+	"                tk.lease_until, tk.feedback, tk.priority, tk.rank, tk.worker), "
+	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"      SELECT u.run_id, u.id, 'running', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) "
+	"        FROM u ORDER BY " PF_DISPATCH_ORDER("u") ") "
+	"SELECT u.id, u.token, u.run_id, s.name, u.attempt, "
+	"       r.input || jsonb_build_object('upstream', coalesce(up.upstream, '{}')) "
+	"       || CASE WHEN up.skipped IS NULL THEN '{}' ELSE jsonb_build_object('skipped', up.skipped) END "
+	"       || CASE WHEN u.feedback IS NULL THEN '{}' ELSE jsonb_build_object('route_back', u.feedback) END, "
+	"       s.estimate, u.lease_until, NULL::integer "
+	"  FROM u JOIN parflow.run r ON r.id = u.run_id "
+	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = u.stage_ord "
+	" CROSS JOIN LATERAL ( "
+	"   SELECT jsonb_object_agg(ds.name, dt.output) FILTER (WHERE dt.state = 'succeeded') AS upstream, "
+	"          jsonb_object_agg(ds.name, coalesce(dt.error, 'skipped')) FILTER (WHERE dt.state = 'skipped') AS skipped "
+	"     FROM (SELECT d.dep_ord AS ord FROM parflow.stage_dep d "
+	"            WHERE d.version_id = r.version_id AND d.stage_ord = u.stage_ord "
+	"           UNION "
+	"           SELECT s2.ord FROM parflow.group_dep gd "
+	"             JOIN parflow.stage s2 ON s2.version_id = r.version_id AND s2.group_ord = gd.dep_ord "
+	"            WHERE gd.version_id = r.version_id AND gd.group_ord = u.group_ord) dep "
+	"     JOIN parflow.task dt ON dt.run_id = r.id AND dt.stage_ord = dep.ord "
+	"                         AND dt.state IN ('succeeded', 'skipped') "
+	"     JOIN parflow.stage ds ON ds.version_id = r.version_id AND ds.ord = dep.ord) up "
+	" ORDER BY " PF_DISPATCH_ORDER("u"),
+	4, {TEXTOID, TEXTOID, INTERVALOID, INT4OID}
+};
+
+#define PF_CLAIM_COLS 9
+
+/* Claim into the function's result (SPI connected, result set up). */
+static int
+claim_into(ReturnSetInfo *rsinfo, PfClaimArgs *a)
+{
+	Datum		v[4] = {CStringGetTextDatum(a->agent), CStringGetTextDatum(a->worker),
+	a->lease, Int32GetDatum(a->max_tasks)};
+	int			n,
+				i,
+				c;
+
+	n = pf_exec(&st_claim, v, NULL, 0);
+	for (i = 0; i < n; i++)
+	{
+		Datum		out[PF_CLAIM_COLS];
+		bool		nulls[PF_CLAIM_COLS];
+
+		for (c = 0; c < PF_CLAIM_COLS; c++)
+			out[c] = pf_datum(i, c + 1, &nulls[c]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
+	return n;
+}
+
+/*
+ * parflow_claim(agent text, worker text, lease interval DEFAULT '5 min',
+ * max_tasks integer DEFAULT 1): up to max_tasks rows.
+ */
+Datum
+parflow_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PfClaimArgs a;
+
+	check_claim_args(fcinfo, 0, &a, PG_NARGS() > 3);
+	InitMaterializedSRF(fcinfo, 0);
+	connect_spi();
+	pf_may_claim(a.agent);
+	claim_into(rsinfo, &a);
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/* ---- the task a call holds --------------------------------------------- */
+
+/*
+ * The run's lock is taken in the WHERE clause, before the row is locked
+ * (the locking happens above the scan): the one statement takes both, in
+ * the one order.
+ */
+static PfStmt st_held = {
+	"SELECT t.id, t.run_id, t.stage_ord, t.group_ord, t.agent, t.state, t.token = $2, "
+	"       t.lease_until < clock_timestamp(), t.lease_until::text, t.attempt, t.base_attempt, "
+	"       t.route_backs, t.worker, t.interrupted_at IS NOT NULL, r.version_id, r.state, "
+	"       r.max_parallel, r.failed, s.verifies_ord IS NOT NULL "
+	"  FROM parflow.task t JOIN parflow.run r ON r.id = t.run_id "
+	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord "
+	" WHERE t.id = $1 AND parflow._lock_run(t.run_id) "
+	"   FOR UPDATE OF t",
+	2, {INT8OID, UUIDOID}
+};
+
+/* Why a call was refused, for a batch to report instead of raising. */
+typedef struct PfRefusal
+{
+	int			sqlerrcode;
+	char	   *message;
+	char	   *detail;
+	char	   *hint;
+} PfRefusal;
+
+/*
+ * Lock the task held by (task, token) and its run; fill *t, or say in *why
+ * why the token does not hold it (and lock nothing more).
+ */
+static bool
+held_try(int64 task, Datum token, PfTask *t, PfRefusal *why, bool *is_verification)
+{
+	Datum		v[2] = {Int64GetDatum(task), token};
+	char	   *state;
+
+	memset(why, 0, sizeof(*why));
+	if (pf_exec(&st_held, v, NULL, 1) != 1)
+	{
+		why->sqlerrcode = ERRCODE_UNDEFINED_OBJECT;
+		why->message = psprintf("task " INT64_FORMAT " does not exist", task);
+		return false;
+	}
+	state = pf_text(0, 6);
+	if (!pf_bool(0, 7) || strcmp(state, "running") != 0)
+	{
+		why->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+		why->message = psprintf("task " INT64_FORMAT " is not held by this token", task);
+		why->detail = strcmp(state, "running") == 0 ? pstrdup("Another lease holds the task.")
+			: psprintf("The task is in state %s.", state);
+		why->hint = pstrdup("The lease may have expired or the task was re-dispatched; claim new work with parflow_claim().");
+		return false;
+	}
+	if (pf_bool(0, 8))
+	{
+		why->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+		why->message = psprintf("lease of task " INT64_FORMAT " has expired", task);
+		why->detail = psprintf("The lease ended at %s.", pf_text(0, 9));
+		why->hint = pstrdup("Send parflow_heartbeat() more often than the lease given to parflow_claim().");
+		return false;
+	}
+	t->id = pf_int8(0, 1);
+	t->run_id = pf_int8(0, 2);
+	t->stage_ord = pf_int4(0, 3);
+	t->group_ord = pf_int4(0, 4);
+	t->agent = pf_text(0, 5);
+	t->attempt = pf_int4(0, 10);
+	t->base_attempt = pf_int4(0, 11);
+	t->route_backs = pf_int4(0, 12);
+	t->worker = pf_text(0, 13);
+	t->interrupted = pf_bool(0, 14);
+	t->version_id = pf_int8(0, 15);
+	t->run_state = pf_text(0, 16);
+	t->run_max_parallel = pf_int4(0, 17);
+	t->run_failed = pf_int4(0, 18);
+	if (is_verification)
+		*is_verification = pf_bool(0, 19);
+	return true;
+}
+
+static void
+raise_refusal(PfRefusal *why)
+{
+	ereport(ERROR,
+			(errcode(why->sqlerrcode),
+			 errmsg_internal("%s", why->message),
+			 why->detail ? errdetail_internal("%s", why->detail) : 0,
+			 why->hint ? errhint("%s", why->hint) : 0));
+}
+
+/* The held task of (task, token) arguments 0 and 1, or raise. */
+static void
+held(FunctionCallInfo fcinfo, PfTask *t, bool *is_verification)
+{
+	PfRefusal	why;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task and token must not be null")));
+	if (!held_try(PG_GETARG_INT64(0), PG_GETARG_DATUM(1), t, &why, is_verification))
+		raise_refusal(&why);
+}
+
+/* An output over parflow.max_output_size, or NULL when it fits. */
+static bool
+output_too_large(int64 task, Datum doc, PfRefusal *why)
+{
+	Size		size = toast_datum_size(doc);
+
+	if (size <= (Size) pf_max_output_size)
+		return false;
+	why->sqlerrcode = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+	why->message = psprintf("output of task " INT64_FORMAT " is too large", task);
+	why->detail = psprintf("It takes %zu bytes; parflow.max_output_size is %d bytes.",
+						   size, pf_max_output_size);
+	why->hint = pstrdup("Store big artifacts elsewhere and return a reference to them.");
+	return true;
+}
+
+static Datum
+empty_object(void)
+{
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+}
+
+/* ---- heartbeat ----------------------------------------------------------- */
+
+static PfStmt st_heartbeat = {
+	"UPDATE parflow.task tk SET lease_until = clock_timestamp() + tk.lease WHERE tk.id = $1 "
+	"RETURNING tk.lease_until",
+	1, {INT8OID}
+};
+
+/* parflow_heartbeat(task bigint, token uuid) returns timestamptz */
+Datum
+parflow_heartbeat(PG_FUNCTION_ARGS)
+{
+	PfTask		t;
+	Datum		v[1];
+	TimestampTz until;
+
+	connect_spi();
+	held(fcinfo, &t, NULL);
+	v[0] = Int64GetDatum(t.id);
+	pf_exec(&st_heartbeat, v, NULL, 1);
+	until = DatumGetTimestampTz(pf_datum(0, 1, &(bool) {false}));
+	SPI_finish();
+	PG_RETURN_TIMESTAMPTZ(until);
+}
+
+/* ---- complete ------------------------------------------------------------ */
+
+static PfStmt st_succeed = {
+	"WITH u AS (UPDATE parflow.task tk SET state = 'succeeded', output = $2, token = NULL, "
+	"                  lease_until = NULL, finished_at = clock_timestamp(), error = NULL, "
+	"                  interrupted_at = NULL "
+	"            WHERE tk.id = $1 RETURNING tk.run_id, tk.id, tk.worker, tk.attempt) "
+	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"SELECT u.run_id, u.id, 'succeeded', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) FROM u",
+	2, {INT8OID, JSONBOID}
+};
+
+/* One less left in the task's shard; returns what is left of the run. */
+static PfStmt st_remaining = {
+	"WITH u AS (UPDATE parflow.run_remaining rr SET remaining = rr.remaining - 1 "
+	"            WHERE rr.run_id = $1 AND rr.shard = $2 RETURNING rr.remaining) "
+	"SELECT coalesce((SELECT sum(u.remaining) FROM u), 0) "
+	"     + coalesce((SELECT sum(rr.remaining) FROM parflow.run_remaining rr "
+	"                  WHERE rr.run_id = $1 AND rr.shard <> $2), 0)",
+	2, {INT8OID, INT2OID}
+};
+
+/*
+ * Complete a held task: its output stored, its dependents released, its run
+ * finished or found blocked; with handover, its slot given to the next task
+ * of its run when the dispatcher would choose it (see pf_handover), else a
+ * dispatch pass asked for at commit.  *handed: the task handed the slot.
+ */
+static void
+complete_held(PfTask *t, Datum output, bool handover, int64 *handed)
+{
+	Datum		v[2];
+	int32		ord = t->stage_ord;
+
+	*handed = 0;
+	v[0] = Int64GetDatum(t->id);
+	v[1] = output;
+	pf_exec(&st_succeed, v, NULL, 0);
+	pf_done(t->run_id, t->version_id, pf_int4_array(&ord, 1));
+	v[0] = Int64GetDatum(t->run_id);
+	v[1] = Int16GetDatum((int16) (t->id % PF_SHARDS));
+	pf_exec(&st_remaining, v, NULL, 1);
+	if (pf_int8(0, 1) <= 0)
+		pf_finish_if_done(t->run_id);
+	if (t->run_failed > 0)
+		pf_check_blocked(t->run_id);
+
+	/*
+	 * A dispatch pass is wanted unless the slot was handed over and the pass
+	 * could do nothing more (the handed-over task's NOTIFY wakes the
+	 * dispatcher anyway, only to send it).
+	 */
+	if (!handover || pf_handover(t, handed))
+		pf_wake_at_commit();
+}
+
+static Datum
+output_arg(FunctionCallInfo fcinfo, int arg, int64 task)
+{
+	PfRefusal	why;
+	Datum		doc = PG_ARGISNULL(arg) ? empty_object() : PG_GETARG_DATUM(arg);
+
+	if (output_too_large(task, doc, &why))
+		raise_refusal(&why);
+	return doc;
+}
+
+/* parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}') */
+Datum
+parflow_complete(PG_FUNCTION_ARGS)
+{
+	PfTask		t;
+	int64		handed;
+
+	connect_spi();
+	held(fcinfo, &t, NULL);
+	complete_held(&t, output_arg(fcinfo, 2, t.id), true, &handed);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * parflow_complete_and_claim(task, token, output, agent, worker, lease
+ * DEFAULT '5 min'): complete, then claim the agent's next task (0 or 1 row),
+ * in one transaction.  The claim's arguments are checked first: a call that
+ * could not claim completes nothing.
+ */
+Datum
+parflow_complete_and_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PfClaimArgs a;
+	PfTask		t;
+	int64		handed;
+
+	check_claim_args(fcinfo, 3, &a, false);
+	InitMaterializedSRF(fcinfo, 0);
+	connect_spi();
+	pf_may_claim(a.agent);
+	held(fcinfo, &t, NULL);
+	complete_held(&t, output_arg(fcinfo, 2, t.id), true, &handed);
+	claim_into(rsinfo, &a);
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/* ---- complete_many ------------------------------------------------------- */
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a,
+				y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* The elements of a one-dimensional array argument, NULLs refused. */
+static int
+array_arg(FunctionCallInfo fcinfo, int arg, const char *what, Oid elemtype, int elemlen,
+		  bool byval, char align, Datum **elems, bool nulls_ok, bool **nulls)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(arg);
+	bool	   *isnull;
+	int			n,
+				i;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", what)));
+	deconstruct_array(arr, elemtype, elemlen, byval, align, elems, &isnull, &n);
+	if (!nulls_ok)
+		for (i = 0; i < n; i++)
+			if (isnull[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("%s must not contain nulls", what),
+						 errdetail("Element %d is null.", i + 1)));
+	if (nulls)
+		*nulls = isnull;
+	return n;
+}
+
+/*
+ * parflow_complete_many(tasks bigint[], tokens uuid[], outputs jsonb[]
+ * DEFAULT NULL) returns table (task, accepted, sqlstate, message): every
+ * task is checked (and locked) first; those refused (a token that does not
+ * hold it, an expired lease, an output too large) are reported and left as
+ * they are, then the others are completed.  A pass hands their slots out.
+ */
+Datum
+parflow_complete_many(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum	   *tasks,
+			   *tokens,
+			   *outputs = NULL;
+	bool	   *out_nulls = NULL;
+	int			n,
+				i;
+	int64	   *sorted;
+	int		   *order;
+	PfTask	   *held_tasks;
+	PfRefusal  *why;
+	bool	   *ok;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("tasks and tokens must not be null")));
+	n = array_arg(fcinfo, 0, "tasks", INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &tasks, false, NULL);
+	if (array_arg(fcinfo, 1, "tokens", UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &tokens, false, NULL) != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tasks and tokens must have the same length"),
+				 errdetail("Found %d tasks and %d tokens.", n,
+						   ArrayGetNItems(ARR_NDIM(PG_GETARG_ARRAYTYPE_P(1)),
+										  ARR_DIMS(PG_GETARG_ARRAYTYPE_P(1))))));
+	if (!PG_ARGISNULL(2))
+	{
+		int			no = array_arg(fcinfo, 2, "outputs", JSONBOID, -1, false, TYPALIGN_INT,
+								   &outputs, true, &out_nulls);
+
+		if (no != n)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("outputs must have as many elements as tasks"),
+					 errdetail("Found %d tasks and %d outputs.", n, no),
+					 errhint("Pass NULL for outputs to complete every task with {}.")));
+	}
+	if (n > PF_MAX_BATCH)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("cannot complete more than %d tasks in one call", PF_MAX_BATCH),
+				 errdetail("Found %d.", n)));
+
+	/* one task once; lock them in task order, whatever the caller's */
+	sorted = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		sorted[i] = DatumGetInt64(tasks[i]);
+	qsort(sorted, n, sizeof(int64), cmp_int64);
+	for (i = 1; i < n; i++)
+		if (sorted[i] == sorted[i - 1])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("task " INT64_FORMAT " appears more than once", sorted[i]),
+					 errhint("Complete each task once per call.")));
+	order = palloc(sizeof(int) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		int			j;
+
+		for (j = 0; j < n; j++)
+			if (DatumGetInt64(tasks[j]) == sorted[i])
+				break;
+		order[i] = j;
+	}
+
+	InitMaterializedSRF(fcinfo, 0);
+	connect_spi();
+	held_tasks = palloc0(sizeof(PfTask) * Max(n, 1));
+	why = palloc0(sizeof(PfRefusal) * Max(n, 1));
+	ok = palloc0(sizeof(bool) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		int			k = order[i];
+
+		CHECK_FOR_INTERRUPTS();
+		ok[k] = held_try(DatumGetInt64(tasks[k]), tokens[k], &held_tasks[k], &why[k], NULL);
+		if (ok[k] && outputs && !out_nulls[k] &&
+			output_too_large(held_tasks[k].id, outputs[k], &why[k]))
+			ok[k] = false;
+	}
+	for (i = 0; i < n; i++)
+	{
+		int			k = order[i];
+		int64		handed;
+
+		if (ok[k])
+			complete_held(&held_tasks[k],
+						  outputs && !out_nulls[k] ? outputs[k] : empty_object(), false, &handed);
+	}
+	for (i = 0; i < n; i++)
+	{
+		Datum		out[4];
+		bool		nulls[4] = {false, false, ok[i], ok[i]};
+
+		out[0] = tasks[i];
+		out[1] = BoolGetDatum(ok[i]);
+		if (!ok[i])
+		{
+			out[2] = CStringGetTextDatum(unpack_sql_state(why[i].sqlerrcode));
+			out[3] = CStringGetTextDatum(why[i].message);
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/* ---- fail and release ---------------------------------------------------- */
+
+/*
+ * An agent's error text as stored: kept whole up to 65,536 characters; a
+ * longer one (a whole log) keeps its first and last 32,768 with a marker
+ * between, so that a failure is never refused for its size.
+ */
+static char *
+error_text(FunctionCallInfo fcinfo, int arg)
+{
+	char	   *e;
+	int			bytes,
+				chars,
+				head,
+				tail;
+
+	if (PG_ARGISNULL(arg))
+		return pstrdup("no error text");
+	e = text_to_cstring(PG_GETARG_TEXT_PP(arg));
+	bytes = strlen(e);
+	chars = pg_mbstrlen_with_len(e, bytes);
+	if (chars <= 65536)
+		return e;
+	head = pg_mbcharcliplen(e, bytes, 32768);
+	tail = pg_mbcharcliplen(e, bytes, chars - 32768);
+	return psprintf("%.*s\n[... %d characters cut ...]\n%s", head, e, chars - 65536, e + tail);
+}
+
+/*
+ * parflow_fail(task bigint, token uuid, error text, retryable boolean
+ * DEFAULT true, output jsonb DEFAULT NULL): retried with backoff while
+ * attempts are left and the error is retryable, else failed for good; a
+ * failed verification sends the stage it verifies back to its agent.
+ */
+Datum
+parflow_fail(PG_FUNCTION_ARGS)
+{
+	PfTask		t;
+	bool		verification;
+	char	   *err = error_text(fcinfo, 2);
+	bool		retryable = PG_ARGISNULL(3) ? true : PG_GETARG_BOOL(3);
+	bool		has_out = !PG_ARGISNULL(4);
+	Datum		out = has_out ? PG_GETARG_DATUM(4) : (Datum) 0;
+	PfRefusal	why;
+
+	connect_spi();
+	held(fcinfo, &t, &verification);
+	if (has_out && output_too_large(t.id, out, &why))
+		raise_refusal(&why);
+	if (verification)
+		/* a verification that fails sends its stage back (rule 3) */
+		pf_route_back(&t, err, out, has_out);
+	else
+	{
+		static PfStmt st_fail_output = {
+			"UPDATE parflow.task SET output = $2 WHERE id = $1", 2, {INT8OID, JSONBOID}
+		};
+
+		pf_retry_or_fail(&t, "failed", err, retryable);
+		if (has_out)
+		{
+			Datum		v[2] = {Int64GetDatum(t.id), out};
+
+			pf_exec(&st_fail_output, v, NULL, 0);
+		}
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+static PfStmt st_release = {
+	"WITH u AS (UPDATE parflow.task tk SET state = 'ready', attempt = tk.attempt - 1, token = NULL, "
+	"                  worker = NULL, lease_until = NULL, not_before = NULL, interrupted_at = NULL "
+	"            WHERE tk.id = $1 RETURNING tk.run_id, tk.id) "
+	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"SELECT u.run_id, u.id, 'released', jsonb_build_object('worker', $2, 'interrupted', $3) FROM u",
+	3, {INT8OID, TEXTOID, BOOLOID}
+};
+
+/* parflow_release(task bigint, token uuid): not counted as a failed attempt */
+Datum
+parflow_release(PG_FUNCTION_ARGS)
+{
+	PfTask		t;
+	Datum		v[3];
+	char		n[3] = {' ', ' ', ' '};
+
+	connect_spi();
+	held(fcinfo, &t, NULL);
+	v[0] = Int64GetDatum(t.id);
+	v[1] = t.worker ? CStringGetTextDatum(t.worker) : (Datum) 0;
+	n[1] = t.worker ? ' ' : 'n';
+	v[2] = BoolGetDatum(t.interrupted);
+	pf_exec(&st_release, v, n, 0);
+	pf_wake_at_commit();
+	SPI_finish();
+	PG_RETURN_VOID();
+}
