@@ -597,7 +597,8 @@ static PfStmt st_handover_pick = {
 	"                WHERE xr.state = 'running' AND xr.id <> $1 "
 	"                  AND (x.priority < b.priority OR (x.priority = b.priority "
 	"                       AND (x.rank > b.rank OR (x.rank = b.rank AND x.id < b.id))))), "
-	"       EXISTS (SELECT FROM parflow.task tk WHERE tk.run_id = $1 AND tk.state = 'ready' AND tk.id <> b.id) "
+	"       EXISTS (SELECT FROM (SELECT tk.id FROM parflow.task tk WHERE tk.run_id = $1 AND tk.state = 'ready' "
+	"                             ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 2) m WHERE m.id <> b.id) "
 	"  FROM (SELECT tk.id, tk.agent, tk.priority, tk.rank, tk.stage_ord FROM parflow.task tk "
 	"         WHERE tk.run_id = $1 AND tk.state = 'ready' AND " PF_READY_NOW("tk")
 	"         ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 1 FOR UPDATE SKIP LOCKED) b "

@@ -542,14 +542,53 @@ parflow_complete_and_claim(PG_FUNCTION_ARGS)
 
 /* ---- complete_many ------------------------------------------------------- */
 
-static int
-cmp_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a,
-				y = *(const int64 *) b;
+/*
+ * Lock every task of a batch with its run, in task order (the run's lock is
+ * taken in the WHERE clause, before the rows are locked), with what decides
+ * whether its token holds it.
+ */
+static PfStmt st_held_many = {
+	"SELECT t.id, t.state, t.token = x.token, t.lease_until < clock_timestamp(), "
+	"       t.lease_until::text, pg_catalog.pg_column_size(o.output) "
+	"  FROM unnest($1::bigint[], $2::uuid[]) x(id, token) "
+	"  JOIN parflow.task t ON t.id = x.id "
+	"  LEFT JOIN unnest($1::bigint[], $3::jsonb[]) o(id, output) ON o.id = x.id "
+	" WHERE parflow._lock_run(t.run_id) "
+	" ORDER BY t.id FOR UPDATE OF t",
+	3, {INT8ARRAYOID, UUIDARRAYOID, JSONBARRAYOID}
+};
 
-	return x < y ? -1 : x > y ? 1 : 0;
-}
+/* Complete the accepted tasks of a batch; one row per run touched. */
+static PfStmt st_succeed_many = {
+	"WITH x AS (SELECT * FROM unnest($1::bigint[], $2::jsonb[]) x(id, output)), "
+	"u AS (UPDATE parflow.task tk SET state = 'succeeded', output = coalesce(x.output, '{}'), "
+	"             token = NULL, lease_until = NULL, finished_at = clock_timestamp(), error = NULL, "
+	"             interrupted_at = NULL "
+	"        FROM x WHERE tk.id = x.id "
+	"      RETURNING tk.run_id, tk.id, tk.worker, tk.attempt, tk.stage_ord), "
+	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"      SELECT u.run_id, u.id, 'succeeded', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) "
+	"        FROM u ORDER BY u.id) "
+	"SELECT u.run_id, r.version_id, r.failed, array_agg(u.stage_ord ORDER BY u.stage_ord) "
+	"  FROM u JOIN parflow.run r ON r.id = u.run_id GROUP BY u.run_id, r.version_id, r.failed "
+	" ORDER BY u.run_id",
+	2, {INT8ARRAYOID, JSONBARRAYOID}
+};
+
+/* Take the batch's tasks off their shards; what is left of each run. */
+static PfStmt st_remaining_many = {
+	"WITH c AS (SELECT t.run_id, (t.id % " CppAsString2(PF_SHARDS) ")::smallint AS shard, "
+	"                  count(*)::integer AS n "
+	"             FROM parflow.task t WHERE t.id = ANY ($1) GROUP BY 1, 2), "
+	"u AS (UPDATE parflow.run_remaining rr SET remaining = rr.remaining - c.n FROM c "
+	"       WHERE rr.run_id = c.run_id AND rr.shard = c.shard RETURNING rr.run_id, rr.shard, rr.remaining) "
+	"SELECT r.run_id, coalesce((SELECT sum(u.remaining) FROM u WHERE u.run_id = r.run_id), 0) "
+	"       + coalesce((SELECT sum(rr.remaining) FROM parflow.run_remaining rr "
+	"                    WHERE rr.run_id = r.run_id "
+	"                      AND rr.shard NOT IN (SELECT u.shard FROM u WHERE u.run_id = r.run_id)), 0) "
+	"  FROM (SELECT DISTINCT c.run_id FROM c) r ORDER BY r.run_id",
+	1, {INT8ARRAYOID}
+};
 
 /* The elements of a one-dimensional array argument, NULLs refused. */
 static int
@@ -578,12 +617,109 @@ array_arg(FunctionCallInfo fcinfo, int arg, const char *what, Oid elemtype, int 
 	return n;
 }
 
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a,
+				y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * Whether the token of a row of st_held_many holds its task (and its output
+ * fits); else why not, as parflow_complete would say it.
+ */
+static bool
+batch_row_ok(int row, int64 task, PfRefusal *why)
+{
+	char	   *state = pf_text(row, 2);
+
+	memset(why, 0, sizeof(*why));
+	if (!pf_bool(row, 3) || strcmp(state, "running") != 0)
+	{
+		why->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+		why->message = psprintf("task " INT64_FORMAT " is not held by this token", task);
+		return false;
+	}
+	if (pf_bool(row, 4))
+	{
+		why->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+		why->message = psprintf("lease of task " INT64_FORMAT " has expired", task);
+		return false;
+	}
+	if (!pf_isnull(row, 6) && pf_int4(row, 6) > pf_max_output_size)
+	{
+		why->sqlerrcode = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+		why->message = psprintf("output of task " INT64_FORMAT " is too large", task);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Complete the n accepted tasks of a batch (locked, tokens checked): their
+ * outputs stored, their dependents released run by run, their runs
+ * finished or found blocked; a pass is asked for at commit.
+ */
+static void
+complete_batch(int64 *ids, Datum *outputs, bool *nulls, int n)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	Datum		v[2];
+	int			nruns,
+				r;
+	int64	   *runs,
+			   *versions;
+	int32	   *failed;
+	Datum	   *ords;
+	bool		isnull;
+
+	v[0] = pf_int8_array(ids, n);
+	v[1] = PointerGetDatum(construct_md_array(outputs, nulls, 1, dims, lbs,
+											  JSONBOID, -1, false, TYPALIGN_INT));
+	nruns = pf_exec(&st_succeed_many, v, NULL, 0);
+	runs = palloc(sizeof(int64) * Max(nruns, 1));
+	versions = palloc(sizeof(int64) * Max(nruns, 1));
+	failed = palloc(sizeof(int32) * Max(nruns, 1));
+	ords = palloc(sizeof(Datum) * Max(nruns, 1));
+	for (r = 0; r < nruns; r++)
+	{
+		runs[r] = pf_int8(r, 1);
+		versions[r] = pf_int8(r, 2);
+		failed[r] = pf_int4(r, 3);
+		ords[r] = PointerGetDatum(DatumGetArrayTypePCopy(pf_datum(r, 4, &isnull)));
+	}
+	for (r = 0; r < nruns; r++)
+		pf_done(runs[r], versions[r], ords[r]);
+
+	/* st_remaining_many returns the same runs, in the same order */
+	if (pf_exec(&st_remaining_many, v, NULL, 0) != nruns)
+		elog(ERROR, "parflow: a batch's runs changed while it completed");
+	{
+		bool	   *done = palloc(sizeof(bool) * Max(nruns, 1));
+
+		for (r = 0; r < nruns; r++)
+			done[r] = pf_int8(r, 2) <= 0;
+		for (r = 0; r < nruns; r++)
+		{
+			if (done[r])
+				pf_finish_if_done(runs[r]);
+			if (failed[r] > 0)
+				pf_check_blocked(runs[r]);
+		}
+	}
+	pf_wake_at_commit();
+}
+
 /*
  * parflow_complete_many(tasks bigint[], tokens uuid[], outputs jsonb[]
  * DEFAULT NULL) returns table (task, accepted, sqlstate, message): every
- * task is checked (and locked) first; those refused (a token that does not
- * hold it, an expired lease, an output too large) are reported and left as
- * they are, then the others are completed.  A pass hands their slots out.
+ * task is locked and checked first; those refused (unknown, a token that
+ * does not hold it, an expired lease, an output too large) are reported and
+ * left as they are; the others are completed together, their dependents
+ * released run by run.  A dispatch pass hands their slots out.
  */
 Datum
 parflow_complete_many(PG_FUNCTION_ARGS)
@@ -593,26 +729,31 @@ parflow_complete_many(PG_FUNCTION_ARGS)
 			   *tokens,
 			   *outputs = NULL;
 	bool	   *out_nulls = NULL;
+	Datum		outputs_arg = (Datum) 0;
 	int			n,
-				i;
+				i,
+				found,
+				nok = 0;
 	int64	   *sorted;
-	int		   *order;
-	PfTask	   *held_tasks;
+	int64	   *ok_ids;
+	Datum	   *ok_outputs;
+	bool	   *ok_nulls;
 	PfRefusal  *why;
 	bool	   *ok;
+	Datum		v[3];
+	char		nulls[3] = {' ', ' ', ' '};
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("tasks and tokens must not be null")));
 	n = array_arg(fcinfo, 0, "tasks", INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &tasks, false, NULL);
-	if (array_arg(fcinfo, 1, "tokens", UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &tokens, false, NULL) != n)
+	found = array_arg(fcinfo, 1, "tokens", UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &tokens, false, NULL);
+	if (found != n)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("tasks and tokens must have the same length"),
-				 errdetail("Found %d tasks and %d tokens.", n,
-						   ArrayGetNItems(ARR_NDIM(PG_GETARG_ARRAYTYPE_P(1)),
-										  ARR_DIMS(PG_GETARG_ARRAYTYPE_P(1))))));
+				 errdetail("Found %d tasks and %d tokens.", n, found)));
 	if (!PG_ARGISNULL(2))
 	{
 		int			no = array_arg(fcinfo, 2, "outputs", JSONBOID, -1, false, TYPALIGN_INT,
@@ -624,14 +765,13 @@ parflow_complete_many(PG_FUNCTION_ARGS)
 					 errmsg("outputs must have as many elements as tasks"),
 					 errdetail("Found %d tasks and %d outputs.", n, no),
 					 errhint("Pass NULL for outputs to complete every task with {}.")));
+		outputs_arg = PG_GETARG_DATUM(2);
 	}
 	if (n > PF_MAX_BATCH)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("cannot complete more than %d tasks in one call", PF_MAX_BATCH),
 				 errdetail("Found %d.", n)));
-
-	/* one task once; lock them in task order, whatever the caller's */
 	sorted = palloc(sizeof(int64) * Max(n, 1));
 	for (i = 0; i < n; i++)
 		sorted[i] = DatumGetInt64(tasks[i]);
@@ -642,45 +782,53 @@ parflow_complete_many(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("task " INT64_FORMAT " appears more than once", sorted[i]),
 					 errhint("Complete each task once per call.")));
-	order = palloc(sizeof(int) * Max(n, 1));
-	for (i = 0; i < n; i++)
-	{
-		int			j;
-
-		for (j = 0; j < n; j++)
-			if (DatumGetInt64(tasks[j]) == sorted[i])
-				break;
-		order[i] = j;
-	}
 
 	InitMaterializedSRF(fcinfo, 0);
-	connect_spi();
-	held_tasks = palloc0(sizeof(PfTask) * Max(n, 1));
 	why = palloc0(sizeof(PfRefusal) * Max(n, 1));
 	ok = palloc0(sizeof(bool) * Max(n, 1));
+	ok_ids = palloc(sizeof(int64) * Max(n, 1));
+	ok_outputs = palloc(sizeof(Datum) * Max(n, 1));
+	ok_nulls = palloc(sizeof(bool) * Max(n, 1));
 	for (i = 0; i < n; i++)
 	{
-		int			k = order[i];
+		why[i].sqlerrcode = ERRCODE_UNDEFINED_OBJECT;
+		why[i].message = psprintf("task " INT64_FORMAT " does not exist", DatumGetInt64(tasks[i]));
+	}
 
-		CHECK_FOR_INTERRUPTS();
-		ok[k] = held_try(DatumGetInt64(tasks[k]), tokens[k], &held_tasks[k], &why[k], NULL);
-		if (ok[k] && outputs && !out_nulls[k] &&
-			output_too_large(held_tasks[k].id, outputs[k], &why[k]))
-			ok[k] = false;
+	connect_spi();
+	if (n > 0)
+	{
+		v[0] = PG_GETARG_DATUM(0);
+		v[1] = PG_GETARG_DATUM(1);
+		v[2] = outputs_arg;
+		nulls[2] = outputs ? ' ' : 'n';
+		found = pf_exec(&st_held_many, v, nulls, 0);
+		for (i = 0; i < found; i++)
+		{
+			int64		id = pf_int8(i, 1);
+			int			k;
+
+			CHECK_FOR_INTERRUPTS();
+			for (k = 0; k < n; k++)
+				if (DatumGetInt64(tasks[k]) == id)
+					break;
+			ok[k] = batch_row_ok(i, id, &why[k]);
+		}
 	}
 	for (i = 0; i < n; i++)
-	{
-		int			k = order[i];
-		int64		handed;
-
-		if (ok[k])
-			complete_held(&held_tasks[k],
-						  outputs && !out_nulls[k] ? outputs[k] : empty_object(), false, &handed);
-	}
+		if (ok[i])
+		{
+			ok_ids[nok] = DatumGetInt64(tasks[i]);
+			ok_nulls[nok] = outputs == NULL || out_nulls[i];
+			ok_outputs[nok] = ok_nulls[nok] ? (Datum) 0 : outputs[i];
+			nok++;
+		}
+	if (nok > 0)
+		complete_batch(ok_ids, ok_outputs, ok_nulls, nok);
 	for (i = 0; i < n; i++)
 	{
 		Datum		out[4];
-		bool		nulls[4] = {false, false, ok[i], ok[i]};
+		bool		rnulls[4] = {false, false, ok[i], ok[i]};
 
 		out[0] = tasks[i];
 		out[1] = BoolGetDatum(ok[i]);
@@ -689,7 +837,7 @@ parflow_complete_many(PG_FUNCTION_ARGS)
 			out[2] = CStringGetTextDatum(unpack_sql_state(why[i].sqlerrcode));
 			out[3] = CStringGetTextDatum(why[i].message);
 		}
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, rnulls);
 	}
 	SPI_finish();
 	return (Datum) 0;
