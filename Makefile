@@ -50,9 +50,16 @@ PG_CFLAGS = -Wall -Wmissing-prototypes -Werror=implicit-function-declaration
 REGRESS := $(sort $(patsubst sql/%.sql,%,$(filter-out sql/parflow--%,$(wildcard sql/*.sql))))
 REGRESS_OPTS = --inputdir=. --outputdir=. --dbname=parflow_regression
 
+# Isolation tests (concurrent sessions): every test/isolation/specs/*.spec, run
+# by pg_isolation_regress against test/isolation/expected/*.out, results and
+# regression.diffs in output_iso/, in database parflow_isolation
+# (ISOLATION_TESTDB, set after the include like CONTRIB_TESTDB).
+ISOLATION := $(sort $(patsubst test/isolation/specs/%.spec,%,$(wildcard test/isolation/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test/isolation
+
 # Removed by `make clean` besides what PGXS knows (set before the include:
 # pgxs.mk tests it when read), and everything when PGXS is not available.
-EXTRA_CLEAN = parflow-agent results/ regression.diffs regression.out log/ test/tmp/
+EXTRA_CLEAN = parflow-agent results/ regression.diffs regression.out log/ test/tmp/ output_iso/
 PF_CLEAN = src/*.o src/*.bc parflow.so $(PF_SCRIPTS) $(EXTRA_CLEAN)
 
 # --- the extension's scripts ---------------------------------------------------
@@ -100,6 +107,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 CONTRIB_TESTDB = parflow_regression
+ISOLATION_TESTDB = parflow_isolation
 
 # PGXS has no header dependency tracking: rebuild on any header change.
 $(OBJS) $(OBJS:.o=.bc): $(wildcard src/*.h)

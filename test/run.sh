@@ -3,12 +3,15 @@
 #
 # Starts a throwaway cluster (test/cluster.sh) and runs, against it:
 #   1. the pg_regress suite (`make installcheck`: sql/*.sql against expected/),
+#      then the isolation suite (test/isolation/specs/*.spec against
+#      test/isolation/expected/, with pg_isolation_regress),
 #   2. the pgTAP files test/pgtap/*.sql with pg_prove, in database parflow_tap,
 #   3. every executable test/e2e/*.sh, in order, each with the cluster's
 #      environment plus PF_ROOT (repository) and PF_BIN (built binaries).
 # Every suite runs even when an earlier one failed.  The last line is the
 # summary "N passed, N failed", N counting suites (one per regression test,
-# pgTAP file and e2e script); the exit status is non-zero if anything failed.
+# isolation spec, pgTAP file and e2e script); the exit status is non-zero if
+# anything failed.
 # The cluster is stopped and removed on every way out.
 #
 # Knobs: PF_E2E_TIMEOUT (seconds per e2e script, default 600), and those of
@@ -55,7 +58,41 @@ mkdir -p "$work"
 
 shopt -s nullglob
 
-# --- 1. regression tests (pg_regress) ---------------------------------------
+# --- 1. regression and isolation tests (pg_regress, pg_isolation_regress) ---
+# `make installcheck` runs both, but stops before the isolation tests when a
+# regression test failed: each suite runs in its own make (REGRESS= or
+# ISOLATION= on the command line switches the other off).  Both print one
+# "test NAME ... ok|FAILED" line per test, counted here.
+#   run_installcheck LABEL DIFFS MAKE-ARG...
+run_installcheck() {
+    local label="$1" diffs="$2" out rc ok bad
+    shift 2
+    out="$work/$label.out"
+    set +e
+    make -C "$PF_ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG" installcheck "$@" 2>&1 |
+        tee "$out"
+    rc=${PIPESTATUS[0]}
+    set -e
+    ok=$(grep -Ec '^(test)? +[^ ]+ +\.\.\. +(ok|failed \(ignored\))' "$out" || true)
+    bad=$(grep -Ec '^(test)? +[^ ]+ +\.\.\. +FAILED' "$out" || true)
+    passed=$((passed + ok))
+    failed=$((failed + bad))
+    if [ "$bad" -gt 0 ]; then
+        failures+=("$label($bad)")
+    fi
+    if [ "$rc" -ne 0 ]; then
+        if [ -f "$diffs" ]; then
+            echo "---- $diffs ----"
+            cat "$diffs"
+            echo "---- end of $diffs ----"
+        fi
+        # the tool failed without reporting a failed test: count it.
+        if [ "$bad" -eq 0 ]; then
+            fail "$label(exit $rc)"
+        fi
+    fi
+}
+
 section "regression (pg_regress)"
 regress_sql=()
 for f in sql/*.sql; do
@@ -64,29 +101,15 @@ done
 if [ "${#regress_sql[@]}" -eq 0 ]; then
     echo "no regression tests yet (sql/*.sql besides the extension scripts): skipped"
 else
-    set +e
-    make -C "$PF_ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG" installcheck 2>&1 |
-        tee "$work/regress.out"
-    regress_rc=${PIPESTATUS[0]}
-    set -e
-    ok=$(grep -Ec '^(test)? +[^ ]+ +\.\.\. +(ok|failed \(ignored\))' "$work/regress.out" || true)
-    bad=$(grep -Ec '^(test)? +[^ ]+ +\.\.\. +FAILED' "$work/regress.out" || true)
-    passed=$((passed + ok))
-    failed=$((failed + bad))
-    if [ "$bad" -gt 0 ]; then
-        failures+=("regression($bad)")
-    fi
-    if [ "$regress_rc" -ne 0 ]; then
-        if [ -f regression.diffs ]; then
-            echo "---- regression.diffs ----"
-            cat regression.diffs
-            echo "---- end of regression.diffs ----"
-        fi
-        # pg_regress failed without reporting a failed test: count it.
-        if [ "$bad" -eq 0 ]; then
-            fail "pg_regress(exit $regress_rc)"
-        fi
-    fi
+    run_installcheck regression regression.diffs ISOLATION=
+fi
+
+section "isolation (pg_isolation_regress)"
+iso_specs=(test/isolation/specs/*.spec)
+if [ "${#iso_specs[@]}" -eq 0 ]; then
+    echo "no isolation tests yet (test/isolation/specs/*.spec): skipped"
+else
+    run_installcheck isolation output_iso/regression.diffs REGRESS=
 fi
 
 # --- 2. pgTAP (pg_prove) ------------------------------------------------------
