@@ -198,12 +198,14 @@ check_claim_args(FunctionCallInfo fcinfo, int first, PfClaimArgs *a, bool with_m
 
 /*
  * Claim up to max_tasks dispatched tasks of a kind, in dispatch order, each
- * with a fresh lease token; the input of each is the run's input, the
+ * with a fresh lease token (tasks another claim holds, or whose run an
+ * operator holds, are passed over: a claim never waits); the input of each is the run's input, the
  * outputs of the stages it depends on (skipped ones listed apart, with the
  * reason) and, on a route-back, the failing verification.
  */
 static PfStmt st_claim = {
 	"WITH c AS (SELECT tk.id FROM parflow.task tk WHERE tk.agent = $1 AND tk.state = 'dispatched' "
+	"              AND parflow._lock_run(tk.run_id, false, true) "
 	"            ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT $4 FOR UPDATE SKIP LOCKED), "
 	"u AS (UPDATE parflow.task tk SET state = 'running', attempt = tk.attempt + 1, worker = $2, "
 	"             token = gen_random_uuid(), lease = $3, lease_until = clock_timestamp() + $3, "
