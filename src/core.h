@@ -12,7 +12,9 @@
 #include "fmgr.h"
 
 /* States of a task that hold a slot under the caps. */
-#define PF_ACTIVE_STATES "('dispatched', 'running')"
+#define PF_ACTIVE_STATE_1 "dispatched"
+#define PF_ACTIVE_STATE_2 "running"
+#define PF_ACTIVE_STATES "('" PF_ACTIVE_STATE_1 "', '" PF_ACTIVE_STATE_2 "')"
 
 /* The dispatch order among ready tasks (and the claim order), for ORDER BY. */
 #define PF_DISPATCH_ORDER(t) t ".priority, " t ".rank DESC, " t ".id"

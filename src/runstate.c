@@ -37,6 +37,8 @@ PG_FUNCTION_INFO_V1(parflow_finish_if_done);
 PG_FUNCTION_INFO_V1(parflow_check_blocked);
 PG_FUNCTION_INFO_V1(parflow_announce);
 PG_FUNCTION_INFO_V1(parflow_payload);
+PG_FUNCTION_INFO_V1(parflow_shard);
+PG_FUNCTION_INFO_V1(parflow_active_states);
 
 /* Payload of a notification on channel parflow_<agent>, as jsonb prints it. */
 char *
@@ -735,4 +737,20 @@ parflow_payload(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TEXT_P(cstring_to_text(pf_payload("dispatch", PG_GETARG_INT64(0), PG_GETARG_INT64(1),
 												text_to_cstring(PG_GETARG_TEXT_PP(2)), NULL)));
+}
+
+/* parflow._shard(task bigint) returns smallint: for parflow_start */
+Datum
+parflow_shard(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT16((int16) (PG_GETARG_INT64(0) % PF_SHARDS));
+}
+
+/* parflow._active_states() returns text[]: for the SQL reports and views */
+Datum
+parflow_active_states(PG_FUNCTION_ARGS)
+{
+	Datum		states[2] = {CStringGetTextDatum(PF_ACTIVE_STATE_1), CStringGetTextDatum(PF_ACTIVE_STATE_2)};
+
+	PG_RETURN_ARRAYTYPE_P(construct_array(states, 2, TEXTOID, -1, false, TYPALIGN_INT));
 }

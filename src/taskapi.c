@@ -311,6 +311,28 @@ typedef struct PfRefusal
 	char	   *hint;
 } PfRefusal;
 
+/* The task of row r of st_held (or of a statement with its columns). */
+static void
+load_held(int r, PfTask *t, bool *is_verification)
+{
+	t->id = pf_int8(r, 1);
+	t->run_id = pf_int8(r, 2);
+	t->stage_ord = pf_int4(r, 3);
+	t->group_ord = pf_int4(r, 4);
+	t->agent = pf_text(r, 5);
+	t->attempt = pf_int4(r, 10);
+	t->base_attempt = pf_int4(r, 11);
+	t->route_backs = pf_int4(r, 12);
+	t->worker = pf_text(r, 13);
+	t->interrupted = pf_bool(r, 14);
+	t->version_id = pf_int8(r, 15);
+	t->run_state = pf_text(r, 16);
+	t->run_max_parallel = pf_int4(r, 17);
+	t->run_failed = pf_int4(r, 18);
+	if (is_verification)
+		*is_verification = pf_bool(r, 19);
+}
+
 /*
  * Lock the task held by (task, token) and its run; fill *t, or say in *why
  * why the token does not hold it (and lock nothing more).
@@ -346,22 +368,7 @@ held_try(int64 task, Datum token, PfTask *t, PfRefusal *why, bool *is_verificati
 		why->hint = pstrdup("Send parflow_heartbeat() more often than the lease given to parflow_claim().");
 		return false;
 	}
-	t->id = pf_int8(0, 1);
-	t->run_id = pf_int8(0, 2);
-	t->stage_ord = pf_int4(0, 3);
-	t->group_ord = pf_int4(0, 4);
-	t->agent = pf_text(0, 5);
-	t->attempt = pf_int4(0, 10);
-	t->base_attempt = pf_int4(0, 11);
-	t->route_backs = pf_int4(0, 12);
-	t->worker = pf_text(0, 13);
-	t->interrupted = pf_bool(0, 14);
-	t->version_id = pf_int8(0, 15);
-	t->run_state = pf_text(0, 16);
-	t->run_max_parallel = pf_int4(0, 17);
-	t->run_failed = pf_int4(0, 18);
-	if (is_verification)
-		*is_verification = pf_bool(0, 19);
+	load_held(0, t, is_verification);
 	return true;
 }
 
@@ -413,10 +420,13 @@ empty_object(void)
 
 /* ---- heartbeat ----------------------------------------------------------- */
 
+/* The lease extended in one statement, when (task, token) holds the task. */
 static PfStmt st_heartbeat = {
-	"UPDATE parflow.task tk SET lease_until = clock_timestamp() + tk.lease WHERE tk.id = $1 "
+	"UPDATE parflow.task tk SET lease_until = clock_timestamp() + tk.lease "
+	" WHERE tk.id = $1 AND tk.token = $2 AND tk.state = 'running' "
+	"   AND tk.lease_until >= clock_timestamp() AND parflow._lock_run(tk.run_id) "
 	"RETURNING tk.lease_until",
-	1, {INT8OID}
+	2, {INT8OID, UUIDOID}
 };
 
 /* parflow_heartbeat(task bigint, token uuid) returns timestamptz */
@@ -424,29 +434,29 @@ Datum
 parflow_heartbeat(PG_FUNCTION_ARGS)
 {
 	PfTask		t;
-	Datum		v[1];
+	Datum		v[2];
 	TimestampTz until;
+	bool		isnull;
 
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task and token must not be null")));
 	connect_spi();
-	held(fcinfo, &t, NULL);
-	v[0] = Int64GetDatum(t.id);
-	pf_exec(&st_heartbeat, v, NULL, 1);
-	until = DatumGetTimestampTz(pf_datum(0, 1, &(bool) {false}));
+	v[0] = PG_GETARG_DATUM(0);
+	v[1] = PG_GETARG_DATUM(1);
+	if (pf_exec(&st_heartbeat, v, NULL, 1) != 1)
+	{
+		held(fcinfo, &t, NULL);
+		elog(ERROR, "parflow: the lease of task " INT64_FORMAT " could not be extended",
+			 PG_GETARG_INT64(0));
+	}
+	until = DatumGetTimestampTz(pf_datum(0, 1, &isnull));
 	SPI_finish();
 	PG_RETURN_TIMESTAMPTZ(until);
 }
 
 /* ---- complete ------------------------------------------------------------ */
-
-static PfStmt st_succeed = {
-	"WITH u AS (UPDATE parflow.task tk SET state = 'succeeded', output = $2, token = NULL, "
-	"                  lease_until = NULL, finished_at = clock_timestamp(), error = NULL, "
-	"                  interrupted_at = NULL "
-	"            WHERE tk.id = $1 RETURNING tk.run_id, tk.id, tk.worker, tk.attempt) "
-	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
-	"SELECT u.run_id, u.id, 'succeeded', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) FROM u",
-	2, {INT8OID, JSONBOID}
-};
 
 /* One less left in the task's shard; returns what is left of the run. */
 static PfStmt st_remaining = {
@@ -459,21 +469,18 @@ static PfStmt st_remaining = {
 };
 
 /*
- * Complete a held task: its output stored, its dependents released, its run
+ * After a held task was marked succeeded: its dependents released, its run
  * finished or found blocked; with handover, its slot given to the next task
  * of its run when the dispatcher would choose it (see pf_handover), else a
  * dispatch pass asked for at commit.  *handed: the task handed the slot.
  */
 static void
-complete_held(PfTask *t, Datum output, bool handover, int64 *handed)
+complete_held(PfTask *t, bool handover, int64 *handed)
 {
 	Datum		v[2];
 	int32		ord = t->stage_ord;
 
 	*handed = 0;
-	v[0] = Int64GetDatum(t->id);
-	v[1] = output;
-	pf_exec(&st_succeed, v, NULL, 0);
 	pf_done(t->run_id, t->version_id, pf_int4_array(&ord, 1));
 	v[0] = Int64GetDatum(t->run_id);
 	v[1] = Int16GetDatum((int16) (t->id % PF_SHARDS));
@@ -492,27 +499,71 @@ complete_held(PfTask *t, Datum output, bool handover, int64 *handed)
 		pf_wake_at_commit();
 }
 
-static Datum
-output_arg(FunctionCallInfo fcinfo, int arg, int64 task)
-{
-	PfRefusal	why;
-	Datum		doc = PG_ARGISNULL(arg) ? empty_object() : PG_GETARG_DATUM(arg);
+/*
+ * Complete a task in one statement, when (task, token) holds it: the row is
+ * locked by the update itself (the run's lock taken first, in its WHERE
+ * clause), and the event written with it.  No row: the token does not hold
+ * the task, and held() says why.
+ */
+static PfStmt st_complete = {
+	"WITH u AS (UPDATE parflow.task tk SET state = 'succeeded', output = $3, token = NULL, "
+	"                  lease_until = NULL, finished_at = clock_timestamp(), error = NULL, "
+	"                  interrupted_at = NULL "
+	"             FROM parflow.run r "
+	"            WHERE tk.id = $1 AND tk.token = $2 AND tk.state = 'running' "
+	"              AND tk.lease_until >= clock_timestamp() AND r.id = tk.run_id "
+	"              AND parflow._lock_run(tk.run_id) "
+	"        RETURNING tk.id, tk.run_id, tk.stage_ord, tk.group_ord, tk.agent, NULL::text, NULL::boolean, "
+	"                  NULL::boolean, NULL::text, tk.attempt, tk.base_attempt, tk.route_backs, tk.worker, "
+	"                  false, r.version_id, r.state, r.max_parallel, r.failed, NULL::boolean), "
+	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"      SELECT u.run_id, u.id, 'succeeded', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) FROM u) "
+	"SELECT * FROM u",
+	3, {INT8OID, UUIDOID, JSONBOID}
+};
 
-	if (output_too_large(task, doc, &why))
+/*
+ * Complete (task, token) arguments 0 and 1 with output argument arg: its
+ * dependents released, its run finished or found blocked, its slot handed
+ * over when it can be (see complete_held); or raise as held() would.
+ */
+static void
+complete_call(FunctionCallInfo fcinfo, int arg)
+{
+	PfTask		t;
+	PfRefusal	why;
+	Datum		doc;
+	Datum		v[3];
+	int64		handed;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task and token must not be null")));
+	doc = PG_ARGISNULL(arg) ? empty_object() : PG_GETARG_DATUM(arg);
+	if (output_too_large(PG_GETARG_INT64(0), doc, &why))
+	{
+		held(fcinfo, &t, NULL);	/* a token that does not hold it says so first */
 		raise_refusal(&why);
-	return doc;
+	}
+	v[0] = PG_GETARG_DATUM(0);
+	v[1] = PG_GETARG_DATUM(1);
+	v[2] = doc;
+	if (pf_exec(&st_complete, v, NULL, 1) != 1)
+	{
+		held(fcinfo, &t, NULL);
+		elog(ERROR, "parflow: task " INT64_FORMAT " could not be completed", PG_GETARG_INT64(0));
+	}
+	load_held(0, &t, NULL);
+	complete_held(&t, true, &handed);
 }
 
 /* parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}') */
 Datum
 parflow_complete(PG_FUNCTION_ARGS)
 {
-	PfTask		t;
-	int64		handed;
-
 	connect_spi();
-	held(fcinfo, &t, NULL);
-	complete_held(&t, output_arg(fcinfo, 2, t.id), true, &handed);
+	complete_call(fcinfo, 2);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -528,15 +579,12 @@ parflow_complete_and_claim(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	PfClaimArgs a;
-	PfTask		t;
-	int64		handed;
 
 	check_claim_args(fcinfo, 3, &a, false);
 	InitMaterializedSRF(fcinfo, 0);
 	connect_spi();
 	pf_may_claim(a.agent);
-	held(fcinfo, &t, NULL);
-	complete_held(&t, output_arg(fcinfo, 2, t.id), true, &handed);
+	complete_call(fcinfo, 2);
 	claim_into(rsinfo, &a);
 	SPI_finish();
 	return (Datum) 0;

@@ -186,7 +186,6 @@ CREATE INDEX task_active_idx ON parflow.task (run_id) WHERE state IN ('dispatche
 -- Claims walk the dispatched tasks of a kind in claim order instead of
 -- sorting them all (a fan-out of thousands under a high cap).
 CREATE INDEX task_claim_idx ON parflow.task (agent, priority, rank DESC, id) WHERE state = 'dispatched';
-CREATE INDEX task_run_group_idx ON parflow.task (run_id, group_ord);
 CREATE INDEX stage_dep_dep_idx ON parflow.stage_dep (version_id, dep_ord);
 
 -- What is left of a run, as 16 counters (a task counts in shard id % 16):

@@ -70,20 +70,25 @@ BEGIN
 
     -- pending: stage edges, plus one per group barrier the task's group waits for
     -- (a skipped task keeps the reason in error)
+    -- pending: stage edges, plus one per group barrier the task's group waits
+    -- for; a task is written in its first state (a skipped one keeps the
+    -- reason in error), so that nothing is written twice
     INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, error, pending, priority, rank)
-    SELECT new_run, s.ord, s.group_ord, s.agent,
-           CASE WHEN sk.why IS NULL THEN 'waiting' ELSE 'skipped' END, sk.why->>'reason',
-           (SELECT count(*) FROM parflow.stage_dep d WHERE d.version_id = ver AND d.stage_ord = s.ord)
-           + (SELECT count(*) FROM parflow.group_dep gd WHERE gd.version_id = ver AND gd.group_ord = s.group_ord),
-           parflow_start.priority, rk.rank
-      FROM parflow.stage s JOIN unnest(rk_ords, rk_ranks) rk(ord, rank) ON rk.ord = s.ord
-      LEFT JOIN parflow.stage vs ON vs.version_id = ver AND vs.ord = s.verifies_ord
-      CROSS JOIN LATERAL (SELECT parflow._skip_reason(s, vs, flags) AS why) sk
-     WHERE s.version_id = ver;
+    SELECT new_run, x.ord, x.group_ord, x.agent,
+           CASE WHEN x.why IS NOT NULL THEN 'skipped' WHEN x.pending = 0 THEN 'ready' ELSE 'waiting' END,
+           x.why->>'reason', x.pending, parflow_start.priority, x.rank
+      FROM (SELECT s.ord, s.group_ord, s.agent, rk.rank, sk.why,
+                   (SELECT count(*) FROM parflow.stage_dep d WHERE d.version_id = ver AND d.stage_ord = s.ord)
+                   + (SELECT count(*) FROM parflow.group_dep gd
+                       WHERE gd.version_id = ver AND gd.group_ord = s.group_ord) AS pending
+              FROM parflow.stage s JOIN unnest(rk_ords, rk_ranks) rk(ord, rank) ON rk.ord = s.ord
+              LEFT JOIN parflow.stage vs ON vs.version_id = ver AND vs.ord = s.verifies_ord
+             CROSS JOIN LATERAL (SELECT parflow._skip_reason(s, vs, flags) AS why) sk
+             WHERE s.version_id = ver) x;
 
     INSERT INTO parflow.run_remaining (run_id, shard, remaining)
-    SELECT new_run, t.id % 16, count(*) FROM parflow.task t
-     WHERE t.run_id = new_run AND t.state <> 'skipped' GROUP BY t.id % 16;
+    SELECT new_run, parflow._shard(t.id), count(*) FROM parflow.task t
+     WHERE t.run_id = new_run AND t.state <> 'skipped' GROUP BY parflow._shard(t.id);
 
     INSERT INTO parflow.run_group (run_id, group_ord, pending)
     SELECT new_run, g.ord, (SELECT count(*) FROM parflow.stage s WHERE s.version_id = ver AND s.group_ord = g.ord)
@@ -98,9 +103,9 @@ BEGIN
      WHERE t.run_id = new_run AND t.state = 'skipped';
 
     -- Tasks with nothing to wait for are ready; skipped ones pass through.
-    WITH u AS (UPDATE parflow.task t SET state = 'ready'
-                WHERE t.run_id = new_run AND t.pending = 0 AND t.state = 'waiting' RETURNING t.id)
-    INSERT INTO parflow.event (run_id, task_id, kind) SELECT new_run, u.id, 'ready' FROM u;
+    INSERT INTO parflow.event (run_id, task_id, kind)
+    SELECT new_run, t.id, 'ready' FROM parflow.task t
+     WHERE t.run_id = new_run AND t.state = 'ready' ORDER BY t.id;
     SELECT array_agg(t.stage_ord) INTO start_ords FROM parflow.task t
      WHERE t.run_id = new_run AND t.pending = 0 AND t.state = 'skipped';
     PERFORM parflow._done(new_run, coalesce(start_ords, '{}'));

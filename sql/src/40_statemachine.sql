@@ -11,6 +11,18 @@ CREATE OR REPLACE FUNCTION parflow._wake() RETURNS void
     LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION parflow._wake() IS 'Internal: wake the dispatcher when the current transaction commits';
 
+CREATE OR REPLACE FUNCTION parflow._shard(task bigint) RETURNS smallint
+    AS 'MODULE_PATHNAME', 'parflow_shard'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION parflow._shard(bigint) IS
+    'Internal: the shard of parflow.run_remaining a task counts in';
+
+CREATE OR REPLACE FUNCTION parflow._active_states() RETURNS text[]
+    AS 'MODULE_PATHNAME', 'parflow_active_states'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION parflow._active_states() IS
+    'Internal: the task states that hold a slot under the caps ({dispatched,running})';
+
 -- Evaluated last among the conditions of a query that calls it (COST), so
 -- that it locks only the runs of the rows that qualify.
 CREATE OR REPLACE FUNCTION parflow._lock_run(run bigint, exclusive boolean DEFAULT false,

@@ -123,13 +123,13 @@ BEGIN
         RETURN NEXT format('retry backoff until %s', t.not_before);
         n := n + 1;
     END IF;
-    SELECT count(*) INTO active FROM parflow.task a WHERE a.state IN ('dispatched', 'running');
+    SELECT count(*) INTO active FROM parflow.task a WHERE a.state = ANY (parflow._active_states());
     IF active >= cap THEN
         RETURN NEXT format('cap reached: parflow.max_parallel_stages (%s/%s at work)', active, cap);
         n := n + 1;
     END IF;
     SELECT count(*) INTO active FROM parflow.task a
-     WHERE a.run_id = r.id AND a.state IN ('dispatched', 'running');
+     WHERE a.run_id = r.id AND a.state = ANY (parflow._active_states());
     IF active >= r.max_parallel THEN
         RETURN NEXT CASE WHEN r.parallel THEN format('cap reached: the run''s max_parallel (%s/%s at work)', active, r.max_parallel)
                          ELSE 'sequential run: one task at a time' END;
@@ -137,7 +137,7 @@ BEGIN
     END IF;
     FOR x IN SELECT a.agents, a.max_concurrent,
                     (SELECT count(*) FROM parflow.task b
-                      WHERE b.run_id = r.id AND b.state IN ('dispatched', 'running') AND b.agent = ANY (a.agents)) AS c
+                      WHERE b.run_id = r.id AND b.state = ANY (parflow._active_states()) AND b.agent = ANY (a.agents)) AS c
                FROM parflow.affinity a
               WHERE a.version_id = r.version_id AND t.agent = ANY (a.agents) ORDER BY a.ord LOOP
         IF x.c >= x.max_concurrent THEN

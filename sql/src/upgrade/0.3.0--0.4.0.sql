@@ -32,3 +32,8 @@ DROP FUNCTION parflow._payload(bigint, bigint, text);
 DROP FUNCTION @extschema@.parflow_claim(text, text, interval);
 -- plpgsql and sql functions that become C keep their signatures: CREATE OR
 -- REPLACE in 40_statemachine.sql turns them into C.
+
+-- A task's group is looked up by run (the run's tasks through
+-- task_run_id_stage_ord_key) only when a group fails fast or restarts: one
+-- index less to write on every transition.
+DROP INDEX parflow.task_run_group_idx;
