@@ -585,35 +585,41 @@ pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_out)
 
 /* ---- the hand-over ----------------------------------------------------- */
 
-static PfStmt st_handover_pick = {
-	"SELECT b.id, b.agent, s.name, "
+/*
+ * The hand-over in one statement: the run's next ready task in dispatch
+ * order is locked (skipped when another transaction holds it), the caps and
+ * rules are looked at, and the task is marked dispatched when it may be.
+ * $1 run, $2 version, $3 the completed task's agent, $4 the run's
+ * max_parallel, $5 whether a note can be queued, $6 the database's cap, $7
+ * the completed task.
+ */
+static PfStmt st_handover = {
+	"WITH b AS (SELECT tk.id, tk.agent, tk.priority, tk.rank, tk.stage_ord FROM parflow.task tk "
+	"            WHERE tk.run_id = $1 AND tk.state = 'ready' AND " PF_READY_NOW("tk")
+	"            ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 1 FOR UPDATE SKIP LOCKED), "
+	"k AS (SELECT b.id, b.agent, s.name, "
 	"       (SELECT count(*)::integer FROM parflow.task a "
-	"         WHERE a.state IN " PF_ACTIVE_STATES " AND a.run_id = $1), "
-	"       (SELECT count(*)::integer FROM parflow.task a WHERE a.state IN " PF_ACTIVE_STATES "), "
+	"         WHERE a.state IN " PF_ACTIVE_STATES " AND a.run_id = $1) AS run_active, "
+	"       (SELECT count(*)::integer FROM parflow.task a WHERE a.state IN " PF_ACTIVE_STATES ") AS all_active, "
 	"       EXISTS (SELECT FROM parflow.affinity a WHERE a.version_id = $2 "
-	"                  AND b.agent = ANY (a.agents) AND NOT $3 = ANY (a.agents)), "
+	"                  AND b.agent = ANY (a.agents) AND NOT $3 = ANY (a.agents)) AS other_slot, "
 	"       EXISTS (SELECT FROM parflow.run xr "
 	"                CROSS JOIN LATERAL (SELECT x.priority, x.rank, x.id FROM parflow.task x "
 	"                                     WHERE x.run_id = xr.id AND x.state = 'ready' AND " PF_READY_NOW("x")
 	"                                     ORDER BY " PF_DISPATCH_ORDER("x") " LIMIT 1) x "
 	"                WHERE xr.state = 'running' AND xr.id <> $1 "
 	"                  AND (x.priority < b.priority OR (x.priority = b.priority "
-	"                       AND (x.rank > b.rank OR (x.rank = b.rank AND x.id < b.id))))), "
+	"                       AND (x.rank > b.rank OR (x.rank = b.rank AND x.id < b.id))))) AS not_next, "
 	"       EXISTS (SELECT FROM (SELECT tk.id FROM parflow.task tk WHERE tk.run_id = $1 AND tk.state = 'ready' "
-	"                             ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 2) m WHERE m.id <> b.id) "
-	"  FROM (SELECT tk.id, tk.agent, tk.priority, tk.rank, tk.stage_ord FROM parflow.task tk "
-	"         WHERE tk.run_id = $1 AND tk.state = 'ready' AND " PF_READY_NOW("tk")
-	"         ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 1 FOR UPDATE SKIP LOCKED) b "
-	"  JOIN parflow.stage s ON s.version_id = $2 AND s.ord = b.stage_ord",
-	3, {INT8OID, INT8OID, TEXTOID}
-};
-
-static PfStmt st_handover_mark = {
-	"WITH u AS (UPDATE parflow.task SET state = 'dispatched', dispatched_at = clock_timestamp() "
-	"            WHERE id = $2 RETURNING id) "
-	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
-	"SELECT $1, u.id, 'dispatched', jsonb_build_object('handover', $3) FROM u",
-	3, {INT8OID, INT8OID, INT8OID}
+	"                             ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 2) m WHERE m.id <> b.id) AS more_ready "
+	"      FROM b JOIN parflow.stage s ON s.version_id = $2 AND s.ord = b.stage_ord), "
+	"u AS (UPDATE parflow.task t SET state = 'dispatched', dispatched_at = clock_timestamp() FROM k "
+	"       WHERE t.id = k.id AND $5 AND k.run_active < $4 AND k.all_active < $6 "
+	"         AND NOT k.other_slot AND NOT k.not_next RETURNING t.id), "
+	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"      SELECT $1, u.id, 'dispatched', jsonb_build_object('handover', $7) FROM u) "
+	"SELECT k.id, k.agent, k.name, k.run_active, k.all_active, k.more_ready, EXISTS (SELECT FROM u) FROM k",
+	7, {INT8OID, INT8OID, TEXTOID, INT4OID, BOOLOID, INT4OID, INT8OID}
 };
 
 /*
@@ -630,45 +636,40 @@ static PfStmt st_handover_mark = {
 bool
 pf_handover(PfTask *t, int64 *handed_task)
 {
-	Datum		v[3];
+	Datum		v[7];
 	int64		b;
-	char	   *agent;
-	char	   *stage;
 	int			run_active,
 				all_active;
-	char	   *channel;
+	char	   *agent;
+	char	   *stage;
+	char	   *payload;
+	bool		more_ready;
 
 	*handed_task = 0;
-	if (strcmp(t->run_state, "running") != 0)
+	if (strcmp(t->run_state, "running") != 0 || !pf_note_possible())
 		return true;
 	v[0] = Int64GetDatum(t->run_id);
 	v[1] = Int64GetDatum(t->version_id);
 	v[2] = CStringGetTextDatum(t->agent);
-	if (pf_exec(&st_handover_pick, v, NULL, 1) != 1)
+	v[3] = Int32GetDatum(t->run_max_parallel);
+	v[4] = BoolGetDatum(true);
+	v[5] = Int32GetDatum(pf_max_parallel_stages);
+	v[6] = Int64GetDatum(t->id);
+	if (pf_exec(&st_handover, v, NULL, 1) != 1 || !pf_bool(0, 7))
 		return true;
 	b = pf_int8(0, 1);
 	agent = pf_text(0, 2);
 	stage = pf_text(0, 3);
 	run_active = pf_int4(0, 4);
 	all_active = pf_int4(0, 5);
-	if (pf_room(t->run_max_parallel, run_active) == 0 ||
-		pf_room(pf_max_parallel_stages, all_active) == 0 ||
-		pf_bool(0, 6) || pf_bool(0, 7))
-		return true;
-	{
-		bool		more_ready = pf_bool(0, 8);
-
-		channel = psprintf("parflow_%s", agent);
-		if (!pf_note_at_commit(channel, pf_payload("dispatch", b, t->run_id, stage, NULL)))
-			return true;
-		v[0] = Int64GetDatum(t->run_id);
-		v[1] = Int64GetDatum(b);
-		v[2] = Int64GetDatum(t->id);
-		pf_exec(&st_handover_mark, v, NULL, 0);
-		*handed_task = b;
-		return pf_room(t->run_max_parallel, run_active + 1) > 0 &&
-			pf_room(pf_max_parallel_stages, all_active + 1) > 0 && more_ready;
-	}
+	more_ready = pf_bool(0, 6);
+	payload = pf_payload("dispatch", b, t->run_id, stage, NULL);
+	/* (a note too long for the ring: the agent is told at once instead) */
+	if (!pf_note_at_commit(psprintf("parflow_%s", agent), payload))
+		pf_notify_agent(agent, payload);
+	*handed_task = b;
+	return pf_room(t->run_max_parallel, run_active + 1) > 0 &&
+		pf_room(pf_max_parallel_stages, all_active + 1) > 0 && more_ready;
 }
 
 /* ---- SQL faces, for parflow_start and the operators' functions --------- */

@@ -263,6 +263,18 @@ pf_wake_at_commit(void)
 }
 
 /*
+ * Whether a note made now would be queued (a dispatcher serves this
+ * database and this transaction may make more notes), for a caller that
+ * must decide before it writes what the note announces.
+ */
+bool
+pf_note_possible(void)
+{
+	return pf_shared != NULL && pf_shared->dispatcher_latch != NULL &&
+		pf_shared->dispatcher_db == MyDatabaseId && n_local < PF_NOTE_LOCAL;
+}
+
+/*
  * Have the dispatcher send NOTIFY channel, payload once the current
  * transaction commits (nothing if it aborts), and wake it then.  Returns
  * false, queueing nothing, when no dispatcher serves this database, when the

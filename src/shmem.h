@@ -46,6 +46,7 @@ extern PfShared *pf_shared;
 
 extern void pf_shmem_init(void);
 extern void pf_wake_at_commit(void);
+extern bool pf_note_possible(void);
 extern bool pf_note_at_commit(const char *channel, const char *payload);
 extern int	pf_notes_take(PfNote *out, int max, bool *lost);
 

@@ -85,14 +85,18 @@ parflow_lock_run(PG_FUNCTION_ARGS)
 
 /* ---- who may claim ----------------------------------------------------- */
 
+/* Whether the session's role may claim tasks of agent kind $1. */
+#define PF_MAY_CLAIM \
+	"(NOT EXISTS (SELECT FROM parflow.agent_role) " \
+	"    OR coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user), false) " \
+	"    OR pg_catalog.pg_has_role(session_user, 'parflow_operator', 'MEMBER') " \
+	"    OR EXISTS (SELECT FROM parflow.agent_role ar " \
+	"                WHERE ar.agent IN ($1, '*') " \
+	"                  AND EXISTS (SELECT FROM pg_catalog.pg_roles pr WHERE pr.rolname = ar.role_name) " \
+	"                  AND pg_catalog.pg_has_role(session_user, ar.role_name, 'MEMBER')))"
+
 static PfStmt st_may_claim = {
-	"SELECT NOT EXISTS (SELECT FROM parflow.agent_role) "
-	"    OR coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user), false) "
-	"    OR pg_catalog.pg_has_role(session_user, 'parflow_operator', 'MEMBER') "
-	"    OR EXISTS (SELECT FROM parflow.agent_role ar "
-	"                WHERE ar.agent IN ($1, '*') "
-	"                  AND EXISTS (SELECT FROM pg_catalog.pg_roles pr WHERE pr.rolname = ar.role_name) "
-	"                  AND pg_catalog.pg_has_role(session_user, ar.role_name, 'MEMBER'))",
+	"SELECT " PF_MAY_CLAIM,
 	1, {TEXTOID}
 };
 
@@ -204,8 +208,9 @@ check_claim_args(FunctionCallInfo fcinfo, int first, PfClaimArgs *a, bool with_m
  * reason) and, on a route-back, the failing verification.
  */
 static PfStmt st_claim = {
-	"WITH c AS (SELECT tk.id FROM parflow.task tk WHERE tk.agent = $1 AND tk.state = 'dispatched' "
-	"              AND parflow._lock_run(tk.run_id, false, true) "
+	"WITH ok AS (SELECT " PF_MAY_CLAIM " AS ok), "
+	"c AS (SELECT tk.id FROM parflow.task tk WHERE tk.agent = $1 AND tk.state = 'dispatched' "
+	"              AND (SELECT ok.ok FROM ok) AND parflow._lock_run(tk.run_id, false, true) "
 	"            ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT $4 FOR UPDATE SKIP LOCKED), "
 	"u AS (UPDATE parflow.task tk SET state = 'running', attempt = tk.attempt + 1, worker = $2, "
 	"             token = gen_random_uuid(), lease = $3, lease_until = clock_timestamp() + $3, "
@@ -252,6 +257,9 @@ claim_into(ReturnSetInfo *rsinfo, PfClaimArgs *a)
 				c;
 
 	n = pf_exec(&st_claim, v, NULL, 0);
+	/* the claim checks the role too: no row may mean it may not claim */
+	if (n == 0)
+		pf_may_claim(a->agent);
 	for (i = 0; i < n; i++)
 	{
 		Datum		out[PF_CLAIM_COLS];
@@ -277,7 +285,6 @@ parflow_claim(PG_FUNCTION_ARGS)
 	check_claim_args(fcinfo, 0, &a, PG_NARGS() > 3);
 	InitMaterializedSRF(fcinfo, 0);
 	connect_spi();
-	pf_may_claim(a.agent);
 	claim_into(rsinfo, &a);
 	SPI_finish();
 	return (Datum) 0;
@@ -312,6 +319,7 @@ typedef struct PfRefusal
 } PfRefusal;
 
 /* The task of row r of st_held (or of a statement with its columns). */
+#define PF_HELD_COLS 19
 static void
 load_held(int r, PfTask *t, bool *is_verification)
 {
@@ -458,34 +466,24 @@ parflow_heartbeat(PG_FUNCTION_ARGS)
 
 /* ---- complete ------------------------------------------------------------ */
 
-/* One less left in the task's shard; returns what is left of the run. */
-static PfStmt st_remaining = {
-	"WITH u AS (UPDATE parflow.run_remaining rr SET remaining = rr.remaining - 1 "
-	"            WHERE rr.run_id = $1 AND rr.shard = $2 RETURNING rr.remaining) "
-	"SELECT coalesce((SELECT sum(u.remaining) FROM u), 0) "
-	"     + coalesce((SELECT sum(rr.remaining) FROM parflow.run_remaining rr "
-	"                  WHERE rr.run_id = $1 AND rr.shard <> $2), 0)",
-	2, {INT8OID, INT2OID}
-};
 
 /*
- * After a held task was marked succeeded: its dependents released, its run
- * finished or found blocked; with handover, its slot given to the next task
- * of its run when the dispatcher would choose it (see pf_handover), else a
- * dispatch pass asked for at commit.  *handed: the task handed the slot.
+ * After a held task was marked succeeded and taken off its run's remaining
+ * count (left: what is left of the run): its dependents released (when it
+ * has any), its run finished or found blocked; with handover, its slot
+ * given to the next task of its run when the dispatcher would choose it
+ * (see pf_handover), else a dispatch pass asked for at commit.  *handed:
+ * the task handed the slot.
  */
 static void
-complete_held(PfTask *t, bool handover, int64 *handed)
+complete_held(PfTask *t, int64 left, bool has_dependents, bool handover, int64 *handed)
 {
-	Datum		v[2];
 	int32		ord = t->stage_ord;
 
 	*handed = 0;
-	pf_done(t->run_id, t->version_id, pf_int4_array(&ord, 1));
-	v[0] = Int64GetDatum(t->run_id);
-	v[1] = Int16GetDatum((int16) (t->id % PF_SHARDS));
-	pf_exec(&st_remaining, v, NULL, 1);
-	if (pf_int8(0, 1) <= 0)
+	if (has_dependents)
+		pf_done(t->run_id, t->version_id, pf_int4_array(&ord, 1));
+	if (left <= 0)
 		pf_finish_if_done(t->run_id);
 	if (t->run_failed > 0)
 		pf_check_blocked(t->run_id);
@@ -517,8 +515,16 @@ static PfStmt st_complete = {
 	"                  NULL::boolean, NULL::text, tk.attempt, tk.base_attempt, tk.route_backs, tk.worker, "
 	"                  false, r.version_id, r.state, r.max_parallel, r.failed, NULL::boolean), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
-	"      SELECT u.run_id, u.id, 'succeeded', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) FROM u) "
-	"SELECT * FROM u",
+	"      SELECT u.run_id, u.id, 'succeeded', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) FROM u), "
+	"rr AS (UPDATE parflow.run_remaining x SET remaining = x.remaining - 1 FROM u "
+	"        WHERE x.run_id = u.run_id AND x.shard = parflow._shard(u.id) RETURNING x.remaining) "
+	"SELECT u.*, "
+	"       coalesce((SELECT sum(rr.remaining) FROM rr), 0) "
+	"       + coalesce((SELECT sum(x.remaining) FROM parflow.run_remaining x "
+	"                    WHERE x.run_id = u.run_id AND x.shard <> parflow._shard(u.id)), 0), "
+	"       EXISTS (SELECT FROM parflow.stage_dep d WHERE d.version_id = u.version_id AND d.dep_ord = u.stage_ord) "
+	"       OR EXISTS (SELECT FROM parflow.group_dep gd WHERE gd.version_id = u.version_id AND gd.dep_ord = u.group_ord) "
+	"  FROM u",
 	3, {INT8OID, UUIDOID, JSONBOID}
 };
 
@@ -555,7 +561,7 @@ complete_call(FunctionCallInfo fcinfo, int arg)
 		elog(ERROR, "parflow: task " INT64_FORMAT " could not be completed", PG_GETARG_INT64(0));
 	}
 	load_held(0, &t, NULL);
-	complete_held(&t, true, &handed);
+	complete_held(&t, pf_int8(0, PF_HELD_COLS + 1), pf_bool(0, PF_HELD_COLS + 2), true, &handed);
 }
 
 /* parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}') */
