@@ -28,7 +28,7 @@
 #
 # PF_BENCH_BATCH_REPS rounds of all configurations (default 2), interleaved;
 # another round is not started when the time spent plus the last round would
-# exceed PF_BENCH_BATCH_BUDGET seconds (default 200).  PF_BENCH_ANALYZE as in
+# exceed PF_BENCH_BATCH_BUDGET seconds (default 300).  PF_BENCH_ANALYZE as in
 # throughput.sh (default 1).  A server without the calls of 0.4.0
 # (parflow_complete_and_claim, parflow_complete_many, parflow_claim with
 # max_tasks) runs only the first configuration and says so.
@@ -51,7 +51,7 @@ bench_cancel_live_runs_at_exit bench_tpb
 stages=${PF_BENCH_BATCH_STAGES:-20000}
 nproc=${PF_BENCH_BATCH_AGENTS:-8}
 reps=${PF_BENCH_BATCH_REPS:-2}
-budget=${PF_BENCH_BATCH_BUDGET:-200}
+budget=${PF_BENCH_BATCH_BUDGET:-300}
 sizes=${PF_BENCH_BATCH_SIZES:-100 500}
 fixed_cap=${PF_BENCH_BATCH_CAP:-}
 export PF_BENCH_ANALYZE=${PF_BENCH_ANALYZE:-1}
@@ -174,7 +174,7 @@ done
 for n in "${names[@]:1}"; do
     row "  ratio ${label[$n]} / separate" "" "$(bench_ratio "$res.$n.txt.d" rate "$res.separate.txt.d" rate %.2fx)" "" \
         "$(bench_ratio "$res.$n.txt.d" walps "$res.separate.txt.d" walps %.2fx)" \
-        "$(bench_ratio "$res.$n.txt.d" cps "$res.separate.txt.d" cps %.2fx)"
+        "$(bench_ratio "$res.$n.txt.d" cps "$res.separate.txt.d" cps %.3fx)"
 done
 
 # graphile-worker's figures, when peers.sh ran in this same make bench
@@ -204,7 +204,7 @@ done
 for n in "${names[@]:1}"; do
     bench_summary "commits/stage, $nproc parflow-agents, ${label[$n]} (vs separate calls)" \
         "$(bench_agg "$res.$n.txt.d" cps %.3f)" "$(bench_agg "$res.separate.txt.d" cps %.3f)" \
-        "$(bench_ratio "$res.$n.txt.d" cps "$res.separate.txt.d" cps %.2fx)"
+        "$(bench_ratio "$res.$n.txt.d" cps "$res.separate.txt.d" cps %.3fx)"
     bench_summary "WAL bytes/stage, $nproc parflow-agents, ${label[$n]} (vs separate calls)" \
         "$(bench_agg "$res.$n.txt.d" walps %.0f)" "$(bench_agg "$res.separate.txt.d" walps %.0f)" \
         "$(bench_ratio "$res.$n.txt.d" walps "$res.separate.txt.d" walps %.2fx)"
