@@ -52,7 +52,9 @@ typedef struct
  * child was told to stop (interrupt, cancel, lease lost, shutdown) and is not
  * reaped yet; then the task is released or dropped.  REPORT: the work ended
  * and parflow_complete or parflow_fail is to be sent (again after a
- * reconnect).  RELEASE: parflow_release is to be sent.
+ * reconnect; several successes go in one parflow_complete_many with --batch,
+ * and one success with the next claim in parflow_complete_and_claim with
+ * --batch 1).  RELEASE: parflow_release is to be sent.
  */
 typedef enum
 {
@@ -112,6 +114,8 @@ typedef struct
 	bool        report_wrapped; /* output already wrapped as {"stdout": ...} */
 	bool        report_final;   /* the failure is not retryable (a refused completion) */
 	bool        report_resend;  /* a first try was lost with the connection */
+	bool        report_plain;   /* send with plain parflow_complete (a combined
+								 * call was refused as a whole) */
 } Task;
 
 /* The options, set once by main.c. */
@@ -121,6 +125,8 @@ typedef struct
 	char       *channel;        /* "parflow_<agent>" */
 	char       *worker;
 	int         concurrency;
+	int         batch;          /* --batch: tasks asked of one parflow_claim */
+	bool        complete_and_claim; /* with --batch 1: parflow_complete_and_claim */
 	bool        simulate;
 	double      scale;
 	double      jitter;			/* --jitter: relative spread of simulated work */
@@ -172,6 +178,7 @@ extern int  task_index(const Task *t);
 extern void task_remove(Task *t);
 extern Task *task_new(void);
 extern void work_start(Task *t);
+extern void work_start_batch(Task **ts, int n);
 extern void work_stop(Task *t, AfterStop after, double now);
 extern void work_tick(double now);
 extern void work_reap(double now);

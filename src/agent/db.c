@@ -7,7 +7,14 @@
  * query in flight at a time, sent with PQsendQueryParams and read back when
  * poll() says the socket is readable.  What to send next is derived from the
  * task table, in this order: releases, reports (complete/fail), heartbeats
- * that are due, then a claim when capacity is free.  A report whose outcome
+ * that are due, then a claim when capacity is free.  With --batch N a claim
+ * asks for up to N tasks (parflow_claim's max_tasks) and the successes that
+ * are due go in one parflow_complete_many (a lone one in parflow_complete,
+ * which hands its slot over); with --batch 1 a success goes with
+ * the next claim in one parflow_complete_and_claim (unless
+ * --no-complete-and-claim).  A server without those calls (before 0.4.0)
+ * answers 42883 once, and the agent uses the separate calls from then on.
+ * A report whose outcome
  * was lost with the connection stays in the table and is sent again after the
  * reconnect (the server refuses a second report of the same lease with
  * SQLSTATE 55000).  Notifications on parflow_<KIND> are scanned here and turn
@@ -28,12 +35,25 @@
 
 /*
  * The claim.  The estimate is read through to_jsonb so that a parflow_claim
- * without an estimate column still works (the estimate is then NULL).
+ * without an estimate column still works (the estimate is then NULL).  The
+ * same columns come back from parflow_claim with max_tasks (--batch) and from
+ * parflow_complete_and_claim (parflow 0.4.0 on).
  */
-#define SQL_CLAIM \
+#define SQL_CLAIM_COLS \
 	"SELECT c.task, c.token, c.run, c.stage, c.attempt, c.input, " \
-	"extract(epoch FROM (to_jsonb(c) ->> 'estimate')::interval)::float8 " \
+	"extract(epoch FROM (to_jsonb(c) ->> 'estimate')::interval)::float8 "
+#define SQL_CLAIM SQL_CLAIM_COLS \
 	"FROM parflow_claim($1::text, $2::text, $3::text::interval) AS c"
+#define SQL_CLAIM_MANY SQL_CLAIM_COLS \
+	"FROM parflow_claim($1::text, $2::text, $3::text::interval, max_tasks => $4::int) AS c"
+#define SQL_COMPLETE_AND_CLAIM SQL_CLAIM_COLS \
+	"FROM parflow_complete_and_claim($1::bigint, $2::uuid, $3::jsonb, $4::text, $5::text, " \
+	"$6::text::interval) AS c"
+#define SQL_COMPLETE_MANY \
+	"SELECT m.task, m.accepted, m.sqlstate, m.message " \
+	"FROM parflow_complete_many($1::bigint[], $2::uuid[], $3::jsonb[]) AS m"
+#define MANY_MAX_TASKS 1000             /* tasks per parflow_complete_many */
+#define MANY_MAX_BYTES (8 * 1024 * 1024)    /* their outputs, roughly */
 #define SQL_HEARTBEAT "SELECT parflow_heartbeat($1::bigint, $2::uuid)"
 #define SQL_COMPLETE "SELECT parflow_complete($1::bigint, $2::uuid, $3::jsonb)"
 #define SQL_FAIL "SELECT parflow_fail($1::bigint, $2::uuid, $3::text, $4::boolean)"
@@ -52,7 +72,9 @@ typedef enum
 	RQ_CLAIM,
 	RQ_HEARTBEAT,
 	RQ_REPORT,
-	RQ_RELEASE
+	RQ_RELEASE,
+	RQ_COMPLETE_CLAIM,          /* parflow_complete_and_claim */
+	RQ_COMPLETE_MANY            /* parflow_complete_many */
 } ReqKind;
 
 static PGconn *conn;
@@ -66,13 +88,49 @@ static int  attempts;           /* reconnect attempts in this outage */
 static ReqKind inflight = RQ_NONE;
 static long long inflight_task;
 static PGresult *inflight_res;
+static long long inflight_ids[MANY_MAX_TASKS];  /* RQ_COMPLETE_MANY: its tasks */
+static int  inflight_n;
 static bool claim_again;        /* a dispatch arrived while a claim ran */
+static int  claim_asked;        /* tasks asked of the claim in flight */
+static bool claim_was_many;     /* ... with max_tasks */
 static char *last_claim_error;
+
+/*
+ * The calls of parflow 0.4.0, used while the server has them: an older one
+ * answers 42883 (undefined function), and the agent goes back, once and for
+ * the rest of its life, to the calls it had before.
+ */
+static bool claim_many_ok = true;
+static bool cac_ok = true;
+static bool many_ok = true;
 
 static double
 dmin(double a, double b)
 {
 	return a < b ? a : b;
+}
+
+/* Whether a report or release of task ID is in flight. */
+static bool
+is_inflight(long long id)
+{
+	int         i;
+
+	if (inflight == RQ_COMPLETE_MANY)
+	{
+		for (i = 0; i < inflight_n; i++)
+			if (inflight_ids[i] == id)
+				return true;
+		return false;
+	}
+	return inflight != RQ_NONE && inflight_task == id;
+}
+
+/* SQLSTATE of a function the server does not have (an older parflow). */
+static bool
+missing_function(const char *state)
+{
+	return state && (strcmp(state, "42883") == 0 || strcmp(state, "42725") == 0);
 }
 
 /* Server notices (and the FATAL of a terminated backend) go to our log. */
@@ -167,7 +225,7 @@ process_notifies(double now)
 		if (strcmp(kind, "dispatch") == 0)
 		{
 			st.want_claim = true;
-			if (inflight == RQ_CLAIM)
+			if (inflight == RQ_CLAIM || inflight == RQ_COMPLETE_CLAIM)
 				claim_again = true;
 		}
 		else if (strcmp(kind, "interrupt") == 0 && t)
@@ -190,7 +248,7 @@ process_notifies(double now)
 				else
 					work_stop(t, AFTER_DROP, now);
 			}
-			else if (!(inflight != RQ_NONE && inflight_task == t->id))
+			else if (!is_inflight(t->id))
 				task_remove(t);
 			/* else: the report or release in flight gets its answer */
 		}
@@ -323,15 +381,31 @@ conn_lost(const char *why, double now)
 {
 	char       *msg = one_line(why);
 
-	if (inflight == RQ_REPORT || inflight == RQ_RELEASE)
+	if (inflight == RQ_REPORT || inflight == RQ_RELEASE || inflight == RQ_COMPLETE_CLAIM)
 	{
 		Task       *t = task_find(inflight_task);
 
 		/* its outcome is unknown: send it again once reconnected */
 		if (t)
 			t->report_resend = true;
+		if (inflight == RQ_COMPLETE_CLAIM)
+			agent_log(LOG_DEBUG, NULL, "a task complete-and-claim may have claimed is lost "
+					  "with the connection: its lease will expire");
+	}
+	else if (inflight == RQ_COMPLETE_MANY)
+	{
+		int         i;
+
+		for (i = 0; i < inflight_n; i++)
+		{
+			Task       *t = task_find(inflight_ids[i]);
+
+			if (t)
+				t->report_resend = true;
+		}
 	}
 	inflight = RQ_NONE;
+	inflight_n = 0;
 	if (inflight_res)
 		PQclear(inflight_res);
 	inflight_res = NULL;
@@ -422,12 +496,119 @@ send_query(ReqKind kind, Task *t, const char *sql, int n, const char *const *par
 	return true;
 }
 
+/* Tasks that may still be claimed once T is reported done (and forgotten). */
+static long
+capacity_after(void)
+{
+	long        n = opt.concurrency - (st.ntasks - 1);
+
+	if (opt.max_tasks > 0 && opt.max_tasks - (st.finished + 1) - (st.ntasks - 1) < n)
+		n = opt.max_tasks - (st.finished + 1) - (st.ntasks - 1);
+	return n;
+}
+
+/*
+ * Whether the success of T goes with the next claim in one
+ * parflow_complete_and_claim: working one task per claim (--batch 1), unless
+ * --no-complete-and-claim, the server lacks it, we are shutting down, no
+ * capacity would be free for the claim, or the report is sent again after a
+ * lost connection or a refusal of the combined call (then on its own).
+ */
+static bool
+use_complete_and_claim(const Task *t)
+{
+	return opt.batch == 1 && opt.complete_and_claim && cac_ok && !st.shutting_down &&
+		!t->report_fail && !t->report_resend && !t->report_plain && capacity_after() > 0;
+}
+
+/* Append S to B as an element of an array literal: "..." with \ escapes. */
+static void
+array_elem(Buf *b, const char *s)
+{
+	const char *p;
+
+	buf_append(b, "\"", 1);
+	for (p = s; *p; p++)
+	{
+		if (*p == '"' || *p == '\\')
+			buf_append(b, "\\", 1);
+		buf_append(b, p, 1);
+	}
+	buf_append(b, "\"", 1);
+}
+
+/* A success that parflow_complete_many may take now. */
+static bool
+many_due(const Task *t, double now)
+{
+	return t->state == TS_REPORT && t->retry_at <= now && !t->report_fail && !t->report_plain;
+}
+
+/*
+ * --batch: send the successes that are due in one parflow_complete_many (at
+ * most MANY_MAX_TASKS of them, about MANY_MAX_BYTES of output).  False if
+ * fewer than two are due: a lone success goes with parflow_complete, which
+ * also hands its slot over to the next task of its run (complete_many leaves
+ * the slots it frees to a dispatch pass).
+ */
+static bool
+send_many(double now)
+{
+	Buf         ids = {0},
+				tokens = {0},
+				outputs = {0};
+	size_t      bytes = 0;
+	const char *params[3];
+	int         i,
+				n = 0;
+
+	for (i = 0; i < st.ntasks && n < 2; i++)
+		if (many_due(st.tasks[i], now))
+			n++;
+	if (n < 2)
+		return false;
+	n = 0;
+	for (i = 0; i < st.ntasks && n < MANY_MAX_TASKS; i++)
+	{
+		Task       *t = st.tasks[i];
+		char        id[32];
+
+		if (!many_due(t, now))
+			continue;
+		if (n > 0 && bytes + strlen(t->report_text) > MANY_MAX_BYTES)
+			break;
+		snprintf(id, sizeof(id), "%s%lld", n ? "," : "{", t->id);
+		buf_append(&ids, id, strlen(id));
+		buf_append(&tokens, n ? "," : "{", 1);
+		buf_append(&tokens, t->token, strlen(t->token));
+		buf_append(&outputs, n ? "," : "{", 1);
+		array_elem(&outputs, t->report_text);
+		bytes += strlen(t->report_text);
+		inflight_ids[n++] = t->id;
+	}
+	if (n == 0)
+		return false;
+	buf_append(&ids, "}", 1);
+	buf_append(&tokens, "}", 1);
+	buf_append(&outputs, "}", 1);
+	params[0] = ids.data;
+	params[1] = tokens.data;
+	params[2] = outputs.data;
+	if (send_query(RQ_COMPLETE_MANY, NULL, SQL_COMPLETE_MANY, 3, params, now))
+		inflight_n = n;
+	buf_free(&ids);
+	buf_free(&tokens);
+	buf_free(&outputs);
+	return true;
+}
+
 /* Send the one query the task table calls for first, if any. */
 static void
 send_next(double now)
 {
-	char        id[32];
-	const char *params[4];
+	char        id[32],
+				num[16];
+	const char *params[6];
 	int         i;
 
 	for (i = 0; i < st.ntasks; i++)
@@ -442,6 +623,8 @@ send_next(double now)
 		send_query(RQ_RELEASE, t, SQL_RELEASE, 2, params, now);
 		return;
 	}
+	if (opt.batch > 1 && many_ok && send_many(now))
+		return;
 	for (i = 0; i < st.ntasks; i++)
 	{
 		Task       *t = st.tasks[i];
@@ -455,6 +638,18 @@ send_next(double now)
 		params[3] = t->report_final ? "false" : "true";
 		if (t->report_fail)
 			send_query(RQ_REPORT, t, SQL_FAIL, 4, params, now);
+		else if (use_complete_and_claim(t))
+		{
+			params[3] = opt.agent;
+			params[4] = opt.worker;
+			params[5] = opt.lease;
+			/* the claim of this call answers any wake-up so far */
+			st.want_claim = false;
+			claim_again = false;
+			claim_asked = 1;
+			st.next_poll = now + opt.poll_ms;
+			send_query(RQ_COMPLETE_CLAIM, t, SQL_COMPLETE_AND_CLAIM, 6, params, now);
+		}
 		else
 			send_query(RQ_REPORT, t, SQL_COMPLETE, 3, params, now);
 		return;
@@ -475,13 +670,29 @@ send_next(double now)
 	}
 	if (free_capacity() > 0 && (st.want_claim || st.next_poll <= now))
 	{
+		int         n = free_capacity();
+
+		if (n > opt.batch)
+			n = opt.batch;
 		params[0] = opt.agent;
 		params[1] = opt.worker;
 		params[2] = opt.lease;
 		st.want_claim = false;
 		claim_again = false;
 		st.next_poll = now + opt.poll_ms;
-		send_query(RQ_CLAIM, NULL, SQL_CLAIM, 3, params, now);
+		claim_asked = n;
+		claim_was_many = n > 1 && claim_many_ok;
+		if (claim_was_many)
+		{
+			snprintf(num, sizeof(num), "%d", n);
+			params[3] = num;
+			send_query(RQ_CLAIM, NULL, SQL_CLAIM_MANY, 4, params, now);
+		}
+		else
+		{
+			claim_asked = 1;
+			send_query(RQ_CLAIM, NULL, SQL_CLAIM, 3, params, now);
+		}
 	}
 }
 
@@ -568,15 +779,86 @@ brief(const char *text, char *out, size_t size)
 	return out;
 }
 
-static void
-claim_result(PGresult *res, double now)
+/*
+ * Take the tasks that a claim (or complete-and-claim) returned in RES: start
+ * their work, or give them back unworked when shutting down.  Returns how
+ * many.
+ */
+static int
+take_claimed(PGresult *res, double now)
 {
-	Task       *t;
+	Task      **batch;
+	int         rows = PQntuples(res),
+				n = 0,
+				r;
+
+	batch = xmalloc(sizeof(Task *) * (rows > 0 ? rows : 1));
+	for (r = 0; r < rows; r++)
+	{
+		Task       *t;
+
+		if (PQgetisnull(res, r, 0) || PQgetisnull(res, r, 1))
+			continue;
+		t = task_new();
+		t->id = strtoll(PQgetvalue(res, r, 0), NULL, 10);
+		snprintf(t->token, sizeof(t->token), "%s", PQgetvalue(res, r, 1));
+		t->run = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+		t->stage = xstrdup(PQgetvalue(res, r, 3));
+		t->attempt = atoi(PQgetvalue(res, r, 4));
+		t->input = xstrdup(PQgetisnull(res, r, 5) ? "{}" : PQgetvalue(res, r, 5));
+		if (!PQgetisnull(res, r, 6))
+			t->estimate = atof(PQgetvalue(res, r, 6));
+		t->claimed_at = now;
+		t->next_heartbeat = now + opt.heartbeat_ms;
+		st.claimed++;
+		agent_log(LOG_INFO, t, "claimed (run %lld)", t->run);
+		if (st.shutting_down)
+			/* the claim was in flight when SIGTERM came: give it back unworked */
+			t->state = TS_RELEASE;
+		else
+			batch[n] = t;
+		n++;
+	}
+	if (n > 0)
+	{
+		st.last_claim_empty = false;
+		st.idle_since = -1;
+		if (!st.shutting_down)
+			work_start_batch(batch, n);
+	}
+	free(batch);
+	return n;
+}
+
+/* A claim came back with no task. */
+static void
+claim_empty(double now)
+{
+	agent_log(LOG_DEBUG, NULL, "nothing to claim");
+	st.last_claim_empty = true;
+	if (st.ntasks == 0 && st.idle_since < 0)
+		st.idle_since = now;
+	st.want_claim = claim_again;
+}
+
+static void
+claim_result(PGresult *res, const char *state, double now)
+{
+	int         n;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		char       *msg = result_error(res);
 
+		if (claim_was_many && missing_function(state))
+		{
+			agent_log(LOG_INFO, NULL, "the server has no parflow_claim with max_tasks "
+					  "(parflow before 0.4.0): claiming one task per call: %s", msg);
+			claim_many_ok = false;
+			st.want_claim = true;
+			free(msg);
+			return;
+		}
 		/* the same error every poll is logged once, then only in --verbose */
 		if (last_claim_error == NULL || strcmp(last_claim_error, msg) != 0)
 			agent_log(LOG_ERROR, NULL, "could not claim: %s", msg);
@@ -588,39 +870,19 @@ claim_result(PGresult *res, double now)
 	}
 	free(last_claim_error);
 	last_claim_error = NULL;
-	if (PQntuples(res) < 1 || PQgetisnull(res, 0, 0) || PQgetisnull(res, 0, 1))
+	n = take_claimed(res, now);
+	if (n == 0)
 	{
-		agent_log(LOG_DEBUG, NULL, "nothing to claim");
-		st.last_claim_empty = true;
-		if (st.ntasks == 0 && st.idle_since < 0)
-			st.idle_since = now;
-		st.want_claim = claim_again;
+		claim_empty(now);
 		return;
 	}
-	t = task_new();
-	t->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	snprintf(t->token, sizeof(t->token), "%s", PQgetvalue(res, 0, 1));
-	t->run = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
-	t->stage = xstrdup(PQgetvalue(res, 0, 3));
-	t->attempt = atoi(PQgetvalue(res, 0, 4));
-	t->input = xstrdup(PQgetisnull(res, 0, 5) ? "{}" : PQgetvalue(res, 0, 5));
-	if (!PQgetisnull(res, 0, 6))
-		t->estimate = atof(PQgetvalue(res, 0, 6));
-	t->claimed_at = now;
-	t->next_heartbeat = now + opt.heartbeat_ms;
-	st.claimed++;
-	st.last_claim_empty = false;
-	st.idle_since = -1;
-	/* keep claiming while capacity is free and rows come back */
-	st.want_claim = true;
-	agent_log(LOG_INFO, t, "claimed (run %lld)", t->run);
-	if (st.shutting_down)
-	{
-		/* the claim was in flight when SIGTERM came: give it back unworked */
-		t->state = TS_RELEASE;
-		return;
-	}
-	work_start(t);
+	if (n > 1)
+		agent_log(LOG_DEBUG, NULL, "claimed %d of %d asked", n, claim_asked);
+	/*
+	 * Keep claiming while capacity is free and full claims come back; fewer
+	 * rows than asked means none was left a moment ago: wait for a dispatch.
+	 */
+	st.want_claim = n >= claim_asked || claim_again;
 }
 
 static void
@@ -653,25 +915,27 @@ heartbeat_result(PGresult *res, Task *t, const char *state, double now)
 	}
 }
 
+/* T's success or failure was recorded (or is no longer ours): forget it. */
 static void
-report_result(PGresult *res, Task *t, const char *state, double now)
+report_done(Task *t, double now)
 {
 	char        line[201];
-	char       *msg;
 
-	if (t == NULL || t->state != TS_REPORT)
-		return;
-	if (PQresultStatus(res) == PGRES_TUPLES_OK)
-	{
-		if (t->report_fail)
-			agent_log(LOG_INFO, t, "failed: %s", brief(t->report_text, line, sizeof(line)));
-		else
-			agent_log(LOG_INFO, t, "completed (%.0f ms)", now - t->claimed_at);
-		st.finished++;
-		task_remove(t);
-		return;
-	}
-	msg = result_error(res);
+	if (t->report_fail)
+		agent_log(LOG_INFO, t, "failed: %s", brief(t->report_text, line, sizeof(line)));
+	else
+		agent_log(LOG_INFO, t, "completed (%.0f ms)", now - t->claimed_at);
+	st.finished++;
+	task_remove(t);
+}
+
+/*
+ * The report of T was refused with STATE (NULL if unknown) and MSG: drop it,
+ * resend it (wrapped, later, or as a failure), as the refusal calls for.
+ */
+static void
+report_refused(Task *t, const char *state, const char *msg, double now)
+{
 	if (state && strcmp(state, "55000") == 0)
 	{
 		if (t->report_resend)
@@ -721,7 +985,161 @@ report_result(PGresult *res, Task *t, const char *state, double now)
 		st.finished++;
 		task_remove(t);
 	}
+}
+
+static void
+report_result(PGresult *res, Task *t, const char *state, double now)
+{
+	char       *msg;
+
+	if (t == NULL || t->state != TS_REPORT)
+		return;
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+	{
+		report_done(t, now);
+		return;
+	}
+	msg = result_error(res);
+	report_refused(t, state, msg, now);
 	free(msg);
+}
+
+/*
+ * parflow_complete_and_claim answered: T completed and 0 or 1 task claimed
+ * (one transaction), or nothing happened.
+ */
+static void
+complete_claim_result(PGresult *res, Task *t, const char *state, double now)
+{
+	char       *msg;
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+	{
+		if (t && t->state == TS_REPORT)
+			report_done(t, now);
+		free(last_claim_error);
+		last_claim_error = NULL;
+		/* task_remove asked for a claim: this call made it */
+		st.want_claim = false;
+		if (take_claimed(res, now) == 0)
+			claim_empty(now);
+		else
+			st.want_claim = true;
+		return;
+	}
+	/* nothing was recorded, nothing claimed */
+	st.want_claim = true;
+	if (t == NULL || t->state != TS_REPORT)
+		return;
+	msg = result_error(res);
+	if (state && strcmp(state, "55000") == 0)
+		report_refused(t, state, msg, now);
+	else if (transient(state))
+	{
+		agent_log(LOG_ERROR, t, "could not report, trying again: %s", msg);
+		t->retry_at = now + RETRY_MS;
+	}
+	else if (missing_function(state))
+	{
+		agent_log(LOG_INFO, NULL, "the server has no parflow_complete_and_claim "
+				  "(parflow before 0.4.0): completing and claiming in separate calls: %s", msg);
+		cac_ok = false;
+	}
+	else
+	{
+		/* the completion or the claim refused: find out which on their own */
+		agent_log(LOG_DEBUG, t, "complete-and-claim refused, reporting with "
+				  "parflow_complete alone: %s", msg);
+		t->report_plain = true;
+	}
+	free(msg);
+}
+
+/*
+ * parflow_complete_many answered: one row per task, accepted or refused with
+ * its SQLSTATE and message (the refused ones changed nothing); or the whole
+ * call failed and nothing changed.
+ */
+static void
+complete_many_result(PGresult *res, const char *state, double now)
+{
+	int         n = inflight_n,
+				i,
+				r;
+
+	inflight_n = 0;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		char       *msg = result_error(res);
+
+		if (transient(state))
+			agent_log(LOG_ERROR, NULL, "could not report %d task%s, trying again: %s",
+					  n, n == 1 ? "" : "s", msg);
+		else if (missing_function(state))
+		{
+			agent_log(LOG_INFO, NULL, "the server has no parflow_complete_many "
+					  "(parflow before 0.4.0): reporting every task with parflow_complete: %s", msg);
+			many_ok = false;
+		}
+		else
+			agent_log(LOG_INFO, NULL, "parflow_complete_many refused %d task%s as a whole, "
+					  "reporting them one by one: %s", n, n == 1 ? "" : "s", msg);
+		for (i = 0; i < n; i++)
+		{
+			Task       *t = task_find(inflight_ids[i]);
+
+			if (t == NULL || t->state != TS_REPORT)
+				continue;
+			if (transient(state))
+				t->retry_at = now + RETRY_MS;
+			else
+				t->report_plain = true;
+		}
+		free(msg);
+		return;
+	}
+	for (r = 0; r < PQntuples(res); r++)
+	{
+		long long   id;
+		Task       *t;
+
+		if (PQgetisnull(res, r, 0))
+			continue;
+		id = strtoll(PQgetvalue(res, r, 0), NULL, 10);
+		for (i = 0; i < n; i++)
+			if (inflight_ids[i] == id)
+				break;
+		if (i == n)
+			continue;           /* not one we sent */
+		inflight_ids[i] = 0;    /* answered */
+		t = task_find(id);
+		if (t == NULL || t->state != TS_REPORT)
+			continue;
+		if (!PQgetisnull(res, r, 1) && strcmp(PQgetvalue(res, r, 1), "t") == 0)
+			report_done(t, now);
+		else
+		{
+			const char *rstate = PQgetisnull(res, r, 2) ? NULL : PQgetvalue(res, r, 2);
+			char       *msg = xprintf("%s [%s]",
+									  PQgetisnull(res, r, 3) ? "refused" : PQgetvalue(res, r, 3),
+									  rstate ? rstate : "?");
+			char       *line = one_line(msg);
+
+			report_refused(t, rstate, line, now);
+			free(line);
+			free(msg);
+		}
+	}
+	for (i = 0; i < n; i++)
+	{
+		Task       *t = inflight_ids[i] ? task_find(inflight_ids[i]) : NULL;
+
+		if (t == NULL || t->state != TS_REPORT)
+			continue;
+		agent_log(LOG_ERROR, t, "parflow_complete_many returned no row for the task: "
+				  "reporting it with parflow_complete");
+		t->report_plain = true;
+	}
 }
 
 static void
@@ -775,7 +1193,13 @@ finish_request(PGresult *res, double now)
 	switch (kind)
 	{
 		case RQ_CLAIM:
-			claim_result(res, now);
+			claim_result(res, state, now);
+			break;
+		case RQ_COMPLETE_CLAIM:
+			complete_claim_result(res, t, state, now);
+			break;
+		case RQ_COMPLETE_MANY:
+			complete_many_result(res, state, now);
 			break;
 		case RQ_HEARTBEAT:
 			heartbeat_result(res, t, state, now);

@@ -3,10 +3,12 @@
  *
  * parflow-agent is the reference agent of parflow: it LISTENs on channel
  * parflow_<KIND>, claims tasks of its kind with parflow_claim (on a
- * notification and every --poll seconds while it has free capacity), works on
- * at most --concurrency of them at once (a simulated sleep or a shell
- * command), heartbeats their leases and reports each with parflow_complete or
- * parflow_fail.  This file owns the options, the self-pipe that turns SIGTERM,
+ * notification and every --poll seconds while it has free capacity; up to
+ * --batch of them per call), works on at most --concurrency of them at once
+ * (a simulated sleep or a shell command), heartbeats their leases and reports
+ * each with parflow_complete (with --batch 1 by default together with the
+ * next claim, parflow_complete_and_claim; with --batch N the successes
+ * together, parflow_complete_many) or parflow_fail.  This file owns the options, the self-pipe that turns SIGTERM,
  * SIGINT and SIGCHLD into poll() events, the single-threaded poll() loop over
  * that pipe, the libpq socket and the children's pipes, and the ways out:
  * --max-tasks, --exit-when-idle, and a graceful shutdown that stops the
@@ -55,7 +57,15 @@ usage(FILE *out)
 			"  --exec CMD             work = /bin/sh -c CMD, input JSON on stdin; exit 0\n"
 			"                         completes with stdout as output, else fails with stderr\n"
 			"  --worker NAME          this worker's name (default <hostname>-<pid>)\n"
-			"  --concurrency N        at most N tasks at once (default 1)\n"
+			"  --concurrency N        at most N tasks at once (default 1, or N of --batch)\n"
+			"  --batch N              claim up to N tasks per parflow_claim call (1..1000,\n"
+			"                         default 1); they work at once (--simulate: all sleep\n"
+			"                         the longest of their durations) and their successes\n"
+			"                         are reported together with parflow_complete_many\n"
+			"                         (a lone one with parflow_complete)\n"
+			"  --no-complete-and-claim  with --batch 1: report with parflow_complete, then\n"
+			"                         claim apart (default: parflow_complete_and_claim,\n"
+			"                         one round trip and one commit for both)\n"
 			"  --lease INTERVAL       lease asked for at claim (default '5 min')\n"
 			"  --poll SECONDS         claim at this interval while capacity is free (default 1)\n"
 			"  --max-tasks N          exit 0 after finishing N tasks\n"
@@ -105,6 +115,9 @@ parse_options(int argc, char **argv)
 		{"agent", required_argument, NULL, 'a'},
 		{"worker", required_argument, NULL, 'w'},
 		{"concurrency", required_argument, NULL, 'c'},
+		{"batch", required_argument, NULL, 'b'},
+		{"complete-and-claim", no_argument, NULL, 'C'},
+		{"no-complete-and-claim", no_argument, NULL, 'N'},
 		{"simulate", required_argument, NULL, 's'},
 		{"jitter", required_argument, NULL, 'j'},
 		{"exec", required_argument, NULL, 'e'},
@@ -121,8 +134,11 @@ parse_options(int argc, char **argv)
 	};
 	int         c;
 	const char *worker = NULL;
+	bool        concurrency_given = false;
 
 	opt.concurrency = 1;
+	opt.batch = 1;
+	opt.complete_and_claim = true;
 	opt.lease = "5 min";
 	opt.poll_ms = 1000;
 	opt.verbosity = LOG_INFO;
@@ -140,6 +156,26 @@ parse_options(int argc, char **argv)
 				opt.concurrency = (int) integer_arg("concurrency", optarg, 1);
 				if (opt.concurrency > 10000)
 					die(2, "--concurrency must be at most 10000");
+				concurrency_given = true;
+				break;
+			case 'b':
+				{
+					char       *end;
+					long        b;
+
+					errno = 0;
+					b = strtol(optarg, &end, 10);
+					if (end == optarg || *end != '\0' || errno != 0 || b < 1 || b > 1000)
+						die(2, "invalid value \"%s\" for --batch (an integer from 1 to 1000 expected)",
+							optarg);
+					opt.batch = (int) b;
+				}
+				break;
+			case 'C':
+				opt.complete_and_claim = true;
+				break;
+			case 'N':
+				opt.complete_and_claim = false;
 				break;
 			case 's':
 				opt.simulate = true;
@@ -197,6 +233,12 @@ parse_options(int argc, char **argv)
 		die(2, "exactly one of --simulate SCALE and --exec CMD is required");
 	if (opt.lease[0] == '\0')
 		die(2, "--lease must not be empty");
+	if (!concurrency_given)
+		opt.concurrency = opt.batch;
+	else if (opt.concurrency < opt.batch)
+		agent_log(LOG_INFO, NULL, "--batch %d with --concurrency %d: a claim asks for "
+				  "%d tasks at most (the tasks of a batch work at once)",
+				  opt.batch, opt.concurrency, opt.concurrency);
 
 	if (worker && worker[0])
 		opt.worker = xstrdup(worker);
@@ -385,10 +427,19 @@ main(int argc, char **argv)
 	st.idle_since = -1;
 	st.want_claim = true;
 	st.next_poll = mono_ms();
-	agent_log(LOG_INFO, NULL, "listening on %s: %s, concurrency %d, lease %s "
-			  "(heartbeat every %.1f s)", opt.channel,
-			  opt.simulate ? "simulate" : "exec", opt.concurrency, opt.lease,
-			  opt.heartbeat_ms / 1000.0);
+	{
+		char        mode[64];
+
+		if (opt.batch > 1)
+			snprintf(mode, sizeof(mode), "batches of up to %d", opt.batch);
+		else
+			snprintf(mode, sizeof(mode), "%s", opt.complete_and_claim ?
+					 "complete-and-claim" : "separate complete and claim");
+		agent_log(LOG_INFO, NULL, "listening on %s: %s, concurrency %d, %s, lease %s "
+				  "(heartbeat every %.1f s)", opt.channel,
+				  opt.simulate ? "simulate" : "exec", opt.concurrency, mode,
+				  opt.lease, opt.heartbeat_ms / 1000.0);
+	}
 
 	for (;;)
 	{

@@ -2,7 +2,8 @@
  * work.c -- the tasks parflow-agent holds and the work it does for them.
  *
  * Owns the task table (one Task per lease held) and the two kinds of work:
- * --simulate, a timer of estimate x scale; and --exec, `/bin/sh -c CMD` in a
+ * --simulate, a timer of estimate x scale (with --batch, the longest of the
+ * batch for all its tasks); and --exec, `/bin/sh -c CMD` in a
  * process group of its own, with the task's input on stdin, stdout kept as
  * the output and the last 4 KB of stderr kept as the error.  When work ends
  * this file turns it into a report (state TS_REPORT) for db.c to send; when
@@ -243,6 +244,39 @@ work_start(Task *t)
 		}
 		agent_log(LOG_DEBUG, t, "started: pid %d", (int) t->pid);
 	}
+}
+
+/*
+ * Begin the work of the N tasks one claim brought (--batch).  --exec: a child
+ * each, all at once.  --simulate: the batch is one unit of work, as a worker
+ * that handles a batch in one go: every task of it sleeps the longest of
+ * their simulated durations, so that they end together and their successes
+ * go in one parflow_complete_many.
+ */
+void
+work_start_batch(Task **ts, int n)
+{
+	double      until = 0,
+				ms = 0;
+	int         i;
+
+	for (i = 0; i < n; i++)
+		work_start(ts[i]);
+	if (!opt.simulate || n < 2)
+		return;
+	for (i = 0; i < n; i++)
+		if (ts[i]->state == TS_WORKING && ts[i]->sim && ts[i]->sim_until > until)
+		{
+			until = ts[i]->sim_until;
+			ms = ts[i]->sim_ms;
+		}
+	for (i = 0; i < n; i++)
+		if (ts[i]->state == TS_WORKING && ts[i]->sim)
+		{
+			ts[i]->sim_until = until;
+			ts[i]->sim_ms = ms;
+		}
+	agent_log(LOG_DEBUG, NULL, "batch of %d started: simulating %.0f ms", n, ms);
 }
 
 /* The --simulate output, now that its sleep is over. */

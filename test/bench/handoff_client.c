@@ -58,10 +58,11 @@
  *       agents go, and waits for the run's "succeeded" on
  *       parflow_orchestrator: the wall time.
  *
- *   reference WORKFLOW AGENT NPROC AGENT_BINARY
+ *   reference WORKFLOW AGENT NPROC AGENT_BINARY [AGENT_ARG...]
  *       The same with NPROC reference agents: the parent starts the run,
- *       then starts NPROC `AGENT_BINARY --agent AGENT --simulate 0 --quiet`
- *       processes, waits for "succeeded", then stops them with SIGTERM.
+ *       then starts NPROC `AGENT_BINARY --agent AGENT --simulate 0 --quiet
+ *       [AGENT_ARG...]` processes (e.g. --batch 100), waits for "succeeded",
+ *       then stops them with SIGTERM.
  *
  *   queue NPROC
  *       The baseline of the throughput: a minimal SKIP LOCKED job queue on
@@ -1045,7 +1046,8 @@ mode_throughput(const char *workflow, const char *agent, int nproc)
 }
 
 static int
-mode_reference(const char *workflow, const char *agent, int nproc, const char *binary)
+mode_reference(const char *workflow, const char *agent, int nproc, const char *binary,
+			   int nextra, char **extra)
 {
 	PGconn	   *c = connect_db("pf_bench_tp_parent");
 	pid_t		pids[MAX_PROCS];
@@ -1075,10 +1077,25 @@ mode_reference(const char *workflow, const char *agent, int nproc, const char *b
 		if (pid == 0)
 		{
 			char		wname[64];
+			char	  **av = calloc(nextra + 10, sizeof(char *));
+			int			k = 0,
+						j;
 
+			if (av == NULL)
+				_exit(127);
 			snprintf(wname, sizeof(wname), "bench-ref-%d", i);
-			execl(binary, binary, "--agent", agent, "--simulate", "0", "--quiet",
-				  "--worker", wname, (char *) NULL);
+			av[k++] = (char *) binary;
+			av[k++] = "--agent";
+			av[k++] = (char *) agent;
+			av[k++] = "--simulate";
+			av[k++] = "0";
+			av[k++] = "--quiet";
+			av[k++] = "--worker";
+			av[k++] = wname;
+			for (j = 0; j < nextra; j++)
+				av[k++] = extra[j];
+			av[k] = NULL;
+			execv(binary, av);
 			fprintf(stderr, "%s: cannot run %s: %s\n", progname, binary, strerror(errno));
 			_exit(127);
 		}
@@ -1132,12 +1149,12 @@ main(int argc, char **argv)
 		return mode_chain(argv[2], argv[3], argv[4]);
 	if (argc == 5 && strcmp(argv[1], "throughput") == 0)
 		return mode_throughput(argv[2], argv[3], atoi(argv[4]));
-	if (argc == 6 && strcmp(argv[1], "reference") == 0)
-		return mode_reference(argv[2], argv[3], atoi(argv[4]), argv[5]);
+	if (argc >= 6 && strcmp(argv[1], "reference") == 0)
+		return mode_reference(argv[2], argv[3], atoi(argv[4]), argv[5], argc - 6, argv + 6);
 	if (argc == 3 && strcmp(argv[1], "queue") == 0)
 		return mode_queue(atoi(argv[2]));
 	fprintf(stderr, "usage: %s raw N OUTFILE | chain WORKFLOW AGENT[,AGENT2] OUTFILE | "
-			"throughput WORKFLOW AGENT NPROC | reference WORKFLOW AGENT NPROC AGENT_BINARY | "
+			"throughput WORKFLOW AGENT NPROC | reference WORKFLOW AGENT NPROC AGENT_BINARY [AGENT_ARG...] | "
 			"queue NPROC\n", progname);
 	return 2;
 }

@@ -133,10 +133,14 @@ e2e_init() {
 
 # e2e_agent NAME KIND ARG...: start a parflow-agent in the background.
 # NAME is its worker name and log file ($E2E_DIR/NAME.log).  Sets E2E_LAST_PID.
+# PF_E2E_AGENT_ARGS (words, e.g. "--no-complete-and-claim" or "--batch 4")
+# go before ARG... on every agent's command line, to run the suite with the
+# agent's other ways of calling the server.
 e2e_agent() {
     local name="$1" kind="$2"
     shift 2
-    "$E2E_AGENT_BIN" --agent "$kind" --worker "$name" "$@" \
+    # shellcheck disable=SC2086 # words on purpose
+    "$E2E_AGENT_BIN" --agent "$kind" --worker "$name" ${PF_E2E_AGENT_ARGS:-} "$@" \
         >"$E2E_DIR/$name.log" 2>&1 </dev/null &
     E2E_LAST_PID=$!
     E2E_AGENT_PIDS+=("$E2E_LAST_PID")
