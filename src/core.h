@@ -22,6 +22,16 @@
 /* A ready task whose retry backoff or claim-timeout pause is over. */
 #define PF_READY_NOW(t) "(" t ".not_before IS NULL OR " t ".not_before <= clock_timestamp())"
 
+/*
+ * A task's stage, looked up through the stage table's unique (version_id,
+ * ord) index: written as a plain join, a generic plan can read every stage
+ * of the version for each task (the LIMIT keeps the subquery from being
+ * flattened back into a join).  cols are stage columns.
+ */
+#define PF_STAGE_OF(alias, version, ord, cols) \
+	" CROSS JOIN LATERAL (SELECT " cols " FROM parflow.stage st_ WHERE st_.version_id = " version \
+	" AND st_.ord = " ord " LIMIT 1) " alias " "
+
 /* A run's remaining count is kept in this many shards (task id % PF_SHARDS). */
 #define PF_SHARDS 16
 

@@ -22,6 +22,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/timestamp.h"
 
 #include "core.h"
 #include "guc.h"
@@ -110,11 +111,19 @@ static PfStmt st_timeouts = {
 	"       format('attempt %s of stage %s ran longer than its timeout of %s', "
 	"              tk.attempt, s.name, parflow._dur(s.timeout)) "
 	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id "
-	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord "
+	PF_STAGE_OF("s", "r.version_id", "tk.stage_ord", "name, timeout")
 	" WHERE tk.state = 'running' AND s.timeout IS NOT NULL "
 	"   AND tk.started_at + s.timeout < clock_timestamp() "
 	"   AND parflow._lock_run(tk.run_id, false, true) "
 	"   FOR UPDATE OF tk SKIP LOCKED",
+	0, {0}
+};
+
+/* Whether any live run has a stage with a timeout (stage_timeout_idx). */
+static PfStmt st_any_timeout = {
+	"SELECT EXISTS (SELECT FROM parflow.run r WHERE r.state IN ('running', 'paused') "
+	"                  AND EXISTS (SELECT FROM parflow.stage s "
+	"                               WHERE s.version_id = r.version_id AND s.timeout IS NOT NULL))",
 	0, {0}
 };
 
@@ -177,7 +186,8 @@ end_attempts(void)
 			  **msgs;
 	Datum		v[1];
 
-	n = pf_exec(&st_timeouts, NULL, NULL, 0);
+	pf_exec(&st_any_timeout, NULL, NULL, 1);
+	n = pf_bool(0, 1) ? pf_exec(&st_timeouts, NULL, NULL, 0) : 0;
 	ts = palloc(sizeof(PfTask) * Max(n, 1));
 	names = palloc(sizeof(char *) * Max(n, 1));
 	msgs = palloc(sizeof(char *) * Max(n, 1));
@@ -268,7 +278,7 @@ static PfStmt st_interrupt = {
 	"      SELECT u.run_id, u.id, 'interrupt', jsonb_build_object('worker', u.worker, 'why', 'P0 run waiting') "
 	"        FROM u ORDER BY u.priority DESC, u.started_at DESC) "
 	"SELECT u.id, u.run_id, u.agent, s.name FROM u JOIN parflow.run r ON r.id = u.run_id "
-	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = u.stage_ord "
+	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name")
 	" ORDER BY u.priority DESC, u.started_at DESC",
 	1, {INT4OID}
 };
@@ -349,7 +359,7 @@ static PfStmt st_walk = {
 	"       ARRAY(SELECT a.max_concurrent FROM parflow.affinity a "
 	"              WHERE a.version_id = r.version_id AND tk.agent = ANY (a.agents) ORDER BY a.ord) "
 	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id AND r.state = 'running' "
-	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord "
+	PF_STAGE_OF("s", "r.version_id", "tk.stage_ord", "name")
 	" WHERE tk.state = 'ready' AND " PF_READY_NOW("tk")
 	" ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT $1",
 	1, {INT4OID}
@@ -358,17 +368,16 @@ static PfStmt st_walk = {
 /*
  * Mark the chosen tasks dispatched, those still ready and not locked by
  * another transaction (a completion handing its slot over); returns their
- * ids in the order given.
+ * ids.  Their events go in dispatch order, the order they were chosen in.
  */
 static PfStmt st_mark = {
 	"WITH c AS (SELECT tk.id FROM parflow.task tk WHERE tk.id = ANY ($1) AND tk.state = 'ready' "
 	"              FOR UPDATE SKIP LOCKED), "
 	"u AS (UPDATE parflow.task tk SET state = 'dispatched', dispatched_at = clock_timestamp() "
-	"        FROM c WHERE tk.id = c.id RETURNING tk.id, tk.run_id), "
-	"o AS (SELECT u.id, u.run_id, x.n FROM u JOIN unnest($1) WITH ORDINALITY x(id, n) ON x.id = u.id), "
+	"        FROM c WHERE tk.id = c.id RETURNING tk.id, tk.run_id, tk.priority, tk.rank), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind) "
-	"      SELECT o.run_id, o.id, 'dispatched' FROM o ORDER BY o.n) "
-	"SELECT o.id FROM o ORDER BY o.n",
+	"      SELECT u.run_id, u.id, 'dispatched' FROM u ORDER BY " PF_DISPATCH_ORDER("u") ") "
+	"SELECT u.id FROM u",
 	1, {INT8ARRAYOID}
 };
 
@@ -403,6 +412,7 @@ choose(int free)
 	HASHCTL		ctl;
 	HTAB	   *slots;
 	HTAB	   *passed;
+	HTAB	   *marked_ids;
 	int			lim = free * 4 + 64;
 	int			dispatched = 0;
 	int			n,
@@ -416,6 +426,7 @@ choose(int free)
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(int64);
 	passed = hash_create("parflow passed", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	marked_ids = hash_create("parflow marked", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
 	n = pf_exec(&st_active, NULL, NULL, 0);
 	for (i = 0; i < n; i++)
@@ -484,6 +495,12 @@ choose(int free)
 				ids[i] = chosen[i].id;
 			v[0] = pf_int8_array(ids, nchosen);
 			marked = pf_exec(&st_mark, v, NULL, 0);
+			for (j = 0; j < marked; j++)
+			{
+				int64		id = pf_int8(j, 1);
+
+				hash_search(marked_ids, &id, HASH_ENTER, NULL);
+			}
 
 			/*
 			 * Those not marked (another transaction holds them) keep the
@@ -491,13 +508,10 @@ choose(int free)
 			 */
 			for (i = 0; i < nchosen; i++)
 			{
-				if (j < marked && pf_int8(j, 1) == chosen[i].id)
-				{
+				if (hash_search(marked_ids, &chosen[i].id, HASH_FIND, NULL) != NULL)
 					pf_notify_agent(chosen[i].agent,
 									pf_payload("dispatch", chosen[i].id, chosen[i].run,
 											   chosen[i].stage, NULL));
-					j++;
-				}
 				else
 					hash_search(passed, &chosen[i].id, HASH_ENTER, NULL);
 			}
@@ -511,6 +525,8 @@ choose(int free)
 	return dispatched;
 }
 
+static TimestampTz last_ended = 0;
+
 /* parflow._dispatch() returns integer: the pass; how many tasks it dispatched */
 Datum
 parflow_dispatch(PG_FUNCTION_ARGS)
@@ -518,6 +534,7 @@ parflow_dispatch(PG_FUNCTION_ARGS)
 	LOCKTAG		tag;
 	int			global_free;
 	int			n = 0;
+	TimestampTz now;
 
 	/* one pass at a time (a test may run one beside the dispatcher's) */
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, PF_PASS_LOCK_CLASS);
@@ -526,7 +543,19 @@ parflow_dispatch(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "parflow: SPI_connect failed");
 	settle_runs();
-	end_attempts();
+
+	/*
+	 * Timeouts, unclaimed tasks, leases and interrupts are times to look at,
+	 * not events: the dispatcher, whose passes follow each other closely
+	 * under load, looks at them at most every 100 ms (each look reads every
+	 * task at work); a pass run by hand always does.
+	 */
+	now = GetCurrentTimestamp();
+	if (!IsBackgroundWorker || TimestampDifferenceExceeds(last_ended, now, 100))
+	{
+		end_attempts();
+		last_ended = now;
+	}
 	pf_exec(&st_count_active, NULL, NULL, 1);
 	global_free = pf_max_parallel_stages - pf_int4(0, 1);
 	global_free += preempt(global_free);
@@ -539,7 +568,7 @@ parflow_dispatch(PG_FUNCTION_ARGS)
 static PfStmt st_dispatched = {
 	"SELECT t.id, t.run_id, t.agent, s.name FROM parflow.task t "
 	"  JOIN parflow.run r ON r.id = t.run_id "
-	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord "
+	PF_STAGE_OF("s", "r.version_id", "t.stage_ord", "name")
 	" WHERE t.state = 'dispatched' ORDER BY t.id",
 	0, {0}
 };

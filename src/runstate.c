@@ -446,7 +446,7 @@ pf_retry_or_fail(PfTask *t, const char *why, const char *err, bool retryable)
 
 static PfStmt st_verification = {
 	"SELECT s.name, s.max_route_backs, s.verifies_ord, vs.name "
-	"  FROM parflow.stage s JOIN parflow.stage vs ON vs.version_id = s.version_id AND vs.ord = s.verifies_ord "
+	"  FROM parflow.stage s" PF_STAGE_OF("vs", "s.version_id", "s.verifies_ord", "name")
 	" WHERE s.version_id = $1 AND s.ord = $2",
 	2, {INT8OID, INT4OID}
 };
@@ -612,7 +612,7 @@ static PfStmt st_handover = {
 	"                       AND (x.rank > b.rank OR (x.rank = b.rank AND x.id < b.id))))) AS not_next, "
 	"       EXISTS (SELECT FROM (SELECT tk.id FROM parflow.task tk WHERE tk.run_id = $1 AND tk.state = 'ready' "
 	"                             ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 2) m WHERE m.id <> b.id) AS more_ready "
-	"      FROM b JOIN parflow.stage s ON s.version_id = $2 AND s.ord = b.stage_ord), "
+	"      FROM b" PF_STAGE_OF("s", "$2", "b.stage_ord", "name") "), "
 	"u AS (UPDATE parflow.task t SET state = 'dispatched', dispatched_at = clock_timestamp() FROM k "
 	"       WHERE t.id = k.id AND $5 AND k.run_active < $4 AND k.all_active < $6 "
 	"         AND NOT k.other_slot AND NOT k.not_next RETURNING t.id), "

@@ -227,7 +227,7 @@ static PfStmt st_claim = {
 	"       || CASE WHEN u.feedback IS NULL THEN '{}' ELSE jsonb_build_object('route_back', u.feedback) END, "
 	"       s.estimate, u.lease_until, NULL::integer "
 	"  FROM u JOIN parflow.run r ON r.id = u.run_id "
-	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = u.stage_ord "
+	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name, estimate")
 	" CROSS JOIN LATERAL ( "
 	"   SELECT jsonb_object_agg(ds.name, dt.output) FILTER (WHERE dt.state = 'succeeded') AS upstream, "
 	"          jsonb_object_agg(ds.name, coalesce(dt.error, 'skipped')) FILTER (WHERE dt.state = 'skipped') AS skipped "
@@ -303,7 +303,7 @@ static PfStmt st_held = {
 	"       t.route_backs, t.worker, t.interrupted_at IS NOT NULL, r.version_id, r.state, "
 	"       r.max_parallel, r.failed, s.verifies_ord IS NOT NULL "
 	"  FROM parflow.task t JOIN parflow.run r ON r.id = t.run_id "
-	"  JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord "
+	PF_STAGE_OF("s", "r.version_id", "t.stage_ord", "verifies_ord")
 	" WHERE t.id = $1 AND parflow._lock_run(t.run_id) "
 	"   FOR UPDATE OF t",
 	2, {INT8OID, UUIDOID}

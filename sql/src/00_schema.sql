@@ -95,6 +95,9 @@ CREATE TABLE parflow.stage (
 );
 COMMENT ON TABLE parflow.stage IS 'Stages of a workflow version; ord is the position in the whole spec (plan order)';
 
+-- The stages a dispatch pass must watch for attempts that run too long.
+CREATE INDEX stage_timeout_idx ON parflow.stage (version_id) WHERE timeout IS NOT NULL;
+
 CREATE TABLE parflow.stage_dep (
     version_id  bigint NOT NULL,
     stage_ord   integer NOT NULL,

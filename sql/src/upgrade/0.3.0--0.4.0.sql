@@ -37,3 +37,6 @@ DROP FUNCTION @extschema@.parflow_claim(text, text, interval);
 -- task_run_id_stage_ord_key) only when a group fails fast or restarts: one
 -- index less to write on every transition.
 DROP INDEX parflow.task_run_group_idx;
+
+-- The stages a dispatch pass must watch for attempts that run too long.
+CREATE INDEX stage_timeout_idx ON parflow.stage (version_id) WHERE timeout IS NOT NULL;
