@@ -147,9 +147,11 @@ pf_announce(int64 run, const char *kind, Datum detail, bool has_detail)
  * A skipped task already passed through is never counted again.
  */
 #define PF_RELEASE_TAIL \
-	"u AS (UPDATE parflow.task t SET pending = t.pending - d.n, " \
-	"             state = CASE WHEN t.pending = d.n AND t.state = 'waiting' THEN 'ready' ELSE t.state END " \
-	"        FROM d WHERE t.run_id = $1 AND t.stage_ord = d.stage_ord " \
+	"x AS (SELECT t2.id, d.n FROM d CROSS JOIN LATERAL " \
+	"        (SELECT t.id FROM parflow.task t WHERE t.run_id = $1 AND t.stage_ord = d.stage_ord LIMIT 1) t2), " \
+	"u AS (UPDATE parflow.task t SET pending = t.pending - x.n, " \
+	"             state = CASE WHEN t.pending = x.n AND t.state = 'waiting' THEN 'ready' ELSE t.state END " \
+	"        FROM x WHERE t.id = x.id AND t.id = ANY (ARRAY(SELECT x.id FROM x)) " \
 	"         AND NOT (t.state = 'skipped' AND t.pending = 0) " \
 	"      RETURNING t.id, t.stage_ord, t.state, t.pending), " \
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind) " \

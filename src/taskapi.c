@@ -226,7 +226,8 @@ static PfStmt st_claim = {
 	"       || CASE WHEN up.skipped IS NULL THEN '{}' ELSE jsonb_build_object('skipped', up.skipped) END "
 	"       || CASE WHEN u.feedback IS NULL THEN '{}' ELSE jsonb_build_object('route_back', u.feedback) END, "
 	"       s.estimate, u.lease_until, NULL::integer "
-	"  FROM u JOIN parflow.run r ON r.id = u.run_id "
+	"  FROM u CROSS JOIN LATERAL (SELECT rr.id, rr.version_id, rr.input FROM parflow.run rr "
+	"                             WHERE rr.id = u.run_id LIMIT 1) r "
 	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name, estimate")
 	" CROSS JOIN LATERAL ( "
 	"   SELECT jsonb_object_agg(ds.name, dt.output) FILTER (WHERE dt.state = 'succeeded') AS upstream, "
@@ -235,11 +236,13 @@ static PfStmt st_claim = {
 	"            WHERE d.version_id = r.version_id AND d.stage_ord = u.stage_ord "
 	"           UNION "
 	"           SELECT s2.ord FROM parflow.group_dep gd "
-	"             JOIN parflow.stage s2 ON s2.version_id = r.version_id AND s2.group_ord = gd.dep_ord "
+	"            CROSS JOIN LATERAL (SELECT st_.ord FROM parflow.stage st_ WHERE st_.version_id = r.version_id "
+	"                                   AND st_.group_ord = gd.dep_ord OFFSET 0) s2 "
 	"            WHERE gd.version_id = r.version_id AND gd.group_ord = u.group_ord) dep "
-	"     JOIN parflow.task dt ON dt.run_id = r.id AND dt.stage_ord = dep.ord "
-	"                         AND dt.state IN ('succeeded', 'skipped') "
-	"     JOIN parflow.stage ds ON ds.version_id = r.version_id AND ds.ord = dep.ord) up "
+	"    CROSS JOIN LATERAL (SELECT t2.state, t2.output, t2.error FROM parflow.task t2 "
+	"                         WHERE t2.run_id = r.id AND t2.stage_ord = dep.ord LIMIT 1) dt "
+	"   " PF_STAGE_OF("ds", "r.version_id", "dep.ord", "name")
+	"    WHERE dt.state IN ('succeeded', 'skipped')) up "
 	" ORDER BY " PF_DISPATCH_ORDER("u"),
 	4, {TEXTOID, TEXTOID, INTERVALOID, INT4OID}
 };
@@ -620,7 +623,7 @@ static PfStmt st_succeed_many = {
 	"u AS (UPDATE parflow.task tk SET state = 'succeeded', output = coalesce(x.output, '{}'), "
 	"             token = NULL, lease_until = NULL, finished_at = clock_timestamp(), error = NULL, "
 	"             interrupted_at = NULL "
-	"        FROM x WHERE tk.id = x.id "
+	"        FROM x WHERE tk.id = x.id AND tk.id = ANY ($1) "
 	"      RETURNING tk.run_id, tk.id, tk.worker, tk.attempt, tk.stage_ord), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
 	"      SELECT u.run_id, u.id, 'succeeded', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) "
