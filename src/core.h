@@ -32,6 +32,14 @@
 	" CROSS JOIN LATERAL (SELECT " cols " FROM parflow.stage st_ WHERE st_.version_id = " version \
 	" AND st_.ord = " ord " LIMIT 1) " alias " "
 
+/*
+ * A task's state checked on a row found by its id: written so that no
+ * partial index on state matches (a generic plan, with statistics from when
+ * no task was in that state, would scan such an index for the id instead of
+ * probing the primary key).
+ */
+#define PF_STATE_IS(t, state) " (" t ".state || '') = '" state "' "
+
 /* A run's remaining count is kept in this many shards (task id % PF_SHARDS). */
 #define PF_SHARDS 16
 

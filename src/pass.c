@@ -351,13 +351,9 @@ static PfStmt st_count_active = {
 	0, {0}
 };
 
-/* Ready tasks of running runs in dispatch order, with the rules that cover them. */
+/* Ready tasks of running runs in dispatch order. */
 static PfStmt st_walk = {
-	"SELECT tk.id, tk.run_id, tk.agent, s.name, r.max_parallel, "
-	"       ARRAY(SELECT a.ord FROM parflow.affinity a "
-	"              WHERE a.version_id = r.version_id AND tk.agent = ANY (a.agents) ORDER BY a.ord), "
-	"       ARRAY(SELECT a.max_concurrent FROM parflow.affinity a "
-	"              WHERE a.version_id = r.version_id AND tk.agent = ANY (a.agents) ORDER BY a.ord) "
+	"SELECT tk.id, tk.run_id, tk.agent, s.name, r.max_parallel, r.version_id "
 	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id AND r.state = 'running' "
 	PF_STAGE_OF("s", "r.version_id", "tk.stage_ord", "name")
 	" WHERE tk.state = 'ready' AND " PF_READY_NOW("tk")
@@ -365,19 +361,86 @@ static PfStmt st_walk = {
 	1, {INT4OID}
 };
 
+/* The affinity rules of the versions of running runs. */
+static PfStmt st_rules = {
+	"SELECT a.version_id, a.ord, a.max_concurrent, a.agents FROM parflow.affinity a "
+	" WHERE a.version_id IN (SELECT r.version_id FROM parflow.run r WHERE r.state = 'running') "
+	" ORDER BY a.version_id, a.ord",
+	0, {0}
+};
+
+typedef struct PfRule
+{
+	int64		version;
+	int32		ord;
+	int32		max_concurrent;
+	int			nagents;
+	char	  **agents;
+} PfRule;
+
+/* The rules of the running runs' versions, read once per pass. */
+static PfRule *
+load_rules(int *nrules)
+{
+	int			n = pf_exec(&st_rules, NULL, NULL, 0);
+	PfRule	   *rules = palloc(sizeof(PfRule) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum	   *elems;
+		int			k;
+
+		rules[i].version = pf_int8(i, 1);
+		rules[i].ord = pf_int4(i, 2);
+		rules[i].max_concurrent = pf_int4(i, 3);
+		deconstruct_array(DatumGetArrayTypeP(pf_datum(i, 4, &isnull)), TEXTOID, -1, false,
+						  TYPALIGN_INT, &elems, NULL, &rules[i].nagents);
+		rules[i].agents = palloc(sizeof(char *) * Max(rules[i].nagents, 1));
+		for (k = 0; k < rules[i].nagents; k++)
+			rules[i].agents[k] = TextDatumGetCString(elems[k]);
+	}
+	*nrules = n;
+	return rules;
+}
+
+static bool
+rule_covers(PfRule *rule, int64 version, const char *agent)
+{
+	int			k;
+
+	if (rule->version != version)
+		return false;
+	for (k = 0; k < rule->nagents; k++)
+		if (strcmp(rule->agents[k], agent) == 0)
+			return true;
+	return false;
+}
+
 /*
- * Mark the chosen tasks dispatched, those still ready and not locked by
- * another transaction (a completion handing its slot over); returns their
- * ids.  Their events go in dispatch order, the order they were chosen in.
+ * Lock the chosen tasks that are still ready and that no other transaction
+ * holds (a completion handing its slot over), one index probe each: an
+ * array compared with every row of a scan would be quadratic.
+ */
+static PfStmt st_lock_chosen = {
+	"SELECT l.id FROM unnest($1::bigint[]) x(id) "
+	" CROSS JOIN LATERAL (SELECT t.id FROM parflow.task t WHERE t.id = x.id AND " PF_STATE_IS("t", "ready")
+	"                      LIMIT 1 FOR UPDATE SKIP LOCKED) l",
+	1, {INT8ARRAYOID}
+};
+
+/*
+ * Mark the locked tasks dispatched, their events in the order given (the
+ * dispatch order); the array is joined to the table, each element probing
+ * the primary key.
  */
 static PfStmt st_mark = {
-	"WITH c AS (SELECT tk.id FROM parflow.task tk WHERE tk.id = ANY ($1) AND tk.state = 'ready' "
-	"              FOR UPDATE SKIP LOCKED), "
-	"u AS (UPDATE parflow.task tk SET state = 'dispatched', dispatched_at = clock_timestamp() "
-	"        FROM c WHERE tk.id = c.id RETURNING tk.id, tk.run_id, tk.priority, tk.rank), "
-	"e AS (INSERT INTO parflow.event (run_id, task_id, kind) "
-	"      SELECT u.run_id, u.id, 'dispatched' FROM u ORDER BY " PF_DISPATCH_ORDER("u") ") "
-	"SELECT u.id FROM u",
+	"WITH u AS (UPDATE parflow.task tk SET state = 'dispatched', dispatched_at = clock_timestamp() "
+	"             FROM unnest($1::bigint[]) WITH ORDINALITY x(id, n) "
+	"            WHERE tk.id = x.id RETURNING tk.id, tk.run_id, x.n) "
+	"INSERT INTO parflow.event (run_id, task_id, kind) "
+	"SELECT u.run_id, u.id, 'dispatched' FROM u ORDER BY u.n",
 	1, {INT8ARRAYOID}
 };
 
@@ -413,6 +476,8 @@ choose(int free)
 	HTAB	   *slots;
 	HTAB	   *passed;
 	HTAB	   *marked_ids;
+	PfRule	   *rules;
+	int			nrules;
 	int			lim = free * 4 + 64;
 	int			dispatched = 0;
 	int			n,
@@ -431,6 +496,7 @@ choose(int free)
 	n = pf_exec(&st_active, NULL, NULL, 0);
 	for (i = 0; i < n; i++)
 		*slot(slots, pf_int8(i, 1), pf_int4(i, 2)) = pf_int4(i, 3);
+	rules = load_rules(&nrules);
 
 	/*
 	 * Walk ready tasks in dispatch order a batch at a time; tasks held back
@@ -452,36 +518,30 @@ choose(int free)
 		{
 			int64		id = pf_int8(i, 1);
 			int64		run = pf_int8(i, 2);
+			int64		version = pf_int8(i, 6);
+			char	   *agent;
 			int		   *run_active;
-			ArrayType  *ords,
-					   *maxes;
-			Datum	   *od,
-					   *md;
-			int			nr,
-						r;
+			int			r;
 			bool		held_back = false;
-			bool		isnull;
 
 			if (hash_search(passed, &id, HASH_FIND, NULL) != NULL)
 				continue;
 			run_active = slot(slots, run, -1);
 			if (pf_room(pf_int4(i, 5), *run_active) == 0)
 				continue;
-			ords = DatumGetArrayTypeP(pf_datum(i, 6, &isnull));
-			maxes = DatumGetArrayTypeP(pf_datum(i, 7, &isnull));
-			deconstruct_array(ords, INT4OID, 4, true, TYPALIGN_INT, &od, NULL, &nr);
-			deconstruct_array(maxes, INT4OID, 4, true, TYPALIGN_INT, &md, NULL, &nr);
-			for (r = 0; r < nr && !held_back; r++)
-				held_back = pf_room(DatumGetInt32(md[r]),
-									*slot(slots, run, DatumGetInt32(od[r]))) == 0;
+			agent = pf_text(i, 3);
+			for (r = 0; r < nrules && !held_back; r++)
+				held_back = rule_covers(&rules[r], version, agent) &&
+					pf_room(rules[r].max_concurrent, *slot(slots, run, rules[r].ord)) == 0;
 			if (held_back)
 				continue;
 			(*run_active)++;
-			for (r = 0; r < nr; r++)
-				(*slot(slots, run, DatumGetInt32(od[r])))++;
+			for (r = 0; r < nrules; r++)
+				if (rule_covers(&rules[r], version, agent))
+					(*slot(slots, run, rules[r].ord))++;
 			chosen[nchosen].id = id;
 			chosen[nchosen].run = run;
-			chosen[nchosen].agent = pf_text(i, 3);
+			chosen[nchosen].agent = agent;
 			chosen[nchosen].stage = pf_text(i, 4);
 			nchosen++;
 		}
@@ -494,7 +554,7 @@ choose(int free)
 			for (i = 0; i < nchosen; i++)
 				ids[i] = chosen[i].id;
 			v[0] = pf_int8_array(ids, nchosen);
-			marked = pf_exec(&st_mark, v, NULL, 0);
+			marked = pf_exec(&st_lock_chosen, v, NULL, 0);
 			for (j = 0; j < marked; j++)
 			{
 				int64		id = pf_int8(j, 1);
@@ -506,15 +566,24 @@ choose(int free)
 			 * Those not marked (another transaction holds them) keep the
 			 * slots counted for them: this pass gives out less, never more.
 			 */
+			j = 0;
 			for (i = 0; i < nchosen; i++)
 			{
+				if (hash_search(marked_ids, &chosen[i].id, HASH_FIND, NULL) != NULL)
+					ids[j++] = chosen[i].id;
+				else
+					hash_search(passed, &chosen[i].id, HASH_ENTER, NULL);
+			}
+			if (j > 0)
+			{
+				v[0] = pf_int8_array(ids, j);
+				pf_exec(&st_mark, v, NULL, 0);
+			}
+			for (i = 0; i < nchosen; i++)
 				if (hash_search(marked_ids, &chosen[i].id, HASH_FIND, NULL) != NULL)
 					pf_notify_agent(chosen[i].agent,
 									pf_payload("dispatch", chosen[i].id, chosen[i].run,
 											   chosen[i].stage, NULL));
-				else
-					hash_search(passed, &chosen[i].id, HASH_ENTER, NULL);
-			}
 			dispatched += marked;
 			free -= nchosen;
 		}

@@ -142,16 +142,19 @@ pf_announce(int64 run, const char *kind, Datum detail, bool has_detail)
 
 /*
  * Count n finished dependencies off each task of the CTE "d" (stage_ord,
- * n): those left waiting on nothing become ready (with their event); the
- * skipped ones left waiting on nothing are returned, to be passed through.
+ * n), the tasks found through the run's (run_id, stage_ord) index and n
+ * through a map (a join of the update to d can be planned as a nested loop
+ * over d: quadratic in a wide fan-out): those left waiting on nothing
+ * become ready (with their event); the skipped ones left waiting on
+ * nothing are returned, to be passed through.
  * A skipped task already passed through is never counted again.
  */
 #define PF_RELEASE_TAIL \
-	"x AS (SELECT t2.id, d.n FROM d CROSS JOIN LATERAL " \
-	"        (SELECT t.id FROM parflow.task t WHERE t.run_id = $1 AND t.stage_ord = d.stage_ord LIMIT 1) t2), " \
-	"u AS (UPDATE parflow.task t SET pending = t.pending - x.n, " \
-	"             state = CASE WHEN t.pending = x.n AND t.state = 'waiting' THEN 'ready' ELSE t.state END " \
-	"        FROM x WHERE t.id = x.id AND t.id = ANY (ARRAY(SELECT x.id FROM x)) " \
+	"m AS (SELECT jsonb_object_agg(d.stage_ord::text, d.n) AS n, array_agg(d.stage_ord) AS ords FROM d), " \
+	"u AS (UPDATE parflow.task t SET pending = t.pending - ((SELECT m.n FROM m) ->> t.stage_ord::text)::integer, " \
+	"             state = CASE WHEN t.pending = ((SELECT m.n FROM m) ->> t.stage_ord::text)::integer " \
+	"                           AND t.state = 'waiting' THEN 'ready' ELSE t.state END " \
+	"       WHERE t.run_id = $1 AND t.stage_ord = ANY ((SELECT m.ords FROM m)::integer[]) " \
 	"         AND NOT (t.state = 'skipped' AND t.pending = 0) " \
 	"      RETURNING t.id, t.stage_ord, t.state, t.pending), " \
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind) " \

@@ -434,7 +434,7 @@ empty_object(void)
 /* The lease extended in one statement, when (task, token) holds the task. */
 static PfStmt st_heartbeat = {
 	"UPDATE parflow.task tk SET lease_until = clock_timestamp() + tk.lease "
-	" WHERE tk.id = $1 AND tk.token = $2 AND tk.state = 'running' "
+	" WHERE tk.id = $1 AND tk.token = $2 AND " PF_STATE_IS("tk", "running")
 	"   AND tk.lease_until >= clock_timestamp() AND parflow._lock_run(tk.run_id) "
 	"RETURNING tk.lease_until",
 	2, {INT8OID, UUIDOID}
@@ -511,7 +511,7 @@ static PfStmt st_complete = {
 	"                  lease_until = NULL, finished_at = clock_timestamp(), error = NULL, "
 	"                  interrupted_at = NULL "
 	"             FROM parflow.run r "
-	"            WHERE tk.id = $1 AND tk.token = $2 AND tk.state = 'running' "
+	"            WHERE tk.id = $1 AND tk.token = $2 AND " PF_STATE_IS("tk", "running")
 	"              AND tk.lease_until >= clock_timestamp() AND r.id = tk.run_id "
 	"              AND parflow._lock_run(tk.run_id) "
 	"        RETURNING tk.id, tk.run_id, tk.stage_ord, tk.group_ord, tk.agent, NULL::text, NULL::boolean, "
