@@ -1,9 +1,9 @@
 /*
  * core.h - the rules the runtime core's parts share, each defined here once:
  * which task states hold a slot, the order in which ready tasks are chosen,
- * the shards of a run's remaining count, the room a cap leaves, and the
- * payload of an agent notification, and the ways a statement must be written
- * so that a generic plan stays an index probe.  The SQL indexes on parflow.task
+ * the shards of a run's remaining count, the room a cap leaves, the payload
+ * of an agent notification, and how a statement must be written so that a
+ * generic plan stays an index probe.  The SQL indexes on parflow.task
  * (task_dispatch_idx, task_ready_idx, task_claim_idx, task_active_idx) are
  * built on the same order and states: change both together.
  */
