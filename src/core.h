@@ -20,6 +20,11 @@
 /* The dispatch order among ready tasks (and the claim order), for ORDER BY. */
 #define PF_DISPATCH_ORDER(t) t ".priority, " t ".rank DESC, " t ".id"
 
+/* Whether task a comes before task b in that order. */
+#define PF_BEFORE(a, b) \
+	"(" a ".priority < " b ".priority OR (" a ".priority = " b ".priority AND (" a ".rank > " b \
+	".rank OR (" a ".rank = " b ".rank AND " a ".id < " b ".id))))"
+
 /* A ready task whose retry backoff or claim-timeout pause is over. */
 #define PF_READY_NOW(t) "(" t ".not_before IS NULL OR " t ".not_before <= clock_timestamp())"
 
@@ -91,6 +96,7 @@ extern void pf_check_blocked(int64 run);
 extern char *pf_retry_or_fail(PfTask *t, const char *why, const char *err, bool retryable);
 extern bool pf_handover(PfTask *t, int64 *handed_task);
 extern void pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_out);
+extern void pf_set_output(int64 task, Datum output);
 extern Datum pf_int4_array(int32 *v, int n);
 extern Datum pf_int8_array(int64 *v, int n);
 

@@ -346,11 +346,6 @@ static PfStmt st_active = {
 	0, {0}
 };
 
-static PfStmt st_count_active = {
-	"SELECT count(*)::integer FROM parflow.task tk WHERE tk.state IN " PF_ACTIVE_STATES,
-	0, {0}
-};
-
 /* Ready tasks of running runs in dispatch order. */
 static PfStmt st_walk = {
 	"SELECT tk.id, tk.run_id, tk.agent, s.name, r.max_parallel, r.version_id "
@@ -468,34 +463,53 @@ slot(HTAB *slots, int64 run, int32 ord)
 	return &s->active;
 }
 
-/* Dispatch up to free tasks; returns how many. */
+/*
+ * Count the tasks at work per run and per (run, rule) into a new table of
+ * slots; returns how many are at work in all.
+ */
 static int
-choose(int free)
+count_slots(HTAB **slots)
 {
 	HASHCTL		ctl;
-	HTAB	   *slots;
+	int			n,
+				i,
+				all = 0;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(PfSlotKey);
+	ctl.entrysize = sizeof(PfSlot);
+	ctl.hcxt = CurrentMemoryContext;
+	*slots = hash_create("parflow slots", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	n = pf_exec(&st_active, NULL, NULL, 0);
+	for (i = 0; i < n; i++)
+	{
+		*slot(*slots, pf_int8(i, 1), pf_int4(i, 2)) = pf_int4(i, 3);
+		if (pf_int4(i, 2) == -1)
+			all += pf_int4(i, 3);
+	}
+	return all;
+}
+
+/* Dispatch up to free tasks under the counts in slots; returns how many. */
+static int
+choose(int free, HTAB *slots)
+{
+	HASHCTL		ctl;
 	HTAB	   *passed;
 	HTAB	   *marked_ids;
 	PfRule	   *rules;
 	int			nrules;
 	int			lim = free * 4 + 64;
 	int			dispatched = 0;
-	int			n,
-				i;
+	int			i;
 
 	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(PfSlotKey);
-	ctl.entrysize = sizeof(PfSlot);
 	ctl.hcxt = CurrentMemoryContext;
-	slots = hash_create("parflow slots", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(int64);
 	passed = hash_create("parflow passed", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	marked_ids = hash_create("parflow marked", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
-	n = pf_exec(&st_active, NULL, NULL, 0);
-	for (i = 0; i < n; i++)
-		*slot(slots, pf_int8(i, 1), pf_int4(i, 2)) = pf_int4(i, 3);
 	rules = load_rules(&nrules);
 
 	/*
@@ -604,6 +618,7 @@ parflow_dispatch(PG_FUNCTION_ARGS)
 	int			global_free;
 	int			n = 0;
 	TimestampTz now;
+	HTAB	   *slots;
 
 	/* one pass at a time (a test may run one beside the dispatcher's) */
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, PF_PASS_LOCK_CLASS);
@@ -625,11 +640,12 @@ parflow_dispatch(PG_FUNCTION_ARGS)
 		end_attempts();
 		last_ended = now;
 	}
-	pf_exec(&st_count_active, NULL, NULL, 1);
-	global_free = pf_max_parallel_stages - pf_int4(0, 1);
-	global_free += preempt(global_free);
+	global_free = pf_max_parallel_stages - count_slots(&slots);
+	/* tasks taken back for P0 runs free their slots: count again */
+	if (preempt(global_free) > 0)
+		global_free = pf_max_parallel_stages - count_slots(&slots);
 	if (global_free > 0)
-		n = choose(global_free);
+		n = choose(global_free, slots);
 	SPI_finish();
 	PG_RETURN_INT32(n);
 }

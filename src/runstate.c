@@ -207,30 +207,6 @@ array_result(void)
 	return DatumGetArrayTypePCopy(d);
 }
 
-static ArrayType *
-int4_concat(ArrayType *a, ArrayType *b)
-{
-	Datum	   *da,
-			   *db;
-	int			na,
-				nb,
-				i;
-	int32	   *v;
-
-	deconstruct_array(a, INT4OID, 4, true, TYPALIGN_INT, &da, NULL, &na);
-	deconstruct_array(b, INT4OID, 4, true, TYPALIGN_INT, &db, NULL, &nb);
-	if (nb == 0)
-		return a;
-	if (na == 0)
-		return b;
-	v = palloc(sizeof(int32) * (na + nb));
-	for (i = 0; i < na; i++)
-		v[i] = DatumGetInt32(da[i]);
-	for (i = 0; i < nb; i++)
-		v[na + i] = DatumGetInt32(db[i]);
-	return DatumGetArrayTypeP(pf_int4_array(v, na + nb));
-}
-
 /*
  * Propagate the completion of tasks ords (stage ords: succeeded, or skipped
  * and passed through) of a run to their dependents, through stage edges and
@@ -257,7 +233,8 @@ pf_done(int64 run, int64 version, Datum ords)
 		{
 			v[2] = PointerGetDatum(groups);
 			pf_exec(&st_release_groups, v, NULL, 0);
-			passed = int4_concat(passed, array_result());
+			passed = DatumGetArrayTypeP(DirectFunctionCall2(array_cat, PointerGetDatum(passed),
+															PointerGetDatum(array_result())));
 		}
 		cur = passed;
 	}
@@ -461,6 +438,15 @@ static PfStmt st_set_output = {
 	2, {INT8OID, JSONBOID}
 };
 
+/* Keep the output a failed attempt reported (its findings, for people). */
+void
+pf_set_output(int64 task, Datum output)
+{
+	Datum		v[2] = {Int64GetDatum(task), output};
+
+	pf_exec(&st_set_output, v, NULL, 0);
+}
+
 static PfStmt st_lock_verified = {
 	"SELECT tk.id, tk.state, tk.group_ord FROM parflow.task tk "
 	" WHERE tk.run_id = $1 AND tk.stage_ord = $2 FOR UPDATE",
@@ -534,9 +520,13 @@ pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_out)
 	if (t->route_backs >= max_route_backs)
 	{
 		pf_retry_or_fail(t, "verification failed", err, false);
-		v[0] = Int64GetDatum(t->id);
-		v[1] = out_doc;
-		pf_exec(&st_set_output, v, has_out ? "  " : " n", 0);
+		if (has_out)
+			pf_set_output(t->id, out_doc);
+		else
+		{
+			v[0] = Int64GetDatum(t->id);
+			pf_exec(&st_set_output, v, " n", 0);
+		}
 		return;
 	}
 
@@ -613,8 +603,7 @@ static PfStmt st_handover = {
 	"                                     WHERE x.run_id = xr.id AND x.state = 'ready' AND " PF_READY_NOW("x")
 	"                                     ORDER BY " PF_DISPATCH_ORDER("x") " LIMIT 1) x "
 	"                WHERE xr.state = 'running' AND xr.id <> $1 "
-	"                  AND (x.priority < b.priority OR (x.priority = b.priority "
-	"                       AND (x.rank > b.rank OR (x.rank = b.rank AND x.id < b.id))))) AS not_next, "
+	"                  AND " PF_BEFORE("x", "b") ") AS not_next, "
 	"       EXISTS (SELECT FROM (SELECT tk.id FROM parflow.task tk WHERE tk.run_id = $1 AND tk.state = 'ready' "
 	"                             ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 2) m WHERE m.id <> b.id) AS more_ready "
 	"      FROM b" PF_STAGE_OF("s", "$2", "b.stage_ord", "name") "), "

@@ -285,10 +285,8 @@ pf_note_possible(void)
 bool
 pf_note_at_commit(const char *channel, const char *payload)
 {
-	if (pf_shared == NULL || pf_shared->dispatcher_latch == NULL ||
-		pf_shared->dispatcher_db != MyDatabaseId ||
-		strlen(channel) >= PF_NOTE_CHANNEL || strlen(payload) >= PF_NOTE_PAYLOAD ||
-		n_local >= PF_NOTE_LOCAL)
+	if (!pf_note_possible() ||
+		strlen(channel) >= PF_NOTE_CHANNEL || strlen(payload) >= PF_NOTE_PAYLOAD)
 		return false;
 	register_callbacks();
 	strlcpy(local_notes[n_local].channel, channel, PF_NOTE_CHANNEL);

@@ -345,24 +345,15 @@ load_held(int r, PfTask *t, bool *is_verification)
 }
 
 /*
- * Lock the task held by (task, token) and its run; fill *t, or say in *why
- * why the token does not hold it (and lock nothing more).
+ * Whether a token holds its task (found in state, the token equal, the
+ * lease not expired); else why not, as every agent call says it.
  */
 static bool
-held_try(int64 task, Datum token, PfTask *t, PfRefusal *why, bool *is_verification)
+token_holds(int64 task, const char *state, bool token_ok, bool expired,
+			const char *lease_end, PfRefusal *why)
 {
-	Datum		v[2] = {Int64GetDatum(task), token};
-	char	   *state;
-
 	memset(why, 0, sizeof(*why));
-	if (pf_exec(&st_held, v, NULL, 1) != 1)
-	{
-		why->sqlerrcode = ERRCODE_UNDEFINED_OBJECT;
-		why->message = psprintf("task " INT64_FORMAT " does not exist", task);
-		return false;
-	}
-	state = pf_text(0, 6);
-	if (!pf_bool(0, 7) || strcmp(state, "running") != 0)
+	if (!token_ok || strcmp(state, "running") != 0)
 	{
 		why->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
 		why->message = psprintf("task " INT64_FORMAT " is not held by this token", task);
@@ -371,14 +362,35 @@ held_try(int64 task, Datum token, PfTask *t, PfRefusal *why, bool *is_verificati
 		why->hint = pstrdup("The lease may have expired or the task was re-dispatched; claim new work with parflow_claim().");
 		return false;
 	}
-	if (pf_bool(0, 8))
+	if (expired)
 	{
 		why->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
 		why->message = psprintf("lease of task " INT64_FORMAT " has expired", task);
-		why->detail = psprintf("The lease ended at %s.", pf_text(0, 9));
+		why->detail = psprintf("The lease ended at %s.", lease_end);
 		why->hint = pstrdup("Send parflow_heartbeat() more often than the lease given to parflow_claim().");
 		return false;
 	}
+	return true;
+}
+
+/*
+ * Lock the task held by (task, token) and its run; fill *t, or say in *why
+ * why the token does not hold it (and lock nothing more).
+ */
+static bool
+held_try(int64 task, Datum token, PfTask *t, PfRefusal *why, bool *is_verification)
+{
+	Datum		v[2] = {Int64GetDatum(task), token};
+
+	memset(why, 0, sizeof(*why));
+	if (pf_exec(&st_held, v, NULL, 1) != 1)
+	{
+		why->sqlerrcode = ERRCODE_UNDEFINED_OBJECT;
+		why->message = psprintf("task " INT64_FORMAT " does not exist", task);
+		return false;
+	}
+	if (!token_holds(task, pf_text(0, 6), pf_bool(0, 7), pf_bool(0, 8), pf_text(0, 9), why))
+		return false;
 	load_held(0, t, is_verification);
 	return true;
 }
@@ -407,12 +419,10 @@ held(FunctionCallInfo fcinfo, PfTask *t, bool *is_verification)
 		raise_refusal(&why);
 }
 
-/* An output over parflow.max_output_size, or NULL when it fits. */
+/* Whether an output of size bytes is over parflow.max_output_size (and why). */
 static bool
-output_too_large(int64 task, Datum doc, PfRefusal *why)
+output_size_refused(int64 task, Size size, PfRefusal *why)
 {
-	Size		size = toast_datum_size(doc);
-
 	if (size <= (Size) pf_max_output_size)
 		return false;
 	why->sqlerrcode = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
@@ -421,6 +431,12 @@ output_too_large(int64 task, Datum doc, PfRefusal *why)
 						   size, pf_max_output_size);
 	why->hint = pstrdup("Store big artifacts elsewhere and return a reference to them.");
 	return true;
+}
+
+static bool
+output_too_large(int64 task, Datum doc, PfRefusal *why)
+{
+	return output_size_refused(task, toast_datum_size(doc), why);
 }
 
 static Datum
@@ -692,28 +708,9 @@ cmp_int64(const void *a, const void *b)
 static bool
 batch_row_ok(int row, int64 task, PfRefusal *why)
 {
-	char	   *state = pf_text(row, 2);
-
-	memset(why, 0, sizeof(*why));
-	if (!pf_bool(row, 3) || strcmp(state, "running") != 0)
-	{
-		why->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
-		why->message = psprintf("task " INT64_FORMAT " is not held by this token", task);
+	if (!token_holds(task, pf_text(row, 2), pf_bool(row, 3), pf_bool(row, 4), pf_text(row, 5), why))
 		return false;
-	}
-	if (pf_bool(row, 4))
-	{
-		why->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
-		why->message = psprintf("lease of task " INT64_FORMAT " has expired", task);
-		return false;
-	}
-	if (!pf_isnull(row, 6) && pf_int4(row, 6) > pf_max_output_size)
-	{
-		why->sqlerrcode = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
-		why->message = psprintf("output of task " INT64_FORMAT " is too large", task);
-		return false;
-	}
-	return true;
+	return pf_isnull(row, 6) || !output_size_refused(task, (Size) pf_int4(row, 6), why);
 }
 
 /*
@@ -956,17 +953,9 @@ parflow_fail(PG_FUNCTION_ARGS)
 		pf_route_back(&t, err, out, has_out);
 	else
 	{
-		static PfStmt st_fail_output = {
-			"UPDATE parflow.task SET output = $2 WHERE id = $1", 2, {INT8OID, JSONBOID}
-		};
-
 		pf_retry_or_fail(&t, "failed", err, retryable);
 		if (has_out)
-		{
-			Datum		v[2] = {Int64GetDatum(t.id), out};
-
-			pf_exec(&st_fail_output, v, NULL, 0);
-		}
+			pf_set_output(t.id, out);
 	}
 	SPI_finish();
 	PG_RETURN_VOID();
