@@ -11,6 +11,7 @@
 #define PARFLOW_CORE_H
 
 #include "fmgr.h"
+#include "datatype/timestamp.h"
 
 /* States of a task that hold a slot under the caps. */
 #define PF_ACTIVE_STATE_1 "dispatched"
@@ -99,6 +100,9 @@ extern void pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_ou
 extern void pf_set_output(int64 task, Datum output);
 extern Datum pf_int4_array(int32 *v, int n);
 extern Datum pf_int8_array(int64 *v, int n);
+
+/* pass.c: when the last pass in this process wants the next one (0: none sooner than naptime) */
+extern TimestampTz pf_pass_next_due(void);
 
 /* taskapi.c */
 extern void pf_may_claim(const char *agent);

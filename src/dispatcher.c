@@ -48,6 +48,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "core.h"
 #include "dispatcher.h"
 #include "guc.h"
 #include "shmem.h"
@@ -350,6 +351,17 @@ parflow_dispatcher_main(Datum main_arg)
 		MemoryContextReset(pass_ctx);
 
 		wait_ms = nap_ms - TimestampDifferenceMilliseconds(last_pass, GetCurrentTimestamp());
+		/* a delayed run starting sooner than that: a pass at its time */
+		if (pf_pass_next_due() != 0)
+		{
+			long		due_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), pf_pass_next_due());
+
+			if (due_ms < wait_ms)
+			{
+				wait_ms = due_ms;
+				pass_due = true;
+			}
+		}
 		if (held > 0)
 			wait_ms = Min(wait_ms, 10); /* a backstop: their commits wake us */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

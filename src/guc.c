@@ -18,6 +18,7 @@
 char	   *pf_database = NULL;
 int			pf_max_parallel_stages = 4;
 bool		pf_parallel_default = false;
+bool		pf_fair_share = true;
 int			pf_naptime_ms = 1000;
 int			pf_max_output_size = 4 * 1024 * 1024;
 int			pf_claim_timeout_ms = 30000;
@@ -47,6 +48,15 @@ pf_guc_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("parflow.fair_share",
+							 "Whether runs of equal priority share the capacity when a cap binds.",
+							 "On, the run with the fewest tasks at work goes first (by rank within a run); off keeps strict priority-then-rank order.",
+							 &pf_fair_share,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("parflow.parallel_default",
 							 "Whether runs are parallel when parflow_start() is not told.",

@@ -7,6 +7,7 @@
 extern char *pf_database;
 extern int	pf_max_parallel_stages;
 extern bool pf_parallel_default;
+extern bool pf_fair_share;
 extern int	pf_naptime_ms;
 extern int	pf_max_output_size;
 extern int	pf_claim_timeout_ms;

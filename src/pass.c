@@ -346,15 +346,55 @@ static PfStmt st_active = {
 	0, {0}
 };
 
-/* Ready tasks of running runs in dispatch order. */
+/*
+ * Ready tasks of running runs in dispatch order (strict order), or the
+ * first $1 ready tasks of every running run (fair share: the walk must see
+ * every run that waits, however many ready tasks a bigger run has before).
+ */
+#define PF_WALK_COLS "tk.id, tk.run_id, tk.agent, r.max_parallel, r.version_id, tk.priority, tk.stage_ord"
+
 static PfStmt st_walk = {
-	"SELECT tk.id, tk.run_id, tk.agent, s.name, r.max_parallel, r.version_id "
+	"SELECT " PF_WALK_COLS
 	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id AND r.state = 'running' "
-	PF_STAGE_OF("s", "r.version_id", "tk.stage_ord", "name")
 	" WHERE tk.state = 'ready' AND " PF_READY_NOW("tk")
 	" ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT $1",
 	1, {INT4OID}
 };
+
+static PfStmt st_walk_runs = {
+	"SELECT " PF_WALK_COLS
+	"  FROM parflow.run r CROSS JOIN LATERAL ( "
+	"       SELECT t.id, t.run_id, t.agent, t.priority, t.rank, t.stage_ord FROM parflow.task t "
+	"        WHERE t.run_id = r.id AND t.state = 'ready' AND " PF_READY_NOW("t")
+	"        ORDER BY " PF_DISPATCH_ORDER("t") " LIMIT $1) tk "
+	" WHERE r.state = 'running' "
+	" ORDER BY " PF_DISPATCH_ORDER("tk"),
+	1, {INT4OID}
+};
+
+/* A ready task the walk found. */
+typedef struct PfCand
+{
+	int64		id;
+	int64		run;
+	int64		version;
+	char	   *agent;
+	int32		max_parallel;
+	int32		priority;
+	int32		stage_ord;
+} PfCand;
+
+static void
+load_cand(int row, PfCand *c)
+{
+	c->id = pf_int8(row, 1);
+	c->run = pf_int8(row, 2);
+	c->agent = pf_text(row, 3);
+	c->max_parallel = pf_int4(row, 4);
+	c->version = pf_int8(row, 5);
+	c->priority = pf_int4(row, 6);
+	c->stage_ord = pf_int4(row, 7);
+}
 
 /* The affinity rules of the versions of running runs. */
 static PfStmt st_rules = {
@@ -413,6 +453,181 @@ rule_covers(PfRule *rule, int64 version, const char *agent)
 	return false;
 }
 
+/* ---- concurrency rules ---------------------------------------------------- */
+
+/*
+ * The concurrency rules that bind running runs: one row per (run, rule)
+ * whose run input has the rule's key, with that key's value (as JSON text:
+ * equal values, equal text).
+ */
+static PfStmt st_conc_rules = {
+	"SELECT r.id, c.name, (r.input -> c.key)::text, c.max_concurrent, c.stage_ords "
+	"  FROM parflow.run r JOIN parflow.concurrency c ON c.version_id = r.version_id "
+	" WHERE r.state = 'running' AND r.input ? c.key "
+	" ORDER BY r.id, c.ord",
+	0, {0}
+};
+
+/* Tasks at work per rule name and key value, in runs of every state. */
+static PfStmt st_conc_active = {
+	"SELECT c.name, (r.input -> c.key)::text, count(*)::integer "
+	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id "
+	"  JOIN parflow.concurrency c ON c.version_id = r.version_id "
+	"   AND (c.stage_ords IS NULL OR tk.stage_ord = ANY (c.stage_ords)) "
+	" WHERE tk.state IN " PF_ACTIVE_STATES " AND r.input ? c.key "
+	" GROUP BY 1, 2",
+	0, {0}
+};
+
+/* One limit: a rule name and a key value. */
+typedef struct PfLimit
+{
+	char	   *name;
+	char	   *value;
+	int			active;
+} PfLimit;
+
+/* A rule as it binds one run. */
+typedef struct PfConc
+{
+	int64		run;
+	int32		max_concurrent;
+	int			nstages;		/* -1: every stage */
+	int32	   *stages;
+	int			limit;			/* index in PfConcSet.limits */
+} PfConc;
+
+typedef struct PfConcSet
+{
+	PfConc	   *rules;			/* by run */
+	int			nrules;
+	PfLimit    *limits;
+	int			nlimits;
+} PfConcSet;
+
+static int
+find_limit(PfConcSet *cs, const char *name, const char *value)
+{
+	int			i;
+
+	for (i = 0; i < cs->nlimits; i++)
+		if (strcmp(cs->limits[i].name, name) == 0 && strcmp(cs->limits[i].value, value) == 0)
+			return i;
+	return -1;
+}
+
+/* Read the rules that bind running runs and what their limits have at work. */
+static void
+load_conc(PfConcSet *cs)
+{
+	int			n = pf_exec(&st_conc_rules, NULL, NULL, 0);
+	int			i;
+
+	cs->rules = palloc(sizeof(PfConc) * Max(n, 1));
+	cs->limits = palloc(sizeof(PfLimit) * Max(n, 1));
+	cs->nrules = n;
+	cs->nlimits = 0;
+	for (i = 0; i < n; i++)
+	{
+		PfConc	   *c = &cs->rules[i];
+		char	   *name = pf_text(i, 2);
+		char	   *value = pf_text(i, 3);
+		bool		isnull;
+		Datum		d = pf_datum(i, 5, &isnull);
+
+		c->run = pf_int8(i, 1);
+		c->max_concurrent = pf_int4(i, 4);
+		c->nstages = -1;
+		c->stages = NULL;
+		if (!isnull)
+		{
+			Datum	   *elems;
+			int			k;
+
+			deconstruct_array(DatumGetArrayTypeP(d), INT4OID, 4, true, TYPALIGN_INT,
+							  &elems, NULL, &c->nstages);
+			c->stages = palloc(sizeof(int32) * Max(c->nstages, 1));
+			for (k = 0; k < c->nstages; k++)
+				c->stages[k] = DatumGetInt32(elems[k]);
+		}
+		c->limit = find_limit(cs, name, value);
+		if (c->limit < 0)
+		{
+			c->limit = cs->nlimits++;
+			cs->limits[c->limit].name = name;
+			cs->limits[c->limit].value = value;
+			cs->limits[c->limit].active = 0;
+		}
+	}
+	if (n == 0)
+		return;
+	n = pf_exec(&st_conc_active, NULL, NULL, 0);
+	for (i = 0; i < n; i++)
+	{
+		int			l = find_limit(cs, pf_text(i, 1), pf_text(i, 2));
+
+		if (l >= 0)
+			cs->limits[l].active = pf_int4(i, 3);
+	}
+}
+
+static bool
+conc_covers(PfConc *c, int32 stage_ord)
+{
+	int			k;
+
+	if (c->nstages < 0)
+		return true;
+	for (k = 0; k < c->nstages; k++)
+		if (c->stages[k] == stage_ord)
+			return true;
+	return false;
+}
+
+/* The first rule of run in cs (rules are sorted by run), or nrules. */
+static int
+conc_first(PfConcSet *cs, int64 run)
+{
+	int			lo = 0,
+				hi = cs->nrules;
+
+	while (lo < hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (cs->rules[mid].run < run)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Whether every concurrency limit on candidate c has room. */
+static bool
+conc_room(PfConcSet *cs, PfCand *c)
+{
+	int			i;
+
+	for (i = conc_first(cs, c->run); i < cs->nrules && cs->rules[i].run == c->run; i++)
+		if (conc_covers(&cs->rules[i], c->stage_ord) &&
+			pf_room(cs->rules[i].max_concurrent, cs->limits[cs->rules[i].limit].active) == 0)
+			return false;
+	return true;
+}
+
+static void
+conc_take(PfConcSet *cs, PfCand *c)
+{
+	int			i;
+
+	for (i = conc_first(cs, c->run); i < cs->nrules && cs->rules[i].run == c->run; i++)
+		if (conc_covers(&cs->rules[i], c->stage_ord))
+			cs->limits[cs->rules[i].limit].active++;
+}
+
+/* ---- choosing ------------------------------------------------------------- */
+
 /*
  * Lock the chosen tasks that are still ready and that no other transaction
  * holds (a completion handing its slot over), one index probe each: an
@@ -428,24 +643,21 @@ static PfStmt st_lock_chosen = {
 /*
  * Mark the locked tasks dispatched, their events in the order given (the
  * dispatch order); the array is joined to the table, each element probing
- * the primary key.
+ * the primary key.  Returns each task with its run, agent and stage name,
+ * for its notification.
  */
 static PfStmt st_mark = {
 	"WITH u AS (UPDATE parflow.task tk SET state = 'dispatched', dispatched_at = clock_timestamp() "
 	"             FROM unnest($1::bigint[]) WITH ORDINALITY x(id, n) "
-	"            WHERE tk.id = x.id RETURNING tk.id, tk.run_id, x.n) "
-	"INSERT INTO parflow.event (run_id, task_id, kind) "
-	"SELECT u.run_id, u.id, 'dispatched' FROM u ORDER BY u.n",
+	"            WHERE tk.id = x.id RETURNING tk.id, tk.run_id, tk.agent, tk.stage_ord, x.n), "
+	"e AS (INSERT INTO parflow.event (run_id, task_id, kind) "
+	"      SELECT u.run_id, u.id, 'dispatched' FROM u ORDER BY u.n) "
+	"SELECT u.id, u.run_id, u.agent, s.name FROM u "
+	"  CROSS JOIN LATERAL (SELECT rr.version_id FROM parflow.run rr WHERE rr.id = u.run_id LIMIT 1) r "
+	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name")
+	" ORDER BY u.n",
 	1, {INT8ARRAYOID}
 };
-
-typedef struct PfChosen
-{
-	int64		id;
-	int64		run;
-	char	   *agent;
-	char	   *stage;
-} PfChosen;
 
 static int *
 slot(HTAB *slots, int64 run, int32 ord)
@@ -490,6 +702,90 @@ count_slots(HTAB **slots)
 	return all;
 }
 
+/*
+ * Fair share: the walk's candidates queued per run, in dispatch order
+ * within each run; a pick takes the next candidate of the run that comes
+ * first by (priority, tasks at work, its next candidate's dispatch order).
+ */
+typedef struct PfRunQueue
+{
+	int64		run;
+	int		   *cand;			/* indexes into the walk's candidates */
+	int			n;
+	int			pos;
+	int		   *active;			/* the run's slot count, as choose() updates it */
+} PfRunQueue;
+
+typedef struct PfQueueKey
+{
+	int64		run;
+	int			queue;
+} PfQueueKey;
+
+static PfRunQueue *
+queue_runs(PfCand *cands, int ncands, HTAB *slots, int *nqueues)
+{
+	HASHCTL		ctl;
+	HTAB	   *index;
+	PfRunQueue *q = palloc(sizeof(PfRunQueue) * Max(ncands, 1));
+	int			nq = 0;
+	int			i;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(PfQueueKey);
+	ctl.hcxt = CurrentMemoryContext;
+	index = hash_create("parflow run queues", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (i = 0; i < ncands; i++)
+	{
+		bool		found;
+		PfQueueKey *k = hash_search(index, &cands[i].run, HASH_ENTER, &found);
+
+		if (!found)
+		{
+			k->queue = nq++;
+			q[k->queue].run = cands[i].run;
+			q[k->queue].cand = palloc(sizeof(int) * ncands);
+			q[k->queue].n = 0;
+			q[k->queue].pos = 0;
+			q[k->queue].active = slot(slots, cands[i].run, -1);
+		}
+		q[k->queue].cand[q[k->queue].n++] = i;
+	}
+	*nqueues = nq;
+	return q;
+}
+
+static int
+pick_fair(PfRunQueue *q, int nq, PfCand *cands)
+{
+	int			best = -1;
+	int			i;
+
+	for (i = 0; i < nq; i++)
+	{
+		PfRunQueue *b;
+		int			ci,
+					bi;
+
+		if (q[i].pos >= q[i].n)
+			continue;
+		if (best < 0)
+		{
+			best = i;
+			continue;
+		}
+		b = &q[best];
+		ci = q[i].cand[q[i].pos];
+		bi = b->cand[b->pos];
+		if (cands[ci].priority < cands[bi].priority ||
+			(cands[ci].priority == cands[bi].priority &&
+			 (*q[i].active < *b->active || (*q[i].active == *b->active && ci < bi))))
+			best = i;
+	}
+	return best < 0 ? -1 : q[best].cand[q[best].pos++];
+}
+
 /* Dispatch up to free tasks under the counts in slots; returns how many. */
 static int
 choose(int free, HTAB *slots)
@@ -499,7 +795,9 @@ choose(int free, HTAB *slots)
 	HTAB	   *marked_ids;
 	PfRule	   *rules;
 	int			nrules;
-	int			lim = free * 4 + 64;
+	PfConcSet	conc;
+	bool		fair = pf_fair_share;
+	int			lim = fair ? free + 16 : free * 4 + 64;
 	int			dispatched = 0;
 	int			i;
 
@@ -511,53 +809,69 @@ choose(int free, HTAB *slots)
 	marked_ids = hash_create("parflow marked", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
 	rules = load_rules(&nrules);
+	load_conc(&conc);
 
 	/*
-	 * Walk ready tasks in dispatch order a batch at a time; tasks held back
-	 * by their run's cap or an affinity rule are passed over, and when a
-	 * whole batch was, the walk goes on with a larger one.
+	 * Walk ready tasks a batch at a time; tasks held back by their run's
+	 * cap, an affinity rule or a concurrency rule are passed over, and when
+	 * the walk may have stopped short of tasks that could go, it goes on
+	 * with a larger batch.
 	 */
 	while (free > 0)
 	{
 		Datum		v[1] = {Int32GetDatum(lim)};
-		PfChosen   *chosen;
+		PfCand	   *cands;
+		PfCand	  **chosen;
+		PfRunQueue *queues = NULL;
+		int			nqueues = 0;
 		int			nchosen = 0;
 		int			seen;
+		int			next = 0;
+		bool		exhausted;
 		int64	   *ids;
 
 		CHECK_FOR_INTERRUPTS();
-		seen = pf_exec(&st_walk, v, NULL, 0);
-		chosen = palloc(sizeof(PfChosen) * Max(Min(seen, free), 1));
-		for (i = 0; i < seen && nchosen < free; i++)
+		seen = pf_exec(fair ? &st_walk_runs : &st_walk, v, NULL, 0);
+		cands = palloc(sizeof(PfCand) * Max(seen, 1));
+		for (i = 0; i < seen; i++)
+			load_cand(i, &cands[i]);
+		exhausted = seen < lim;
+		if (fair)
 		{
-			int64		id = pf_int8(i, 1);
-			int64		run = pf_int8(i, 2);
-			int64		version = pf_int8(i, 6);
-			char	   *agent;
+			queues = queue_runs(cands, seen, slots, &nqueues);
+			exhausted = true;
+			for (i = 0; i < nqueues; i++)
+				if (queues[i].n >= lim)
+					exhausted = false;
+		}
+		chosen = palloc(sizeof(PfCand *) * Max(Min(seen, free), 1));
+		while (nchosen < free)
+		{
+			int			ci = fair ? pick_fair(queues, nqueues, cands) : (next < seen ? next++ : -1);
+			PfCand	   *c;
 			int		   *run_active;
 			int			r;
 			bool		held_back = false;
 
-			if (hash_search(passed, &id, HASH_FIND, NULL) != NULL)
+			if (ci < 0)
+				break;
+			c = &cands[ci];
+			if (hash_search(passed, &c->id, HASH_FIND, NULL) != NULL)
 				continue;
-			run_active = slot(slots, run, -1);
-			if (pf_room(pf_int4(i, 5), *run_active) == 0)
+			run_active = slot(slots, c->run, -1);
+			if (pf_room(c->max_parallel, *run_active) == 0)
 				continue;
-			agent = pf_text(i, 3);
 			for (r = 0; r < nrules && !held_back; r++)
-				held_back = rule_covers(&rules[r], version, agent) &&
-					pf_room(rules[r].max_concurrent, *slot(slots, run, rules[r].ord)) == 0;
-			if (held_back)
+				held_back = rule_covers(&rules[r], c->version, c->agent) &&
+					pf_room(rules[r].max_concurrent, *slot(slots, c->run, rules[r].ord)) == 0;
+			if (held_back || !conc_room(&conc, c))
 				continue;
 			(*run_active)++;
 			for (r = 0; r < nrules; r++)
-				if (rule_covers(&rules[r], version, agent))
-					(*slot(slots, run, rules[r].ord))++;
-			chosen[nchosen].id = id;
-			chosen[nchosen].run = run;
-			chosen[nchosen].agent = agent;
-			chosen[nchosen].stage = pf_text(i, 4);
-			nchosen++;
+				if (rule_covers(&rules[r], c->version, c->agent))
+					(*slot(slots, c->run, rules[r].ord))++;
+			conc_take(&conc, c);
+			chosen[nchosen++] = c;
 		}
 		if (nchosen > 0)
 		{
@@ -566,7 +880,7 @@ choose(int free, HTAB *slots)
 
 			ids = palloc(sizeof(int64) * nchosen);
 			for (i = 0; i < nchosen; i++)
-				ids[i] = chosen[i].id;
+				ids[i] = chosen[i]->id;
 			v[0] = pf_int8_array(ids, nchosen);
 			marked = pf_exec(&st_lock_chosen, v, NULL, 0);
 			for (j = 0; j < marked; j++)
@@ -583,29 +897,46 @@ choose(int free, HTAB *slots)
 			j = 0;
 			for (i = 0; i < nchosen; i++)
 			{
-				if (hash_search(marked_ids, &chosen[i].id, HASH_FIND, NULL) != NULL)
-					ids[j++] = chosen[i].id;
+				if (hash_search(marked_ids, &chosen[i]->id, HASH_FIND, NULL) != NULL)
+					ids[j++] = chosen[i]->id;
 				else
-					hash_search(passed, &chosen[i].id, HASH_ENTER, NULL);
+					hash_search(passed, &chosen[i]->id, HASH_ENTER, NULL);
 			}
 			if (j > 0)
 			{
+				int			k;
+
 				v[0] = pf_int8_array(ids, j);
-				pf_exec(&st_mark, v, NULL, 0);
+				j = pf_exec(&st_mark, v, NULL, 0);
+				for (k = 0; k < j; k++)
+					pf_notify_agent(pf_text(k, 3),
+									pf_payload("dispatch", pf_int8(k, 1), pf_int8(k, 2),
+											   pf_text(k, 4), NULL));
 			}
-			for (i = 0; i < nchosen; i++)
-				if (hash_search(marked_ids, &chosen[i].id, HASH_FIND, NULL) != NULL)
-					pf_notify_agent(chosen[i].agent,
-									pf_payload("dispatch", chosen[i].id, chosen[i].run,
-											   chosen[i].stage, NULL));
 			dispatched += marked;
 			free -= nchosen;
 		}
-		if (seen < lim || free <= 0)
+		if (exhausted || free <= 0)
 			break;
 		lim *= 4;
 	}
 	return dispatched;
+}
+
+/* The earliest time a delayed run may start, when later than now; 0 if none. */
+static PfStmt st_next_start = {
+	"SELECT min(r.not_before) FROM parflow.run r "
+	" WHERE r.state = 'running' AND r.not_before > clock_timestamp()",
+	0, {0}
+};
+
+static TimestampTz next_due = 0;
+
+/* When the last pass in this process wants the next one (0: at naptime). */
+TimestampTz
+pf_pass_next_due(void)
+{
+	return next_due;
 }
 
 static TimestampTz last_ended = 0;
@@ -619,6 +950,8 @@ parflow_dispatch(PG_FUNCTION_ARGS)
 	int			n = 0;
 	TimestampTz now;
 	HTAB	   *slots;
+	Datum		due;
+	bool		isnull;
 
 	/* one pass at a time (a test may run one beside the dispatcher's) */
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, PF_PASS_LOCK_CLASS);
@@ -646,6 +979,11 @@ parflow_dispatch(PG_FUNCTION_ARGS)
 		global_free = pf_max_parallel_stages - count_slots(&slots);
 	if (global_free > 0)
 		n = choose(global_free, slots);
+
+	/* a delayed run's start is a time to wake for (see the dispatcher) */
+	pf_exec(&st_next_start, NULL, NULL, 1);
+	due = pf_datum(0, 1, &isnull);
+	next_due = isnull ? 0 : DatumGetTimestampTz(due);
 	SPI_finish();
 	PG_RETURN_INT32(n);
 }

@@ -586,24 +586,36 @@ pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_out)
  * rules are looked at, and the task is marked dispatched when it may be.
  * $1 run, $2 version, $3 the completed task's agent, $4 the run's
  * max_parallel, $5 whether a note can be queued, $6 the database's cap, $7
- * the completed task.
+ * the completed task, $8 parflow.fair_share, $9 the completed task's stage.
+ * Another run's ready task comes first when it does in dispatch order, or,
+ * under fair share, when its run has fewer tasks at work at equal priority
+ * (as the pass would choose).  A concurrency rule the completed task's
+ * stage was not counted in leaves the choice to the pass.
  */
 static PfStmt st_handover = {
 	"WITH b AS (SELECT tk.id, tk.agent, tk.priority, tk.rank, tk.stage_ord FROM parflow.task tk "
 	"            WHERE tk.run_id = $1 AND tk.state = 'ready' AND " PF_READY_NOW("tk")
 	"            ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 1 FOR UPDATE SKIP LOCKED), "
-	"k AS (SELECT b.id, b.agent, s.name, "
-	"       (SELECT count(*)::integer FROM parflow.task a "
-	"         WHERE a.state IN " PF_ACTIVE_STATES " AND a.run_id = $1) AS run_active, "
+	"ra AS (SELECT count(*)::integer AS n FROM parflow.task a "
+	"        WHERE a.state IN " PF_ACTIVE_STATES " AND a.run_id = $1), "
+	"k AS (SELECT b.id, b.agent, s.name, (SELECT ra.n FROM ra) AS run_active, "
 	"       (SELECT count(*)::integer FROM parflow.task a WHERE a.state IN " PF_ACTIVE_STATES ") AS all_active, "
 	"       EXISTS (SELECT FROM parflow.affinity a WHERE a.version_id = $2 "
-	"                  AND b.agent = ANY (a.agents) AND NOT $3 = ANY (a.agents)) AS other_slot, "
+	"                  AND b.agent = ANY (a.agents) AND NOT $3 = ANY (a.agents)) "
+	"       OR EXISTS (SELECT FROM parflow.concurrency c WHERE c.version_id = $2 "
+	"                  AND c.stage_ords IS NOT NULL AND b.stage_ord = ANY (c.stage_ords) "
+	"                  AND NOT $9 = ANY (c.stage_ords)) AS other_slot, "
 	"       EXISTS (SELECT FROM parflow.run xr "
 	"                CROSS JOIN LATERAL (SELECT x.priority, x.rank, x.id FROM parflow.task x "
 	"                                     WHERE x.run_id = xr.id AND x.state = 'ready' AND " PF_READY_NOW("x")
 	"                                     ORDER BY " PF_DISPATCH_ORDER("x") " LIMIT 1) x "
 	"                WHERE xr.state = 'running' AND xr.id <> $1 "
-	"                  AND " PF_BEFORE("x", "b") ") AS not_next, "
+	"                  AND (x.priority < b.priority "
+	"                       OR (x.priority = b.priority AND CASE WHEN $8 "
+	"                           THEN ROW((SELECT count(*)::integer FROM parflow.task xa "
+	"                                      WHERE xa.state IN " PF_ACTIVE_STATES " AND xa.run_id = xr.id), "
+	"                                    NOT " PF_BEFORE("x", "b") ") < ROW((SELECT ra.n FROM ra), true) "
+	"                           ELSE " PF_BEFORE("x", "b") " END))) AS not_next, "
 	"       EXISTS (SELECT FROM (SELECT tk.id FROM parflow.task tk WHERE tk.run_id = $1 AND tk.state = 'ready' "
 	"                             ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 2) m WHERE m.id <> b.id) AS more_ready "
 	"      FROM b" PF_STAGE_OF("s", "$2", "b.stage_ord", "name") "), "
@@ -613,7 +625,7 @@ static PfStmt st_handover = {
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
 	"      SELECT $1, u.id, 'dispatched', jsonb_build_object('handover', $7) FROM u) "
 	"SELECT k.id, k.agent, k.name, k.run_active, k.all_active, k.more_ready, EXISTS (SELECT FROM u) FROM k",
-	7, {INT8OID, INT8OID, TEXTOID, INT4OID, BOOLOID, INT4OID, INT8OID}
+	9, {INT8OID, INT8OID, TEXTOID, INT4OID, BOOLOID, INT4OID, INT8OID, BOOLOID, INT4OID}
 };
 
 /*
@@ -630,7 +642,7 @@ static PfStmt st_handover = {
 bool
 pf_handover(PfTask *t, int64 *handed_task)
 {
-	Datum		v[7];
+	Datum		v[9];
 	int64		b;
 	int			run_active,
 				all_active;
@@ -649,6 +661,8 @@ pf_handover(PfTask *t, int64 *handed_task)
 	v[4] = BoolGetDatum(true);
 	v[5] = Int32GetDatum(pf_max_parallel_stages);
 	v[6] = Int64GetDatum(t->id);
+	v[7] = BoolGetDatum(pf_fair_share);
+	v[8] = Int32GetDatum(t->stage_ord);
 	if (pf_exec(&st_handover, v, NULL, 1) != 1 || !pf_bool(0, 7))
 		return true;
 	b = pf_int8(0, 1);

@@ -120,6 +120,18 @@ CREATE TABLE parflow.affinity (
 );
 COMMENT ON TABLE parflow.affinity IS 'Affinity rules: at most max_concurrent tasks of the named agents at once';
 
+CREATE TABLE parflow.concurrency (
+    version_id      bigint NOT NULL REFERENCES parflow.workflow_version,
+    ord             integer NOT NULL,
+    name            text NOT NULL,
+    key             text NOT NULL,
+    max_concurrent  integer NOT NULL CHECK (max_concurrent >= 1),
+    stage_ords      integer[],
+    PRIMARY KEY (version_id, ord)
+);
+CREATE INDEX concurrency_name_idx ON parflow.concurrency (name);
+COMMENT ON TABLE parflow.concurrency IS 'Concurrency rules: at most max_concurrent tasks of the stages stage_ords (NULL: all) at once among the live runs whose input has one value at key; rules of one name share the limit';
+
 ------------------------------------------------------------------------------
 -- Runs, tasks and the event log
 ------------------------------------------------------------------------------
@@ -138,9 +150,11 @@ CREATE TABLE parflow.run (
     planned       interval NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     started_at    timestamptz,
-    finished_at   timestamptz
+    finished_at   timestamptz,
+    key           text CONSTRAINT run_key_key UNIQUE,
+    not_before    timestamptz
 );
-COMMENT ON TABLE parflow.run IS 'One execution of a workflow version; failed counts its tasks failed for good';
+COMMENT ON TABLE parflow.run IS 'One execution of a workflow version; failed counts its tasks failed for good; key makes its start idempotent; nothing is dispatched before not_before';
 CREATE INDEX run_live_idx ON parflow.run (id) WHERE state IN ('running', 'paused');
 CREATE INDEX run_version_idx ON parflow.run (version_id);
 
@@ -250,6 +264,7 @@ SELECT pg_catalog.pg_extension_config_dump('parflow.group_dep', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.stage', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.stage_dep', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.affinity', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.concurrency', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.run', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.task', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.run_group', '');

@@ -169,6 +169,8 @@ DECLARE
     snames    text[];
     rules     jsonb[];
     rlabels   text[];
+    crules    jsonb[];
+    clabels   text[];
     wf_id     bigint;
     ver       integer;
     ver_id    bigint;
@@ -186,7 +188,8 @@ BEGIN
 
     -- Top level.
     PERFORM parflow._check_shape(ARRAY['the workflow spec'], ARRAY[spec],
-        '{"groups": "array", "max_parallel": "integer", "affinity": "array", "description": "string"}',
+        '{"groups": "array", "max_parallel": "integer", "affinity": "array", "concurrency": "array",
+          "description": "string"}',
         ARRAY['groups']);
     IF jsonb_array_length(spec->'groups') = 0 THEN
         PERFORM parflow._spec_error('workflow spec has no groups', NULL,
@@ -402,6 +405,72 @@ BEGIN
         END IF;
     END IF;
 
+    -- Concurrency rules: a name, a key of the run input, a max, and stages
+    -- of this workflow; one name means one limit, so its key and max agree
+    -- with the rule of that name in the latest version of every other
+    -- workflow (names are unique within a spec).
+    IF spec ? 'concurrency' THEN
+        SELECT array_agg(c ORDER BY i),
+               array_agg(CASE WHEN jsonb_typeof(c->'name') = 'string' AND btrim(c->>'name') <> ''
+                              THEN format('concurrency rule "%s"', c->>'name')
+                              ELSE format('concurrency rule #%s', i) END ORDER BY i)
+          INTO crules, clabels FROM jsonb_array_elements(spec->'concurrency') WITH ORDINALITY e(c, i);
+        PERFORM parflow._check_shape(clabels, crules,
+            '{"name": "string", "key": "string", "max": "integer", "stages": "strings", "description": "string"}',
+            '{}');
+        SELECT i, k INTO r FROM unnest(crules) WITH ORDINALITY u(c, i), unnest(ARRAY['name', 'key', 'max']) k
+         WHERE NOT c ? k ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('%s lacks required key "%s"', clabels[r.i], r.k), NULL,
+                'A concurrency rule needs "name", "key" (a top-level key of the run input) and "max", for example {"name": "deploys", "key": "repo", "max": 1}.');
+        END IF;
+        PERFORM parflow._check_names('concurrency rule', clabels, ARRAY(SELECT c->>'name' FROM unnest(crules) c), 200);
+        SELECT i INTO r FROM unnest(crules) WITH ORDINALITY u(c, i)
+         WHERE btrim(c->>'key') = '' ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('key of %s must not be empty', clabels[r.i]), NULL,
+                'Name the top-level key of the run input whose value the rule shares, for example "repo".');
+        END IF;
+        SELECT i, (c->>'max')::numeric AS v INTO r FROM unnest(crules) WITH ORDINALITY u(c, i)
+         WHERE (c->>'max')::numeric < 1 ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('max of %s must be at least 1', clabels[r.i]), format('Found %s.', r.v),
+                'max is how many tasks of the rule''s stages may be at work at once per value of its key.');
+        END IF;
+        SELECT i INTO r FROM unnest(crules) WITH ORDINALITY u(c, i)
+         WHERE jsonb_array_length(c->'stages') = 0 ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('%s lists no stages', clabels[r.i]), NULL,
+                'List the stages the rule bounds in "stages", or omit "stages" to bound every stage.');
+        END IF;
+        SELECT i, x AS stage INTO r FROM unnest(crules) WITH ORDINALITY u(c, i),
+               jsonb_array_elements_text(coalesce(c->'stages', '[]')) x
+         WHERE NOT x = ANY (snames) ORDER BY i LIMIT 1;
+        IF FOUND THEN
+            near := parflow._nearest(r.stage, snames);
+            PERFORM parflow._spec_error(format('%s lists unknown stage "%s"', clabels[r.i], r.stage), NULL,
+                CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near)
+                     ELSE 'List stages of this workflow.' END);
+        END IF;
+        -- (definitions with rules one at a time, so two cannot disagree unseen)
+        LOCK TABLE parflow.concurrency IN SHARE ROW EXCLUSIVE MODE;
+        SELECT a.l, a.c->>'key' AS k1, (a.c->>'max')::numeric AS m1,
+               oc.key AS k2, oc.max_concurrent AS m2, format('workflow "%s"', ow.name) AS other INTO r
+          FROM unnest(crules, clabels) WITH ORDINALITY a(c, l, i)
+          JOIN parflow.concurrency oc ON oc.name = a.c->>'name'
+          JOIN parflow.workflow_version ov ON ov.id = oc.version_id
+          JOIN parflow.workflow ow ON ow.id = ov.workflow_id
+         WHERE ow.id <> wf_id
+           AND ov.version = (SELECT max(v2.version) FROM parflow.workflow_version v2 WHERE v2.workflow_id = ow.id)
+           AND (oc.key <> a.c->>'key' OR oc.max_concurrent <> (a.c->>'max')::numeric)
+         ORDER BY a.i, ow.name LIMIT 1;
+        IF FOUND THEN
+            PERFORM parflow._spec_error(format('%s disagrees with the rule of that name in %s', r.l, r.other),
+                format('This spec has key "%s" and max %s; %s has key "%s" and max %s.', r.k1, r.m1, r.other, r.k2, r.m2),
+                'Rules of one name share one limit: give them the same key and max, or another name.');
+        END IF;
+    END IF;
+
     -- Stage edges: explicit, artifacts, sequential order, verifications.
     INSERT INTO parflow.stage_dep (version_id, stage_ord, dep_ord, kind)
     SELECT DISTINCT ON (stage_ord, dep_ord) ver_id, stage_ord, dep_ord, kind FROM (
@@ -441,6 +510,12 @@ BEGIN
     SELECT ver_id, i - 1, ARRAY(SELECT jsonb_array_elements_text(a->'agents')),
            (a->>'max_concurrent')::numeric::integer, a->>'resource_profile'
       FROM unnest(rules) WITH ORDINALITY u(a, i);
+
+    INSERT INTO parflow.concurrency (version_id, ord, name, key, max_concurrent, stage_ords)
+    SELECT ver_id, i - 1, c->>'name', c->>'key', (c->>'max')::numeric::integer,
+           CASE WHEN c ? 'stages' THEN ARRAY(SELECT DISTINCT array_position(snames, x) - 1
+                                               FROM jsonb_array_elements_text(c->'stages') x ORDER BY 1) END
+      FROM unnest(crules) WITH ORDINALITY u(c, i);
 
     -- Cycles, through group barriers and stage edges alike (raises).
     PERFORM parflow._check_version(ver_id);

@@ -17,7 +17,8 @@ $$;
 COMMENT ON FUNCTION parflow._skip_reason(parflow.stage, parflow.stage, text[]) IS 'Internal: why a conditional stage (or the verification of one) is skipped in a run';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_start(workflow text, flags text[] DEFAULT '{}', priority integer DEFAULT 2,
-                                           parallel boolean DEFAULT NULL, input jsonb DEFAULT '{}')
+                                           parallel boolean DEFAULT NULL, input jsonb DEFAULT '{}',
+                                           key text DEFAULT NULL, not_before timestamptz DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
 DECLARE
     ver bigint;
@@ -29,7 +30,21 @@ DECLARE
     start_ords integer[];
     rk_ords integer[];
     rk_ranks bigint[];
+    delay timestamptz;
 BEGIN
+    IF key IS NOT NULL THEN
+        IF btrim(key) = '' OR octet_length(key) > 200 OR key ~ '[[:cntrl:]]' THEN
+            RAISE EXCEPTION 'run key must be a non-empty string of at most 200 bytes without control characters'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Found "%s".', left(key, 40)),
+                      HINT = 'A key names the request that starts the run, for example a ticket or webhook delivery id; omit it for a start that is not idempotent.';
+        END IF;
+        -- idempotent: a run with this key, in any state, is the answer
+        SELECT rn.id INTO new_run FROM parflow.run rn WHERE rn.key = parflow_start.key;
+        IF FOUND THEN
+            RETURN new_run;
+        END IF;
+    END IF;
     ver := parflow._current_version(workflow);
     flags := coalesce(flags, '{}');
     IF array_ndims(flags) > 1 THEN
@@ -64,19 +79,36 @@ BEGIN
       INTO rk_ords, rk_ranks, plan_len
       FROM parflow._ranks(ver, flags, CASE WHEN par THEN NULL ELSE 1 END) rk;
 
-    INSERT INTO parflow.run (version_id, priority, parallel, flags, input, max_parallel, planned, started_at)
-    VALUES (ver, priority, par, flags, input, cap, coalesce(plan_len, '0'), clock_timestamp())
+    -- a time already past starts at once
+    delay := CASE WHEN not_before > clock_timestamp() THEN not_before END;
+
+    -- Two starts with one key: the second waits here for the first to
+    -- commit, then finds its run (a new snapshot per statement).
+    INSERT INTO parflow.run (version_id, priority, parallel, flags, input, max_parallel, planned, started_at,
+                             key, not_before)
+    VALUES (ver, priority, par, flags, input, cap, coalesce(plan_len, '0'), clock_timestamp(), key, delay)
+    ON CONFLICT ON CONSTRAINT run_key_key DO NOTHING
     RETURNING id INTO new_run;
+    IF new_run IS NULL THEN
+        SELECT rn.id INTO new_run FROM parflow.run rn WHERE rn.key = parflow_start.key;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'could not start run with key "%": a concurrent start holds it', key
+                USING ERRCODE = 'serialization_failure',
+                      HINT = 'Under REPEATABLE READ or SERIALIZABLE the other start''s run is not visible: retry the transaction.';
+        END IF;
+        RETURN new_run;
+    END IF;
 
     -- pending: stage edges, plus one per group barrier the task's group waits for
     -- (a skipped task keeps the reason in error)
     -- pending: stage edges, plus one per group barrier the task's group waits
     -- for; a task is written in its first state (a skipped one keeps the
     -- reason in error), so that nothing is written twice
-    INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, error, pending, priority, rank)
+    INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, error, pending, priority, rank, not_before)
     SELECT new_run, x.ord, x.group_ord, x.agent,
            CASE WHEN x.why IS NOT NULL THEN 'skipped' WHEN x.pending = 0 THEN 'ready' ELSE 'waiting' END,
-           x.why->>'reason', x.pending, parflow_start.priority, x.rank
+           x.why->>'reason', x.pending, parflow_start.priority, x.rank,
+           CASE WHEN x.why IS NULL AND x.pending = 0 THEN delay END
       FROM (SELECT s.ord, s.group_ord, s.agent, rk.rank, sk.why,
                    (SELECT count(*) FROM parflow.stage_dep d WHERE d.version_id = ver AND d.stage_ord = s.ord)
                    + (SELECT count(*) FROM parflow.group_dep gd
@@ -110,14 +142,14 @@ BEGIN
      WHERE t.run_id = new_run AND t.pending = 0 AND t.state = 'skipped';
     PERFORM parflow._done(new_run, coalesce(start_ords, '{}'));
     -- the run's clock starts when its first tasks can be dispatched
-    UPDATE parflow.run rn SET started_at = clock_timestamp() WHERE rn.id = new_run;
+    UPDATE parflow.run rn SET started_at = coalesce(delay, clock_timestamp()) WHERE rn.id = new_run;
     PERFORM parflow._finish_if_done(new_run);
     PERFORM parflow._wake();
     RETURN new_run;
 END
 $$;
-COMMENT ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb) IS
-    'Start a run of the latest version of a workflow: one task per stage, conditional stages without their flag skipped; returns the run id';
+COMMENT ON FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb, text, timestamptz) IS
+    'Start a run of the latest version of a workflow: one task per stage, conditional stages without their flag skipped; returns the run id. With key, a run that has the key already is returned and nothing is created; with not_before, nothing is dispatched before that time';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_failures(run bigint) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$

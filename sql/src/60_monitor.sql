@@ -5,10 +5,10 @@
 
 CREATE OR REPLACE VIEW parflow.runs AS
 SELECT r.id AS run, w.name AS workflow, v.version, r.state, r.priority, r.parallel, r.flags,
-       r.created_at, r.started_at, r.finished_at
+       r.created_at, r.started_at, r.finished_at, r.key, r.not_before
   FROM parflow.run r JOIN parflow.workflow_version v ON v.id = r.version_id
   JOIN parflow.workflow w ON w.id = v.workflow_id;
-COMMENT ON VIEW parflow.runs IS 'Runs: workflow, version, state, priority, mode, flags and times';
+COMMENT ON VIEW parflow.runs IS 'Runs: workflow, version, state, priority, mode, flags and times; the key of an idempotent start; the time before which a delayed run dispatches nothing';
 
 CREATE OR REPLACE VIEW parflow.tasks AS
 SELECT t.id AS task, t.run_id AS run, s.name AS stage, t.agent, g.name AS group_name, t.state,
@@ -81,6 +81,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, 
 DECLARE
     cap integer := current_setting('parflow.max_parallel_stages')::integer;
     active integer;
+    others integer;
     n integer := 0;
     x record;
 BEGIN
@@ -119,7 +120,10 @@ BEGIN
         RETURN;
     END IF;
     -- ready
-    IF t.not_before > clock_timestamp() THEN
+    IF r.not_before > clock_timestamp() AND t.not_before = r.not_before THEN
+        RETURN NEXT format('not before %s', r.not_before);
+        RETURN;
+    ELSIF t.not_before > clock_timestamp() THEN
         RETURN NEXT format('retry backoff until %s', t.not_before);
         n := n + 1;
     END IF;
@@ -127,7 +131,35 @@ BEGIN
     IF active >= cap THEN
         RETURN NEXT format('cap reached: parflow.max_parallel_stages (%s/%s at work)', active, cap);
         n := n + 1;
+        -- under fair share the runs of this priority take turns
+        IF current_setting('parflow.fair_share')::boolean THEN
+            SELECT count(*) INTO others FROM parflow.run o
+             WHERE o.state = 'running' AND o.id <> r.id AND o.priority = r.priority
+               AND EXISTS (SELECT FROM parflow.task ot WHERE ot.run_id = o.id
+                              AND ot.state IN ('ready', 'dispatched', 'running'));
+            IF others > 0 THEN
+                RETURN NEXT format('sharing capacity with %s other run%s of priority %s', others,
+                                   CASE WHEN others = 1 THEN '' ELSE 's' END, r.priority);
+            END IF;
+        END IF;
     END IF;
+    -- concurrency rules: tasks at work of the rule's name and key value, in every run
+    FOR x IN SELECT c.name, c.key, c.max_concurrent, r.input -> c.key AS val,
+                    (SELECT count(*) FROM parflow.task b JOIN parflow.run br ON br.id = b.run_id
+                       JOIN parflow.concurrency bc ON bc.version_id = br.version_id AND bc.name = c.name
+                                                  AND (bc.stage_ords IS NULL OR b.stage_ord = ANY (bc.stage_ords))
+                      WHERE b.state = ANY (parflow._active_states()) AND br.input -> bc.key = r.input -> c.key) AS at_work
+               FROM parflow.concurrency c
+              WHERE c.version_id = r.version_id AND r.input ? c.key
+                AND (c.stage_ords IS NULL OR t.stage_ord = ANY (c.stage_ords))
+              ORDER BY c.ord LOOP
+        IF x.at_work >= x.max_concurrent THEN
+            RETURN NEXT format('concurrency rule %s full for %s=%s (%s/%s)', x.name, x.key,
+                               CASE WHEN jsonb_typeof(x.val) = 'string' THEN x.val #>> '{}' ELSE x.val::text END,
+                               x.at_work, x.max_concurrent);
+            n := n + 1;
+        END IF;
+    END LOOP;
     SELECT count(*) INTO active FROM parflow.task a
      WHERE a.run_id = r.id AND a.state = ANY (parflow._active_states());
     IF active >= r.max_parallel THEN
@@ -160,7 +192,7 @@ SELECT t.id AS task, t.run_id AS run, s.name AS stage, t.agent, t.state, w.why
  CROSS JOIN LATERAL parflow._why(t, r) w(why)
  WHERE t.state IN ('waiting', 'ready', 'dispatched') AND r.state IN ('running', 'paused', 'blocked');
 COMMENT ON VIEW parflow.waiting IS
-    'What each task that has not started waits for (why): a dependency or group, a cap, an affinity rule, a paused or blocked run, backoff, an agent to claim it';
+    'What each task that has not started waits for (why): a dependency or group, a cap (and the runs sharing it), an affinity or concurrency rule, a paused or blocked run, a delayed start, backoff, an agent to claim it';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_gantt(run bigint, width integer DEFAULT 60) RETURNS SETOF text
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$

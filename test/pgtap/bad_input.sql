@@ -19,7 +19,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS parflow;
 
-SELECT plan(244);
+SELECT plan(268);
 
 ------------------------------------------------------------------------------
 -- Helpers
@@ -73,6 +73,10 @@ SELECT parflow_define('bi', '{"groups": [
   {"name": "ship", "stages": [{"name": "c", "agent": "bi_c", "estimate": "5 min"}]}]}') AS v_bi \gset
 SELECT parflow_define('bi_one', '{"groups": [
   {"name": "one", "stages": [{"name": "only", "agent": "bi_one", "estimate": "1 min"}]}]}') AS v_one \gset
+-- bi_rule: concurrency rule bi_deploys (key repo, max 1), which others may share.
+SELECT parflow_define('bi_rule', '{"groups": [
+  {"name": "one", "stages": [{"name": "deploy", "agent": "bi_one", "estimate": "1 min"}]}],
+  "concurrency": [{"name": "bi_deploys", "key": "repo", "max": 1}]}') AS v_rule \gset
 
 -- A succeeded run; its task's token is stale afterwards.
 SELECT parflow_start('bi_one', parallel => true) AS r_done \gset
@@ -350,6 +354,31 @@ SELECT throws_ok($$SELECT parflow_define('bi_x', pg_temp.st(top_extra => '{"affi
                  '22023', 'max_concurrent of affinity rule #1 must be at least 1', 'parflow_define: negative max_concurrent');
 SELECT throws_ok($$SELECT parflow_define('bi_x', pg_temp.st(top_extra => '{"affinity": [{"agents": ["k"], "max_concurrent": 1, "resource_profile": "gpu"}]}'))$$,
                  '22023', 'resource_profile of affinity rule #1 must be "cpu", "memory" or "io"', 'parflow_define: unknown resource_profile');
+-- concurrency rules: each refusal is 22023 with a hint
+CREATE FUNCTION pg_temp.conc_refused(rule text, msg text, what text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+    st text; m text; h text;
+BEGIN
+    BEGIN
+        PERFORM parflow_define('bi_x', pg_temp.st(top_extra => jsonb_build_object('concurrency', jsonb_build_array(rule::jsonb))));
+        st := 'no error';
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, m = MESSAGE_TEXT, h = PG_EXCEPTION_HINT;
+    END;
+    RETURN NEXT is(st || ': ' || coalesce(m, ''), '22023: ' || msg, 'parflow_define: ' || what);
+    RETURN NEXT ok(coalesce(h, '') <> '', 'parflow_define: ' || what || ' (with a hint)');
+END
+$$;
+SELECT pg_temp.conc_refused('{"key": "repo", "max": 1}', 'concurrency rule #1 lacks required key "name"', 'concurrency rule without a name');
+SELECT pg_temp.conc_refused('{"name": "d", "max": 1}', 'concurrency rule "d" lacks required key "key"', 'concurrency rule without a key');
+SELECT pg_temp.conc_refused('{"name": "d", "key": "repo"}', 'concurrency rule "d" lacks required key "max"', 'concurrency rule without a max');
+SELECT pg_temp.conc_refused('{"name": "d", "key": "repo", "max": 0}', 'max of concurrency rule "d" must be at least 1', 'concurrency rule with max 0');
+SELECT pg_temp.conc_refused('{"name": "d", "key": "repo", "max": -3}', 'max of concurrency rule "d" must be at least 1', 'concurrency rule with max -3');
+SELECT pg_temp.conc_refused('{"name": "d", "key": "", "max": 1}', 'key of concurrency rule "d" must not be empty', 'concurrency rule with an empty key');
+SELECT pg_temp.conc_refused('{"name": "d", "key": "repo", "max": 1, "stages": ["t"]}', 'concurrency rule "d" lists unknown stage "t"', 'concurrency rule listing an unknown stage');
+SELECT pg_temp.conc_refused('{"name": "bi_deploys", "key": "repo", "max": 2}', 'concurrency rule "bi_deploys" disagrees with the rule of that name in workflow "bi_rule"', 'concurrency rule of a shared name with another max');
+SELECT pg_temp.conc_refused('{"name": "bi_deploys", "key": "service", "max": 1}', 'concurrency rule "bi_deploys" disagrees with the rule of that name in workflow "bi_rule"', 'concurrency rule of a shared name with another key');
+SELECT is((SELECT count(*) FROM parflow.concurrency), 1::bigint, 'parflow_define: refused concurrency rules wrote no rule');
 
 ------------------------------------------------------------------------------
 -- parflow_plan and parflow_estimate
@@ -409,6 +438,20 @@ SELECT throws_ok($$SELECT parflow_start('bi', ARRAY['x', NULL])$$, '22004', 'fla
                  'parflow_start: NULL flag');
 SELECT throws_ok($$SELECT parflow_start('bi', ARRAY[['x'], ['y']])$$, '2202E', 'flags must be a one-dimensional array',
                  'parflow_start: two-dimensional flags (as parflow_plan)');
+SELECT throws_ok($$SELECT parflow_start('bi', key => '')$$, '22023',
+                 'run key must be a non-empty string of at most 200 bytes without control characters',
+                 'parflow_start: empty key');
+SELECT throws_ok($$SELECT parflow_start('bi', key => '   ')$$, '22023',
+                 'run key must be a non-empty string of at most 200 bytes without control characters',
+                 'parflow_start: blank key');
+SELECT throws_ok($$SELECT parflow_start('bi', key => repeat('k', 201))$$, '22023',
+                 'run key must be a non-empty string of at most 200 bytes without control characters',
+                 'parflow_start: key of 201 bytes');
+SELECT throws_ok($$SELECT parflow_start('bi', key => E'REQ\n1')$$, '22023',
+                 'run key must be a non-empty string of at most 200 bytes without control characters',
+                 'parflow_start: key with a newline');
+SELECT is((SELECT count(*) FROM parflow.run WHERE key IS NOT NULL), 0::bigint,
+          'parflow_start: refused keys wrote no run');
 
 ------------------------------------------------------------------------------
 -- parflow_cancel, parflow_pause, parflow_resume

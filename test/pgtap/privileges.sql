@@ -14,7 +14,7 @@ INSERT INTO fn_matrix VALUES
  ('parflow_plan(text,text[],integer)',                       true,  true,  false),
  ('parflow_estimate(text,text[],integer)',                   true,  true,  false),
  ('parflow_estimates(text)',                                 true,  true,  false),
- ('parflow_start(text,text[],integer,boolean,jsonb)',        false, true,  false),
+ ('parflow_start(text,text[],integer,boolean,jsonb,text,timestamp with time zone)', false, true, false),
  ('parflow_cancel(bigint)',                                  false, true,  false),
  ('parflow_pause(bigint)',                                   false, true,  false),
  ('parflow_resume(bigint)',                                  false, true,  false),

@@ -40,3 +40,21 @@ DROP INDEX parflow.task_run_group_idx;
 
 -- The stages a dispatch pass must watch for attempts that run too long.
 CREATE INDEX stage_timeout_idx ON parflow.stage (version_id) WHERE timeout IS NOT NULL;
+
+-- Sharing the database between runs: concurrency rules, idempotent and
+-- delayed starts (parflow_start gains key and not_before).
+CREATE TABLE parflow.concurrency (
+    version_id      bigint NOT NULL REFERENCES parflow.workflow_version,
+    ord             integer NOT NULL,
+    name            text NOT NULL,
+    key             text NOT NULL,
+    max_concurrent  integer NOT NULL CHECK (max_concurrent >= 1),
+    stage_ords      integer[],
+    PRIMARY KEY (version_id, ord)
+);
+CREATE INDEX concurrency_name_idx ON parflow.concurrency (name);
+COMMENT ON TABLE parflow.concurrency IS 'Concurrency rules: at most max_concurrent tasks of the stages stage_ords (NULL: all) at once among the live runs whose input has one value at key; rules of one name share the limit';
+SELECT pg_catalog.pg_extension_config_dump('parflow.concurrency', '');
+ALTER TABLE parflow.run ADD COLUMN key text CONSTRAINT run_key_key UNIQUE, ADD COLUMN not_before timestamptz;
+COMMENT ON TABLE parflow.run IS 'One execution of a workflow version; failed counts its tasks failed for good; key makes its start idempotent; nothing is dispatched before not_before';
+DROP FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb);
