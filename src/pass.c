@@ -797,7 +797,7 @@ choose(int free, HTAB *slots)
 	int			nrules;
 	PfConcSet	conc;
 	bool		fair = pf_fair_share;
-	int			lim = fair ? free + 16 : free * 4 + 64;
+	int			lim = fair ? free : free * 4 + 64;
 	int			dispatched = 0;
 	int			i;
 

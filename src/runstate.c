@@ -588,9 +588,12 @@ pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_out)
  * max_parallel, $5 whether a note can be queued, $6 the database's cap, $7
  * the completed task, $8 parflow.fair_share, $9 the completed task's stage.
  * Another run's ready task comes first when it does in dispatch order, or,
- * under fair share, when its run has fewer tasks at work at equal priority
- * (as the pass would choose).  A concurrency rule the completed task's
- * stage was not counted in leaves the choice to the pass.
+ * under fair share, when its run has fewer tasks at work at equal priority:
+ * on a tie the completing run keeps its slot (both have the fewest; the
+ * pass would break the tie by dispatch order, but handing over saves a
+ * pass per completion when many runs share the cap).  A concurrency rule
+ * the completed task's stage was not counted in leaves the choice to the
+ * pass.
  */
 static PfStmt st_handover = {
 	"WITH b AS (SELECT tk.id, tk.agent, tk.priority, tk.rank, tk.stage_ord FROM parflow.task tk "
@@ -612,9 +615,9 @@ static PfStmt st_handover = {
 	"                WHERE xr.state = 'running' AND xr.id <> $1 "
 	"                  AND (x.priority < b.priority "
 	"                       OR (x.priority = b.priority AND CASE WHEN $8 "
-	"                           THEN ROW((SELECT count(*)::integer FROM parflow.task xa "
-	"                                      WHERE xa.state IN " PF_ACTIVE_STATES " AND xa.run_id = xr.id), "
-	"                                    NOT " PF_BEFORE("x", "b") ") < ROW((SELECT ra.n FROM ra), true) "
+	"                           THEN (SELECT count(*)::integer FROM parflow.task xa "
+	"                                  WHERE xa.state IN " PF_ACTIVE_STATES " AND xa.run_id = xr.id) "
+	"                                < (SELECT ra.n FROM ra) "
 	"                           ELSE " PF_BEFORE("x", "b") " END))) AS not_next, "
 	"       EXISTS (SELECT FROM (SELECT tk.id FROM parflow.task tk WHERE tk.run_id = $1 AND tk.state = 'ready' "
 	"                             ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 2) m WHERE m.id <> b.id) AS more_ready "
