@@ -18,7 +18,12 @@
 #define PF_ACTIVE_STATE_2 "running"
 #define PF_ACTIVE_STATES "('" PF_ACTIVE_STATE_1 "', '" PF_ACTIVE_STATE_2 "')"
 
-/* The dispatch order among ready tasks (and the claim order), for ORDER BY. */
+/*
+ * The dispatch order among ready tasks (and the claim order), for ORDER BY.
+ * Under fair share (parflow.fair_share) it orders the tasks within a run,
+ * and across runs of equal priority the run with the fewest tasks at work
+ * goes first (pass.c pick_fair, runstate.c st_handover).
+ */
 #define PF_DISPATCH_ORDER(t) t ".priority, " t ".rank DESC, " t ".id"
 
 /* Whether task a comes before task b in that order. */

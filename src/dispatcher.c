@@ -16,7 +16,8 @@
  * to its successor's agent.  When notes were lost (a full ring, a prepared
  * transaction, a failed send, a restart) it resends the notification of
  * every dispatched task.  A pass runs when a commit asked for one
- * (parflow._wake()) and at least every parflow.naptime. Its commits never
+ * (parflow._wake()), at the start time of a delayed run, and at least every
+ * parflow.naptime. Its commits never
  * wait for a synchronous standby.  The worker tolerates a database where the
  * extension does not exist yet, and the postmaster restarts it after a
  * crash.

@@ -6,9 +6,12 @@
  * their slot back; expired leases are retried or failed; interrupted tasks
  * not given back in time are taken back; P0 runs get room (unclaimed
  * lower-priority tasks taken back, running ones interrupted); then ready
- * tasks are chosen in dispatch order under every cap (the database's, each
- * run's, each affinity rule's), marked dispatched and their agents
- * notified, all NOTIFYs going out when the pass commits.  Run rows are
+ * tasks are chosen under every cap (the database's, each run's, each
+ * affinity rule's, each concurrency rule's across runs), in dispatch order
+ * or, under fair share, the run with the fewest tasks at work first at
+ * equal priority, marked dispatched and their agents notified, all NOTIFYs
+ * going out when the pass commits; and the next delayed run's start time
+ * is noted for the dispatcher to wake at.  Run rows are
  * updated first, before any task is locked, and a run an operator holds is
  * left to the next pass: the pass never waits on a lock an operator's or
  * an agent's transaction could wait on in turn.  Also parflow._renotify().
