@@ -140,6 +140,19 @@ SELECT count(*) FILTER (WHERE t.state IN ('dispatched', 'running')) AS api_deplo
  WHERE r.input->>'repo' = 'api' AND (t.stage = 's1' OR r.id = :h1);
 SELECT count(parflow_cancel(r.run)) AS cancelled FROM parflow.runs r WHERE r.state = 'running';
 
+-- A P0 run whose task a full rule holds takes no slot back: the room would
+-- go to lower priorities again, and the next pass would preempt again.
+SELECT parflow_start('deploy', parallel => true, input => '{"repo": "api"}') AS d4 \gset
+SELECT parflow_start('big', parallel => true) AS big \gset
+SELECT parflow._dispatch();
+SELECT parflow_start('hotfix', priority => 0, parallel => true, input => '{"repo": "api"}') AS p0 \gset
+SELECT parflow._dispatch();
+SELECT count(*) FILTER (WHERE kind IN ('preempted', 'interrupt')) AS taken_back,
+       count(*) FILTER (WHERE kind = 'dispatched') AS dispatched
+  FROM parflow.events WHERE run IN (:d4, :big, :p0);
+SELECT why FROM parflow.waiting WHERE run = :p0;
+SELECT count(parflow_cancel(r.run)) AS cancelled FROM parflow.runs r WHERE r.state = 'running';
+
 -- ---- idempotent start -------------------------------------------------------------
 SELECT parflow_start('small', key => 'REQ-1') AS k1 \gset
 SELECT parflow_start('small', key => 'REQ-1') AS k2 \gset

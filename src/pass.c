@@ -232,17 +232,26 @@ static PfStmt st_p0_waiting = {
 };
 
 /*
- * What P0 runs could start now under their own caps: ready P0 tasks, each
- * affinity rule of their run letting through only as many as it has room
- * for (room made beyond that would go back to lower priorities), each run
- * at most its max_parallel less its tasks at work; less what is free and
- * what interrupts already under way will free.
+ * What P0 runs could start now under their own caps: ready P0 tasks not
+ * held by a full concurrency rule, each affinity rule of their run letting
+ * through only as many as it has room for (room made beyond that would go
+ * back to lower priorities, and the next pass would interrupt again), each
+ * run at most its max_parallel less its tasks at work; less what is free
+ * and what interrupts already under way will free.
  */
 static PfStmt st_p0_want = {
 	"WITH rt AS ( "
 	"    SELECT tk.id, tk.run_id, tk.agent, r.version_id, r.max_parallel FROM parflow.task tk "
 	"      JOIN parflow.run r ON r.id = tk.run_id AND r.state = 'running' "
-	"     WHERE tk.state = 'ready' AND tk.priority = 0 AND " PF_READY_NOW("tk") "), "
+	"     WHERE tk.state = 'ready' AND tk.priority = 0 AND " PF_READY_NOW("tk")
+	"       AND NOT EXISTS (SELECT FROM parflow.concurrency c "
+	"                        WHERE c.version_id = r.version_id AND r.input ? c.key "
+	"                          AND (c.stage_ords IS NULL OR tk.stage_ord = ANY (c.stage_ords)) "
+	"                          AND (SELECT count(*) FROM parflow.task b JOIN parflow.run br ON br.id = b.run_id "
+	"                                 JOIN parflow.concurrency bc ON bc.version_id = br.version_id AND bc.name = c.name "
+	"                                  AND (bc.stage_ords IS NULL OR b.stage_ord = ANY (bc.stage_ords)) "
+	"                                WHERE b.state IN " PF_ACTIVE_STATES " AND br.input -> bc.key = r.input -> c.key) "
+	"                              >= c.max_concurrent)), "
 	"cov AS ( "
 	"    SELECT rt.id, a.max_concurrent - (SELECT count(*) FROM parflow.task b "
 	"                                        WHERE b.run_id = rt.run_id AND b.state IN " PF_ACTIVE_STATES
