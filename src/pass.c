@@ -384,6 +384,11 @@ static PfStmt st_walk_runs = {
 	1, {INT4OID}
 };
 
+static PfStmt st_running_runs = {
+	"SELECT count(*)::integer FROM parflow.run r WHERE r.state = 'running'",
+	0, {0}
+};
+
 /* A ready task the walk found. */
 typedef struct PfCand
 {
@@ -809,7 +814,7 @@ choose(int free, HTAB *slots)
 	int			nrules;
 	PfConcSet	conc;
 	bool		fair = pf_fair_share;
-	int			lim = fair ? free : free * 4 + 64;
+	int			lim = free * 4 + 64;
 	int			dispatched = 0;
 	int			i;
 
@@ -822,6 +827,20 @@ choose(int free, HTAB *slots)
 
 	rules = load_rules(&nrules);
 	load_conc(&conc);
+
+	/*
+	 * Under fair share each run gets about its share of the free slots: the
+	 * walk starts with twice that from each running run, and goes on with
+	 * more when some run had as many (the others had fewer ready).
+	 */
+	if (fair)
+	{
+		int			nruns;
+
+		pf_exec(&st_running_runs, NULL, NULL, 1);
+		nruns = Max(pf_int4(0, 1), 1);
+		lim = Min(free, (2 * free + nruns - 1) / nruns + 1);
+	}
 
 	/*
 	 * Walk ready tasks a batch at a time; tasks held back by their run's
