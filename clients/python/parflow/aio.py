@@ -748,21 +748,25 @@ class AsyncOperator:
             kw["application_name"] = "parflow-python-operator"
         return await psycopg.AsyncConnection.connect(self.conninfo, **kw)
 
-    async def query(self, query: str, params: Sequence[Any] = ()) -> List[Dict[str, Any]]:
-        """Run a statement (the connection is reopened when lost); server errors as ParflowError."""
+    async def query(self, query: str, params: Sequence[Any] = (), *, retry: bool = False) -> List[Dict[str, Any]]:
+        """Run a statement (the connection is reopened when lost; a read with
+        retry=True is sent again once on a new one); server errors as ParflowError."""
         if self._closed:
             raise ArgumentError("the operator is closed")
         async with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = await self._connect()
-                cur = await self._conn.execute(query, params)
-                return await cur.fetchall() if cur.description else []
-            except psycopg.Error as err:
-                if is_connection_error(err) and self._conn is not None:
-                    await self._conn.close()
-                    self._conn = None
-                raise from_server(err) from None
+            for attempt in (1, 2):
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = await self._connect()
+                    cur = await self._conn.execute(query, params)
+                    return await cur.fetchall() if cur.description else []
+                except psycopg.Error as err:
+                    if is_connection_error(err) and self._conn is not None:
+                        await self._conn.close()
+                        self._conn = None
+                    if not (retry and attempt == 1 and is_connection_error(err)):
+                        raise from_server(err) from None
+        raise AssertionError("not reached")
 
     async def define(self, name: str, spec: Mapping[str, Any]) -> int:
         """Validate spec against the workflow schema, then parflow_define; the new version."""
@@ -886,7 +890,7 @@ class AsyncOperator:
                      FROM unnest(%s::bigint[]) AS r(run)
                      LEFT JOIN LATERAL (SELECT substr(e.kind, 5) AS kind FROM parflow.events e
                                          WHERE e.run = r.run AND e.kind LIKE 'run\\_%%'
-                                         ORDER BY e.event DESC LIMIT 1) e ON true""", (runs,))
+                                         ORDER BY e.event DESC LIMIT 1) e ON true""", (runs,), retry=True)
         except Exception as err:
             for run in runs:
                 for w in self._waiters.get(run, []):
@@ -942,16 +946,16 @@ class AsyncRun:
         return await self.operator._wait(self.id, timeout, through_blocked)
 
     async def state(self) -> str:
-        rows = await self.operator.query("SELECT state FROM parflow.runs WHERE run = %s", (self.id,))
+        rows = await self.operator.query("SELECT state FROM parflow.runs WHERE run = %s", (self.id,), retry=True)
         if not rows:
             raise ParflowError(f"run {self.id} does not exist", "42704")
         return rows[0]["state"]
 
     async def result(self) -> Dict[str, Any]:
-        return (await self.operator.query("SELECT parflow_result(%s::bigint) AS r", (self.id,)))[0]["r"]
+        return (await self.operator.query("SELECT parflow_result(%s::bigint) AS r", (self.id,), retry=True))[0]["r"]
 
     async def failures(self) -> List[Dict[str, Any]]:
-        return (await self.operator.query("SELECT parflow_failures(%s::bigint) AS f", (self.id,)))[0]["f"] or []
+        return (await self.operator.query("SELECT parflow_failures(%s::bigint) AS f", (self.id,), retry=True))[0]["f"] or []
 
     async def report(self) -> Dict[str, Any]:
         return (await self.operator.query(
