@@ -115,6 +115,8 @@ interface KindState {
   concurrency: number;
   channel: string;
   want: boolean;
+  /** A dispatch notification arrived while a claim of the kind was in flight. */
+  again: boolean;
 }
 
 const MANY_MAX = 1000;
@@ -202,7 +204,7 @@ export class Worker {
     if (this.started) throw new ArgumentError('handle() must be called before start()');
     const concurrency = options.concurrency === undefined ? this.concurrency : positiveInt(options.concurrency, `concurrency of "${kind}"`, 100000);
     const channel = `parflow_${kind}`;
-    this.kinds.set(kind, { kind, handler, concurrency, channel, want: true });
+    this.kinds.set(kind, { kind, handler, concurrency, channel, want: true, again: false });
     this.channels.set(channel, kind);
     return this;
   }
@@ -445,6 +447,7 @@ export class Worker {
 
   private async claim(c: pg.Client, kind: string, k: KindState, n: number): Promise<void> {
     let res: pg.QueryResult;
+    k.again = false;
     try {
       if (n > 1 && this.claimMany)
         res = await c.query(`${CLAIM_COLS} FROM parflow_claim($1::text, $2::text, $3::interval, max_tasks => $4::int) AS c`,
@@ -465,7 +468,7 @@ export class Worker {
     this.lastClaimError = '';
     const got = this.take(kind, res.rows);
     // a full claim: there may be more; fewer: wait for a dispatch
-    k.want = got >= (n > 1 && this.claimMany ? n : 1);
+    k.want = got >= (n > 1 && this.claimMany ? n : 1) || k.again;
   }
 
   /** Start the handlers of claimed rows (or give them back when shutting down). */
@@ -593,6 +596,7 @@ export class Worker {
     const k = this.kinds.get(h.task.kind)!;
     if (this.useCompleteAndClaim && this.cacOk && !this.shuttingDown && !h.resend && !h.plain && this.freeFor(k, 1) > 0) {
       let res: pg.QueryResult;
+      k.again = false;
       try {
         res = await this.call([h], () => c.query(
           `${CLAIM_COLS} FROM parflow_complete_and_claim($1::bigint, $2::uuid, $3::jsonb, $4::text, $5::text, $6::interval) AS c`,
@@ -606,7 +610,7 @@ export class Worker {
         return;
       }
       this.forget(h, 'completed');
-      k.want = this.take(h.task.kind, res.rows) > 0;
+      k.want = this.take(h.task.kind, res.rows) > 0 || k.again;
       return;
     }
     try {
@@ -712,7 +716,8 @@ export class Worker {
       return;
     }
     if (msg.kind === 'dispatch') {
-      this.kinds.get(kind)!.want = true;
+      const k = this.kinds.get(kind)!;
+      k.want = k.again = true;
       this.wake();
       return;
     }

@@ -92,6 +92,7 @@ class _Kind:
     concurrency: int
     sync: bool
     want: bool = True
+    again: bool = False     # a dispatch arrived while a claim of the kind was in flight
 
 
 @dataclass
@@ -400,6 +401,7 @@ class AsyncWorker:
 
     async def _claim(self, c: psycopg.AsyncConnection, k: _Kind, n: int) -> None:
         many = n > 1 and self._claim_many
+        k.again = False
         try:
             if many:
                 cur = await c.execute(CLAIM_COLS + " FROM parflow_claim(%s::text, %s::text, %s::interval, max_tasks => %s::int) AS c",
@@ -421,7 +423,7 @@ class AsyncWorker:
             return
         self._last_claim_error = ""
         got = self._take(k.kind, rows)
-        k.want = got >= (n if many else 1)
+        k.want = got >= (n if many else 1) or k.again
 
     def _take(self, kind: str, rows: Sequence[Mapping[str, Any]]) -> int:
         n = 0
@@ -557,6 +559,7 @@ class AsyncWorker:
         out = h.report["output"]
         k = self._kinds[h.task.kind]
         if self.use_cac and self._cac_ok and not self._shutting_down and not h.resend and not h.plain and self._free_for(k, 1) > 0:
+            k.again = False
             try:
                 rows = await self._call([h], c, CLAIM_COLS + " FROM parflow_complete_and_claim(%s::bigint, %s::uuid, %s::jsonb, "
                                         "%s::text, %s::text, %s::interval) AS c",
@@ -573,7 +576,7 @@ class AsyncWorker:
                     h.plain = True
                 return
             self._forget(h, "completed")
-            k.want = self._take(h.task.kind, rows) > 0
+            k.want = self._take(h.task.kind, rows) > 0 or k.again
             return
         try:
             await self._call([h], c, "SELECT parflow_complete(%s::bigint, %s::uuid, %s::jsonb)", (h.task.id, h.task.token, out))
@@ -684,7 +687,7 @@ class AsyncWorker:
         except ValueError:
             return
         if msg.get("kind") == "dispatch":
-            self._kinds[kind].want = True
+            self._kinds[kind].want = self._kinds[kind].again = True
             self._wakeup()
             return
         h = self._held.get(msg.get("task")) if isinstance(msg.get("task"), int) else None
