@@ -227,8 +227,10 @@ if [ "${#py_tests[@]}" -eq 0 ]; then
     echo "no python client tests: skipped"
 else
     for f in "${py_tests[@]}"; do
-        run_client "$f" env PYTHONPATH="$PF_ROOT/clients/python${PYTHONPATH:+:$PYTHONPATH}" \
-            /usr/bin/python3 -m pytest -q -p no:cacheprovider "$f"
+        # from clients/python: the repository's root holds parflow.so, which
+        # python would import as the package parflow
+        run_client "$f" env -C "$PF_ROOT/clients/python" PYTHONPATH="$PF_ROOT/clients/python" \
+            /usr/bin/python3 -m pytest -q -p no:cacheprovider "tests/$(basename "$f")"
     done
 fi
 

@@ -1,4 +1,4 @@
--- The SDLC workflow of the demo, defined from a table of its stages:
+-- The seed's SDLC workflow (shared/seeds), defined from a table of its stages:
 -- the way an integration builds the spec from its own tables.  Included by
 -- the demo, the regression tests and the end-to-end tests; it leaves the
 -- table seed_stage and the function pg_temp.seed_spec() in the session.
