@@ -59,7 +59,7 @@ ISOLATION_OPTS = --inputdir=test/isolation
 
 # Removed by `make clean` besides what PGXS knows (set before the include:
 # pgxs.mk tests it when read), and everything when PGXS is not available.
-EXTRA_CLEAN = parflow-agent results/ regression.diffs regression.out log/ test/tmp/ output_iso/
+EXTRA_CLEAN = parflow-agent results/ regression.diffs regression.out log/ test/tmp/ output_iso/ clients/node/dist/
 PF_CLEAN = src/*.o src/*.bc parflow.so $(PF_SCRIPTS) $(EXTRA_CLEAN)
 
 # --- the extension's scripts ---------------------------------------------------
@@ -175,10 +175,16 @@ demo:
 	$(PF_SUDO) $(MAKE) $(PF_SUBMAKE_ARGS) install
 	PG_CONFIG='$(PF_PG_CONFIG)' bash test/demo.sh
 
+demo-node demo-python:
+	bash test/bootstrap.sh
+	$(MAKE) $(PF_SUBMAKE_ARGS) all
+	$(PF_SUDO) $(MAKE) $(PF_SUBMAKE_ARGS) install
+	PG_CONFIG='$(PF_PG_CONFIG)' bash test/demo_client.sh $(patsubst demo-%,%,$@)
+
 bench:
 	bash test/bootstrap.sh
 	$(MAKE) $(PF_SUBMAKE_ARGS) all
 	$(PF_SUDO) $(MAKE) $(PF_SUBMAKE_ARGS) install
 	PG_CONFIG='$(PF_PG_CONFIG)' bash test/bench/run.sh
 
-.PHONY: test demo bench
+.PHONY: test demo demo-node demo-python bench

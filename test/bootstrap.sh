@@ -2,7 +2,8 @@
 # test/bootstrap.sh -- install what building and testing parflow needs.
 #
 # Checks the Debian packages (PostgreSQL 15 server and headers, pg_cron, pgTAP
-# and pg_prove, a C toolchain and libpq) and installs only the missing ones,
+# and pg_prove, a C toolchain and libpq, Node.js and npm, and psycopg 3,
+# pytest and jsonschema for the system python3) and installs only the missing ones,
 # with a single `apt-get update` first.  When everything is present it touches
 # neither apt nor the network and returns at once.  Needs root, or sudo.
 set -euo pipefail
@@ -15,9 +16,14 @@ packages=(
     "postgresql-${pg_major}-pgtap"
     libtap-parser-sourcehandler-pgtap-perl
     libpq-dev
+    python3-psycopg
+    python3-pytest
+    python3-jsonschema
 )
 # Tools that may also come from outside dpkg: a command on PATH is enough.
-declare -A tool_package=([make]=make [gcc]=gcc [pkg-config]=pkg-config)
+# node and npm (the node client, the peers of the benchmarks) may come from
+# another packaging of Node.js than Debian's.
+declare -A tool_package=([make]=make [gcc]=gcc [pkg-config]=pkg-config [node]=nodejs [npm]=npm)
 
 installed() {
     dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed$'

@@ -7,7 +7,10 @@
 #      test/isolation/expected/, with pg_isolation_regress),
 #   2. the pgTAP files test/pgtap/*.sql with pg_prove, in database parflow_tap,
 #   3. every executable test/e2e/*.sh, in order, each with the cluster's
-#      environment plus PF_ROOT (repository) and PF_BIN (built binaries).
+#      environment plus PF_ROOT (repository) and PF_BIN (built binaries),
+#   4. the clients' suites: every clients/node/test/*.test.ts (built by
+#      clients/node/build.sh, run with node --test) and every
+#      clients/python/tests/test_*.py (pytest), each file one suite.
 # Every suite runs even when an earlier one failed.  The last line is the
 # summary "N passed, N failed", N counting suites (one per regression test,
 # isolation spec, pgTAP file and e2e script); the exit status is non-zero if
@@ -183,6 +186,53 @@ for f in "${e2e_scripts[@]}"; do
         fail "$f"
     fi
 done
+
+# --- 4. the clients ---------------------------------------------------------
+# run_client LABEL CMD...: one suite, passed when CMD exits 0.
+run_client() {
+    local label="$1" start=$SECONDS rc
+    shift
+    echo "---- $label"
+    set +e
+    timeout --kill-after=10 "${PF_CLIENT_TIMEOUT:-300}" "$@" </dev/null
+    rc=$?
+    set -e
+    if [ "$rc" -eq 0 ]; then
+        echo "---- $label ... ok ($((SECONDS - start)) s)"
+        pass
+    else
+        echo "---- $label ... FAILED (exit $rc, $((SECONDS - start)) s)"
+        fail "$label"
+    fi
+}
+
+section "clients: node (node --test)"
+node_tests=(clients/node/test/*.test.ts)
+if [ "${#node_tests[@]}" -eq 0 ]; then
+    echo "no node client tests: skipped"
+elif ! bash clients/node/build.sh 2>&1; then
+    echo "could not build clients/node"
+    failed=$((failed + ${#node_tests[@]}))
+    failures+=("clients/node(build)")
+else
+    for f in "${node_tests[@]}"; do
+        js="clients/node/dist/test/$(basename "$f" .ts).js"
+        run_client "$f" node --test --test-reporter=spec "$js"
+    done
+fi
+
+section "clients: python (pytest)"
+py_tests=(clients/python/tests/test_*.py)
+if [ "${#py_tests[@]}" -eq 0 ]; then
+    echo "no python client tests: skipped"
+else
+    for f in "${py_tests[@]}"; do
+        # from clients/python: the repository's root holds parflow.so, which
+        # python would import as the package parflow
+        run_client "$f" env -C "$PF_ROOT/clients/python" PYTHONPATH="$PF_ROOT/clients/python" \
+            /usr/bin/python3 -m pytest -q -p no:cacheprovider "tests/$(basename "$f")"
+    done
+fi
 
 # --- server health ------------------------------------------------------------
 # A backend or worker that crashed while the tests still passed is a failure.

@@ -12,6 +12,10 @@
 # server settings starts a private cluster when PF_BENCH_SHARED is unset, and
 # is then also runnable alone: `bash test/bench/<name>.sh`.
 #
+# The whole output is also kept in test/bench/out/bench.log; a complete run
+# (no PF_BENCH_ONLY, no benchmark failed) turns it into doc/performance.md
+# (test/bench/_perfdoc.sh), a partial one into test/bench/out/performance.md.
+#
 # Knobs: PF_BENCH_ONLY="plan ..." (run only these), PF_BENCH_TIMEOUT (seconds
 # per benchmark, default 1800), and those of the benchmarks (plan.sh:
 # PF_BENCH_SIZES, PF_BENCH_REPS, PF_BENCH_DEFINE_TIMEOUT, PF_STG_DIR) and of
@@ -19,6 +23,24 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+# Run the benchmarks in a child whose output is also written to the log, then
+# make the performance page from the log.
+if [ -z "${_PF_BENCH_CHILD:-}" ]; then
+    mkdir -p test/bench/out
+    set +e
+    _PF_BENCH_CHILD=1 bash test/bench/run.sh "$@" | tee test/bench/out/bench.log
+    rc=${PIPESTATUS[0]}
+    set -e
+    if [ "$rc" -eq 0 ] && [ -z "${PF_BENCH_ONLY:-}" ]; then
+        bash test/bench/_perfdoc.sh test/bench/out/bench.log doc/performance.md
+    else
+        bash test/bench/_perfdoc.sh test/bench/out/bench.log test/bench/out/performance.md
+        echo "(doc/performance.md is written only by a complete run in which no benchmark failed)"
+    fi
+    exit "$rc"
+fi
+
 # shellcheck source=test/cluster.sh
 source test/cluster.sh
 cd "$PF_ROOT"
