@@ -1,4 +1,4 @@
--- The seed's SDLC workflow (shared/seeds), defined from a table of its stages:
+-- The demo's SDLC workflow (11 stages, 10 agent kinds, 9 groups), defined from a table of its stages:
 -- the way an integration builds the spec from its own tables.  Included by
 -- the demo, the regression tests and the end-to-end tests; it leaves the
 -- table seed_stage and the function pg_temp.seed_spec() in the session.
