@@ -40,3 +40,10 @@ DROP INDEX parflow.task_run_group_idx;
 
 -- The stages a dispatch pass must watch for attempts that run too long.
 CREATE INDEX stage_timeout_idx ON parflow.stage (version_id) WHERE timeout IS NOT NULL;
+
+-- The planner says whether its plan is proven shortest (parflow_plan and
+-- parflow_estimate gain a last column optimal; _plan_stats reports the
+-- lower bound, the proof and the search's work): new result types.
+DROP FUNCTION @extschema@.parflow_plan(text, text[], integer);
+DROP FUNCTION @extschema@.parflow_estimate(text, text[], integer);
+DROP FUNCTION parflow._plan_stats(text, text[], integer, text);
