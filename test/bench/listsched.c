@@ -13,7 +13,7 @@
  * line and the dummy entry task 0 skipped.  Tasks of cost 0 take no
  * processor.  Output, one line per m:
  *
- *   m tasks work critical_path lower_bound cp fifo fbi
+ *   m tasks work critical_path lower_bound cp fifo fbi fbi_order
  *
  * lower_bound = max(critical path, ceil(work / m)).  cp and fifo are
  * non-delay list schedules (whenever a processor is free, the ready task of
@@ -22,7 +22,10 @@
  * repeats, while the makespan shrinks: right-justify every task in order of
  * decreasing finish (as late as the processors and its successors allow,
  * in the serial way, which may leave a processor idle), then left-justify
- * in order of increasing start.
+ * in order of increasing start.  fbi_order is the non-delay list schedule
+ * in the order of the fbi schedule's starts: equal to fbi when that schedule
+ * never keeps a processor idle while a task is ready (a dispatcher that
+ * starts work whenever it can then follows it), longer when it does.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -458,7 +461,7 @@ serial(int m, const int *order, int backward, ll *st)
 int
 main(int argc, char **argv)
 {
-	ll		   *bottom, *start, *rst, *fin;
+	ll		   *bottom, *start, *rst, *fin, *best_start;
 	int		   *order;
 	ll			work = 0, cp = 0;
 	int			a, i, k;
@@ -473,6 +476,7 @@ main(int argc, char **argv)
 	start = xalloc(sizeof(ll) * n);
 	rst = xalloc(sizeof(ll) * n);
 	fin = xalloc(sizeof(ll) * n);
+	best_start = xalloc(sizeof(ll) * n);
 	order = xalloc(sizeof(int) * n);
 	for (i = n - 1; i >= 0; i--)
 	{
@@ -492,7 +496,7 @@ main(int argc, char **argv)
 	for (a = 2; a < argc; a++)
 	{
 		int			m = atoi(argv[a]);
-		ll			lb, mk_cp, mk_fifo, best;
+		ll			lb, mk_cp, mk_fifo, best, mk_order;
 
 		if (m < 1)
 		{
@@ -505,6 +509,7 @@ main(int argc, char **argv)
 		mk_fifo = list_schedule(m, NULL, start);
 		mk_cp = list_schedule(m, bottom, start);
 		best = mk_cp;
+		memcpy(best_start, start, sizeof(ll) * n);
 		for (;;)
 		{
 			ll			mkr, mkl;
@@ -532,8 +537,12 @@ main(int argc, char **argv)
 			if (mkl >= best)
 				break;
 			best = mkl;
+			memcpy(best_start, start, sizeof(ll) * n);
 		}
-		printf("%d %d %lld %lld %lld %lld %lld %lld\n", m, n, work, cp, lb, mk_cp, mk_fifo, best);
+		for (i = 0; i < n; i++)
+			rst[i] = -best_start[i];	/* earlier start, higher priority */
+		mk_order = list_schedule(m, rst, start);
+		printf("%d %d %lld %lld %lld %lld %lld %lld %lld\n", m, n, work, cp, lb, mk_cp, mk_fifo, best, mk_order);
 	}
 	return 0;
 }
