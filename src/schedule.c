@@ -17,14 +17,6 @@
 #include "lib/binaryheap.h"
 #include "miscadmin.h"
 #include "port/pg_bitutils.h"
-#ifdef PF_SCHEDULE_TRACE
-#include <sys/resource.h>
-#include "portability/instr_time.h"
-static double cpu_ms(void){struct rusage r; getrusage(RUSAGE_SELF,&r); return r.ru_utime.tv_sec*1000.0+r.ru_utime.tv_usec/1000.0;}
-#define TRACE(...) __VA_ARGS__
-#else
-#define TRACE(...)
-#endif
 
 #include "guc.h"
 #include "planner.h"
@@ -812,6 +804,8 @@ bb_advance(BB *bb, int64 t, int rpos, int nr)
 	int			i;
 
 	Assert(bb->nrun > 0);
+	if ((++bb->nodes & 255) == 0)
+		CHECK_FOR_INTERRUPTS();
 	if (!spend(S, 4 + nr + bb->nrun))
 	{
 		bb->aborted = true;
@@ -945,8 +939,6 @@ bb_level(BB *bb, int64 t, int rpos, int nr)
 	check_stack_depth();
 	if (bb->aborted)
 		return;
-	if ((++bb->nodes & 255) == 0)
-		CHECK_FOR_INTERRUPTS();
 	if (!spend(S, 4))
 	{
 		bb->aborted = true;
@@ -1322,12 +1314,7 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 		int64		k;
 
 		/* 2. a stronger bound may prove it optimal already */
-		TRACE(instr_time t0, t1; int64 u0; double c0;)
-		TRACE(INSTR_TIME_SET_CURRENT(t0); u0 = S.units_used; c0 = cpu_ms();)
 		strong_bounds(&S, budget0 / PF_BOUND_SHARE);
-		TRACE(INSTR_TIME_SET_CURRENT(t1); INSTR_TIME_SUBTRACT(t1, t0);)
-		TRACE(elog(NOTICE, "DBG bounds %.2f ms cpu %.1f %ld units", INSTR_TIME_GET_MILLISEC(t1), cpu_ms() - c0, (long)(S.units_used - u0));)
-		TRACE(INSTR_TIME_SET_CURRENT(t0); u0 = S.units_used; c0 = cpu_ms();)
 
 		/* 3. forward-backward improvement of it and of two tie-breaking variants */
 		improve_fb(&S, mk);
@@ -1366,19 +1353,15 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 			CHECK_FOR_INTERRUPTS();
 		}
 
-		TRACE(INSTR_TIME_SET_CURRENT(t1); INSTR_TIME_SUBTRACT(t1, t0);)
-		TRACE(elog(NOTICE, "DBG lists %.2f ms cpu %.1f %ld units %ld schedules", INSTR_TIME_GET_MILLISEC(t1), cpu_ms() - c0, (long)(S.units_used - u0), (long) S.schedules);)
-		TRACE(INSTR_TIME_SET_CURRENT(t0); u0 = S.units_used; c0 = cpu_ms();)
 		/* 5. branch and bound over the dispatch orders */
 		if (S.best > S.lb && n <= PF_BB_MAX_NODES && S.budget > 0)
 			exhaustive = branch_and_bound(&S);
-		TRACE(INSTR_TIME_SET_CURRENT(t1); INSTR_TIME_SUBTRACT(t1, t0);)
-		TRACE(elog(NOTICE, "DBG bb %.2f ms cpu %.1f %ld units", INSTR_TIME_GET_MILLISEC(t1), cpu_ms() - c0, (long)(S.units_used - u0));)
 	}
 
 	if (n == 0)
 		S.best = 0;
 	s->makespan = S.best;
+	Assert(S.lb <= S.best);
 	s->lower_bound = Min(S.lb, S.best);
 	s->start = S.best_start;
 	s->finish = S.best_finish;
