@@ -54,7 +54,45 @@ SELECT parflow_define('tricky', '{"groups": [{"name": "g", "stages": [
   {"name": "e", "agent": "x", "estimate": "2 min"}]}]}');
 SELECT policy, makespan FROM unnest(ARRAY['fifo', 'cp', 'best']) policy,
        LATERAL parflow._plan_stats('tricky', '{}', 2, policy);
-SELECT parallel, lower_bound FROM parflow_estimate('tricky', '{}', 2);
+SELECT parallel, lower_bound, optimal FROM parflow_estimate('tricky', '{}', 2);
+-- parflow.plan_effort bounds the search: at 0 the plan is the critical-path
+-- order's, and nothing proves it shortest
+SET parflow.plan_effort = 0;
+SELECT parallel, lower_bound, optimal FROM parflow_estimate('tricky', '{}', 2);
+SELECT makespan, lower_bound, optimal, proof, schedules FROM parflow._plan_stats('tricky', '{}', 2, 'best');
+RESET parflow.plan_effort;
+SHOW parflow.plan_effort;
+SELECT makespan, lower_bound, optimal, proof FROM parflow._plan_stats('tricky', '{}', 2, 'best');
+
+-- A lower bound above max(critical path, work / cap): four 3-minute stages,
+-- each followed by a 7-minute one, on 3 slots.  The 7-minute stages start
+-- at minute 3 at the earliest and two of them must share a slot, so no
+-- schedule is shorter than 3 + 7 + 7 = 17 minutes; the release, tail and
+-- energetic bounds prove it, where max(critical path, work / cap) says 14
+-- (what policy cp, which computes no stronger bound, reports).
+SELECT parflow_define('crowd', '{"groups": [{"name": "g", "stages": [
+  {"name": "a", "agent": "x", "estimate": "3 min"}, {"name": "a2", "agent": "x", "estimate": "7 min", "depends_on": ["a"]},
+  {"name": "b", "agent": "x", "estimate": "3 min"}, {"name": "b2", "agent": "x", "estimate": "7 min", "depends_on": ["b"]},
+  {"name": "c", "agent": "x", "estimate": "3 min"}, {"name": "c2", "agent": "x", "estimate": "7 min", "depends_on": ["c"]},
+  {"name": "d", "agent": "x", "estimate": "3 min"}, {"name": "d2", "agent": "x", "estimate": "7 min", "depends_on": ["d"]}]}]}');
+SELECT critical_path, parallel, lower_bound, optimal FROM parflow_estimate('crowd', '{}', 3);
+SELECT makespan, lower_bound, optimal, proof FROM parflow._plan_stats('crowd', '{}', 3, 'cp');
+
+-- The best plan can be longer than the lower bound and still proven
+-- optimal: the search tried every dispatch order.  Here the only 8-minute
+-- schedule keeps a slot idle from minute 3 to 4 (c held back, so that a2 and
+-- b2 take both slots at minute 4), which the dispatcher never does while a
+-- stage is ready: every plan it can follow takes 9 minutes.
+SELECT parflow_define('holdback', '{"groups": [{"name": "g", "stages": [
+  {"name": "a", "agent": "x", "estimate": "3 min"},
+  {"name": "b", "agent": "x", "estimate": "4 min"},
+  {"name": "a2", "agent": "x", "estimate": "1 min", "depends_on": ["a", "b"]},
+  {"name": "c", "agent": "x", "estimate": "3 min", "depends_on": ["a"]},
+  {"name": "b2", "agent": "x", "estimate": "1 min", "depends_on": ["b"]},
+  {"name": "z", "agent": "x", "estimate": "3 min", "depends_on": ["a2", "b2"]}]}]}');
+SELECT parallel, lower_bound, optimal FROM parflow_estimate('holdback', '{}', 2);
+SELECT makespan, lower_bound, optimal, proof FROM parflow._plan_stats('holdback', '{}', 2, 'best');
+SELECT stage, est_start, est_finish, optimal FROM parflow_plan('holdback', '{}', 2);
 
 -- Errors
 \set VERBOSITY default
@@ -68,6 +106,14 @@ SELECT * FROM parflow_estimate(NULL);
 SELECT * FROM parflow_estimate('nope');
 SELECT * FROM parflow_estimate('sdlc', '{}', -3);
 SELECT * FROM parflow._plan_stats('sdlc', '{}', NULL, 'random');
+-- parflow.plan_effort: milliseconds from 0 to 60000
+SET parflow.plan_effort = -1;
+SET parflow.plan_effort = 60001;
+SET parflow.plan_effort = 'lots';
+SET parflow.plan_effort = '2min';
+SET parflow.plan_effort = '1s';
+SHOW parflow.plan_effort;
+RESET parflow.plan_effort;
 -- a NULL flags array means no flags
 SELECT sequential FROM parflow_estimate('sdlc', NULL);
 -- a verification of a stage its flag skips is not planned either (as a run skips it)

@@ -25,6 +25,7 @@ int			pf_claim_timeout_ms = 30000;
 int			pf_interrupt_grace_ms = 30000;
 int			pf_retention_min = 30 * 24 * 60;
 int			pf_learn_min_runs = 3;
+int			pf_plan_effort = 50;
 
 /* Define the parflow.* parameters; called once from _PG_init. */
 void
@@ -119,6 +120,15 @@ pf_guc_init(void)
 							3, 0, 1000000,
 							PGC_USERSET,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("parflow.plan_effort",
+							"Work the planner may spend searching for a shorter plan, in milliseconds.",
+							"Counted in units of work (about a millisecond each on the machine the planner was tuned on), so that a plan is the same every time; 0 plans in critical-path order only.",
+							&pf_plan_effort,
+							50, 0, 60000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("parflow");

@@ -14,6 +14,7 @@ extern int	pf_claim_timeout_ms;
 extern int	pf_interrupt_grace_ms;
 extern int	pf_retention_min;
 extern int	pf_learn_min_runs;
+extern int	pf_plan_effort;
 
 extern void pf_guc_init(void);
 

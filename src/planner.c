@@ -1,24 +1,19 @@
 /*
- * planner.c - the planner.  This file owns the in-memory dependency graph of
- * a workflow version (loaded once from the definition tables into compact
- * arrays), its validation (cycles are found and named), and every schedule
- * computed from it: topological waves, bottom levels and the critical path,
- * the lower bound max(critical path, work / cap), and list scheduling under
- * every cap (global, workflow, call, affinity rules).  It also implements
- * the SQL functions parflow_plan, parflow_estimate and their helpers.  The
- * ranks it computes are what the dispatcher orders ready tasks by, so a run
- * whose estimates hold follows its plan.
+ * planner.c - the planner's graph and SQL functions.  This file owns the
+ * in-memory dependency graph of a workflow version (loaded once from the
+ * definition tables into compact arrays), its validation (cycles are found
+ * and named), the cap a plan honours, and the SQL functions parflow_plan,
+ * parflow_estimate and their helpers (parflow._ranks hands the dispatch
+ * ranks of the best plan to parflow_start).  The schedules themselves,
+ * their lower bound and the search for the best one are schedule.c's.
  */
 #include "postgres.h"
-
-#include <math.h>
 
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
-#include "lib/binaryheap.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
@@ -470,420 +465,6 @@ pf_effective_cap(PfGraph *g, int call_max_parallel)
 }
 
 /* ----------------------------------------------------------------
- * Scheduling
- * ----------------------------------------------------------------
- */
-
-typedef struct SchedState
-{
-	const int64 *key;			/* ready: larger first */
-	const int64 *finish;		/* running: earlier first */
-} SchedState;
-
-static int
-ready_cmp(Datum a, Datum b, void *arg)
-{
-	SchedState *st = (SchedState *) arg;
-	int			x = DatumGetInt32(a);
-	int			y = DatumGetInt32(b);
-
-	if (st->key[x] != st->key[y])
-		return st->key[x] > st->key[y] ? 1 : -1;
-	return x < y ? 1 : (x > y ? -1 : 0);
-}
-
-static int
-running_cmp(Datum a, Datum b, void *arg)
-{
-	SchedState *st = (SchedState *) arg;
-	int			x = DatumGetInt32(a);
-	int			y = DatumGetInt32(b);
-
-	if (st->finish[x] != st->finish[y])
-		return st->finish[x] < st->finish[y] ? 1 : -1;
-	return x < y ? 1 : (x > y ? -1 : 0);
-}
-
-/*
- * One greedy list schedule: whenever capacity is free, start the ready stage
- * with the highest key that no affinity rule holds back.  With fifo, the key
- * is the order in which stages became ready.  Returns the makespan.
- */
-static int64
-list_schedule(PfGraph *g, int cap, int64 *key, bool fifo,
-			  int64 *start, int64 *finish)
-{
-	int			n = g->nnodes;
-	int		   *indeg = palloc(sizeof(int) * Max(n, 1));
-	int		   *stack = palloc(sizeof(int) * Max(n, 1));
-	int		   *deferred = palloc(sizeof(int) * Max(n, 1));
-	int		   *rule_running = palloc0(sizeof(int) * Max(g->nrules, 1));
-	SchedState	st;
-	binaryheap *ready;
-	binaryheap *running;
-	int64		t = 0;
-	int64		seq = 0;
-	int64		makespan = 0;
-	int			nrun = 0;
-	int			v;
-	int			sp = 0;
-	int			pass = 0;
-
-	st.key = key;
-	st.finish = finish;
-	ready = binaryheap_allocate(Max(n, 1), ready_cmp, &st);
-	running = binaryheap_allocate(Max(n, 1), running_cmp, &st);
-
-	/* release(v): ready to start at time t (or done at once when it costs nothing) */
-#define RELEASE(x) \
-	do { \
-		int rv_ = (x); \
-		if (!g->runs[rv_]) \
-		{ \
-			start[rv_] = finish[rv_] = t; \
-			stack[sp++] = rv_; \
-		} \
-		else \
-		{ \
-			if (fifo) \
-				key[rv_] = -(seq++); \
-			binaryheap_add(ready, Int32GetDatum(rv_)); \
-		} \
-	} while (0)
-#define DRAIN() \
-	while (sp > 0) \
-	{ \
-		int du_ = stack[--sp]; \
-		int dk_; \
-		for (dk_ = g->succ_off[du_]; dk_ < g->succ_off[du_ + 1]; dk_++) \
-			if (--indeg[g->succ[dk_]] == 0) \
-				RELEASE(g->succ[dk_]); \
-	}
-
-	for (v = 0; v < n; v++)
-		indeg[v] = g->pred_off[v + 1] - g->pred_off[v];
-	for (v = 0; v < n; v++)
-		if (indeg[v] == 0)
-			RELEASE(v);
-	DRAIN();
-
-	for (;;)
-	{
-		int			nd = 0;
-		int			i;
-
-		if ((++pass & 1023) == 0)
-			CHECK_FOR_INTERRUPTS();
-
-		while (nrun < cap && !binaryheap_empty(ready))
-		{
-			int			u = DatumGetInt32(binaryheap_remove_first(ready));
-			bool		blocked = false;
-			int			k;
-
-			for (k = g->srule_off[u]; k < g->srule_off[u + 1] && !blocked; k++)
-				blocked = rule_running[g->srule[k]] >= g->rule_cap[g->srule[k]];
-			if (blocked)
-			{
-				deferred[nd++] = u;
-				continue;
-			}
-			for (k = g->srule_off[u]; k < g->srule_off[u + 1]; k++)
-				rule_running[g->srule[k]]++;
-			start[u] = t;
-			finish[u] = t + g->cost[u];
-			binaryheap_add(running, Int32GetDatum(u));
-			nrun++;
-		}
-		for (i = 0; i < nd; i++)
-			binaryheap_add(ready, Int32GetDatum(deferred[i]));
-
-		if (binaryheap_empty(running))
-			break;
-
-		t = finish[DatumGetInt32(binaryheap_first(running))];
-		makespan = Max(makespan, t);
-		while (!binaryheap_empty(running) &&
-			   finish[DatumGetInt32(binaryheap_first(running))] == t)
-		{
-			int			u = DatumGetInt32(binaryheap_remove_first(running));
-			int			k;
-
-			nrun--;
-			for (k = g->srule_off[u]; k < g->srule_off[u + 1]; k++)
-				rule_running[g->srule[k]]--;
-			for (k = g->succ_off[u]; k < g->succ_off[u + 1]; k++)
-				if (--indeg[g->succ[k]] == 0)
-					RELEASE(g->succ[k]);
-			DRAIN();
-		}
-	}
-#undef RELEASE
-#undef DRAIN
-
-	if (!binaryheap_empty(ready))
-		elog(ERROR, "parflow: list scheduling stalled with ready stages left");
-
-	binaryheap_free(ready);
-	binaryheap_free(running);
-	pfree(indeg);
-	pfree(stack);
-	pfree(deferred);
-	pfree(rule_running);
-	return makespan;
-}
-
-/* A small deterministic generator (splitmix64), so plans are repeatable. */
-static uint64
-next_rand(uint64 *state)
-{
-	uint64		z = (*state += UINT64CONST(0x9E3779B97F4A7C15));
-
-	z = (z ^ (z >> 30)) * UINT64CONST(0xBF58476D1CE4E5B9);
-	z = (z ^ (z >> 27)) * UINT64CONST(0x94D049BB133111EB);
-	return z ^ (z >> 31);
-}
-
-static int64
-ceil_div(int64 a, int64 b)
-{
-	return (a + b - 1) / b;
-}
-
-typedef struct SlackSort
-{
-	const int64 *start;
-	const int  *topo_pos;
-} SlackSort;
-
-/* Later start first; among equal starts, later in topological order first. */
-static int
-cmp_start_desc(const void *a, const void *b, void *arg)
-{
-	SlackSort  *ss = (SlackSort *) arg;
-	int			x = *(const int *) a;
-	int			y = *(const int *) b;
-
-	if (ss->start[x] != ss->start[y])
-		return ss->start[x] > ss->start[y] ? -1 : 1;
-	return ss->topo_pos[y] - ss->topo_pos[x];
-}
-
-static int
-cmp_finish(const void *a, const void *b, void *arg)
-{
-	const int64 *finish = (const int64 *) arg;
-	int			x = *(const int *) a;
-	int			y = *(const int *) b;
-
-	if (finish[x] != finish[y])
-		return finish[x] < finish[y] ? -1 : 1;
-	return x - y;
-}
-
-/*
- * Slack in the capped schedule: the latest start of each node such that the
- * makespan does not move, counting both its successors in the graph and the
- * stages that were waiting for the capacity it freed (a stage that started
- * later than its dependencies allowed, exactly when others finished, waited
- * for them).  Without contention this is the classic critical-path float.
- */
-static void
-compute_slack(PfGraph *g, PfSchedule *s)
-{
-	int			n = g->nnodes;
-	int		   *order = palloc(sizeof(int) * Max(n, 1));
-	int		   *byfin = palloc(sizeof(int) * Max(n, 1));
-	int		   *topo_pos = palloc(sizeof(int) * Max(n, 1));
-	int64	   *ls = palloc(sizeof(int64) * Max(n, 1));
-	int64	   *rmin = palloc(sizeof(int64) * Max(n, 1));
-	SlackSort	ss;
-	int			i;
-
-	for (i = 0; i < n; i++)
-	{
-		topo_pos[g->topo[i]] = i;
-		order[i] = byfin[i] = i;
-		rmin[i] = s->makespan;
-	}
-	ss.start = s->start;
-	ss.topo_pos = topo_pos;
-	qsort_arg(order, n, sizeof(int), cmp_start_desc, &ss);
-	qsort_arg(byfin, n, sizeof(int), cmp_finish, s->finish);
-
-	s->slack = palloc(sizeof(int64) * Max(n, 1));
-	for (i = 0; i < n; i++)
-	{
-		int			v = order[i];
-		int64		lf = rmin[v];
-		int64		ready = 0;
-		int			k;
-
-		for (k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
-			lf = Min(lf, ls[g->succ[k]]);
-		ls[v] = lf - g->cost[v];
-		s->slack[v] = Max(ls[v] - s->start[v], 0);
-
-		for (k = g->pred_off[v]; k < g->pred_off[v + 1]; k++)
-			ready = Max(ready, s->finish[g->pred[k]]);
-		if (g->runs[v] && s->start[v] > ready)
-		{
-			/* v waited for capacity: whatever finished as it started held it */
-			int			lo = 0;
-			int			hi = n;
-
-			while (lo < hi)
-			{
-				int			mid = (lo + hi) / 2;
-
-				if (s->finish[byfin[mid]] < s->start[v])
-					lo = mid + 1;
-				else
-					hi = mid;
-			}
-			for (; lo < n && s->finish[byfin[lo]] == s->start[v]; lo++)
-				if (g->runs[byfin[lo]])
-					rmin[byfin[lo]] = Min(rmin[byfin[lo]], ls[v]);
-		}
-	}
-	pfree(order);
-	pfree(byfin);
-	pfree(topo_pos);
-	pfree(ls);
-	pfree(rmin);
-}
-
-/*
- * Plan the graph under a cap.  PF_POLICY_BEST tries the plain bottom-level
- * order, two tie-breaking variants and then perturbed orders (more of them
- * for small graphs), keeping the shortest schedule; it stops early when a
- * schedule reaches the lower bound.
- */
-PfSchedule *
-pf_schedule(PfGraph *g, int cap, PfPolicy policy)
-{
-	PfSchedule *s = palloc0(sizeof(PfSchedule));
-	int			n = g->nnodes;
-	int64	   *key = palloc(sizeof(int64) * Max(n, 1));
-	int64	   *start = palloc(sizeof(int64) * Max(n, 1));
-	int64	   *finish = palloc(sizeof(int64) * Max(n, 1));
-	int64	   *rule_work = palloc0(sizeof(int64) * Max(g->nrules, 1));
-	int		   *lvl = palloc0(sizeof(int) * Max(n, 1));
-	int			i;
-	int			iters;
-	uint64		rng = UINT64CONST(0x5eed);
-
-	if (g->topo == NULL)
-		pf_graph_check(g, NULL);
-
-	s->cap = cap;
-	s->start = palloc(sizeof(int64) * Max(n, 1));
-	s->finish = palloc(sizeof(int64) * Max(n, 1));
-	s->bottom = palloc0(sizeof(int64) * Max(n, 1));
-	s->rank = palloc(sizeof(int64) * Max(n, 1));
-	s->wave = palloc0(sizeof(int) * Max(n, 1));
-
-	/* bottom levels, in reverse topological order */
-	for (i = n - 1; i >= 0; i--)
-	{
-		int			v = g->topo[i];
-		int64		best = 0;
-		int			k;
-
-		for (k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
-			best = Max(best, s->bottom[g->succ[k]]);
-		s->bottom[v] = g->cost[v] + best;
-		s->critical_path = Max(s->critical_path, s->bottom[v]);
-	}
-	/* waves: the number of running stages on the longest chain up to v */
-	for (i = 0; i < n; i++)
-	{
-		int			v = g->topo[i];
-		int			k;
-
-		for (k = g->pred_off[v]; k < g->pred_off[v + 1]; k++)
-		{
-			int			p = g->pred[k];
-
-			lvl[v] = Max(lvl[v], lvl[p] + (g->runs[p] ? 1 : 0));
-		}
-		if (g->runs[v])
-			s->wave[v] = lvl[v] + 1;
-	}
-	/* work and the lower bound */
-	for (i = 0; i < g->nstages; i++)
-	{
-		int			k;
-
-		s->total_work += g->cost[i];
-		for (k = g->srule_off[i]; k < g->srule_off[i + 1]; k++)
-			rule_work[g->srule[k]] += g->cost[i];
-	}
-	s->lower_bound = Max(s->critical_path, ceil_div(s->total_work, cap));
-	for (i = 0; i < g->nrules; i++)
-		if (g->rule_cap[i] > 0)
-			s->lower_bound = Max(s->lower_bound, ceil_div(rule_work[i], Min(g->rule_cap[i], cap)));
-
-	if (policy == PF_POLICY_FIFO)
-		iters = 1;
-	else if (policy == PF_POLICY_CP)
-		iters = 1;
-	else
-		iters = Max(1, Min(64, 200000 / (n + 1)));
-
-	s->makespan = PG_INT64_MAX;
-	for (i = 0; i < iters; i++)
-	{
-		int			v;
-		int64		mk;
-
-		for (v = 0; v < n; v++)
-		{
-			int64		b = s->bottom[v];
-
-			if (i == 0 || policy != PF_POLICY_BEST)
-				key[v] = b;
-			else if (i == 1)
-				key[v] = b + g->cost[v];	/* longer stages first among equals */
-			else if (i == 2)
-			{
-				int64		out = 0;
-				int			k;
-
-				for (k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
-					out += g->cost[g->succ[k]];
-				key[v] = b + out / 2;	/* stages that unlock more work */
-			}
-			else if (i % 2 == 1)
-				key[v] = b + (int64) (next_rand(&rng) % (uint64) (b / 6 + 1));
-			else
-				key[v] = b + (int64) (next_rand(&rng) % (uint64) (b + 1));
-		}
-		mk = list_schedule(g, cap, key, policy == PF_POLICY_FIFO, start, finish);
-		if (mk < s->makespan)
-		{
-			s->makespan = mk;
-			memcpy(s->start, start, sizeof(int64) * n);
-			memcpy(s->finish, finish, sizeof(int64) * n);
-			memcpy(s->rank, key, sizeof(int64) * n);
-		}
-		if (s->makespan <= s->lower_bound)
-			break;
-		CHECK_FOR_INTERRUPTS();
-	}
-	if (n == 0)
-		s->makespan = 0;
-	compute_slack(g, s);
-
-	pfree(key);
-	pfree(start);
-	pfree(finish);
-	pfree(rule_work);
-	pfree(lvl);
-	return s;
-}
-
-/* ----------------------------------------------------------------
  * SQL-callable functions
  * ----------------------------------------------------------------
  */
@@ -1008,8 +589,8 @@ parflow_plan(PG_FUNCTION_ARGS)
 	{
 		int			v = order[i];
 		int64		slack = s->slack[v];
-		Datum		values[8];
-		bool		nulls[8] = {0};
+		Datum		values[9];
+		bool		nulls[9] = {0};
 
 		values[0] = CStringGetTextDatum(g->stage_name[v]);
 		values[1] = CStringGetTextDatum(g->agent[v]);
@@ -1019,6 +600,7 @@ parflow_plan(PG_FUNCTION_ARGS)
 		values[5] = IntervalPGetDatum(pf_usec_interval(s->finish[v]));
 		values[6] = IntervalPGetDatum(pf_usec_interval(slack));
 		values[7] = BoolGetDatum(slack <= 0);
+		values[8] = BoolGetDatum(s->proof != PF_PROOF_NONE);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -1032,8 +614,8 @@ parflow_estimate(PG_FUNCTION_ARGS)
 	int			call_cap;
 	PfGraph    *g;
 	PfSchedule *s;
-	Datum		values[5];
-	bool		nulls[5] = {0};
+	Datum		values[6];
+	bool		nulls[6] = {0};
 	double		pct = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -1049,6 +631,7 @@ parflow_estimate(PG_FUNCTION_ARGS)
 									Int32GetDatum(1));
 	values[3] = IntervalPGetDatum(pf_usec_interval(s->critical_path));
 	values[4] = IntervalPGetDatum(pf_usec_interval(s->lower_bound));
+	values[5] = BoolGetDatum(s->proof != PF_PROOF_NONE);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }
@@ -1067,8 +650,8 @@ parflow_plan_stats(PG_FUNCTION_ARGS)
 	instr_time	t0,
 				t1,
 				t2;
-	Datum		values[5];
-	bool		nulls[5] = {0};
+	Datum		values[10];
+	bool		nulls[10] = {0};
 
 	InitMaterializedSRF(fcinfo, 0);
 	policy_name = PG_ARGISNULL(3) ? "best" : text_to_cstring(PG_GETARG_TEXT_PP(3));
@@ -1097,6 +680,16 @@ parflow_plan_stats(PG_FUNCTION_ARGS)
 	values[2] = IntervalPGetDatum(pf_usec_interval(s->makespan));
 	values[3] = Float8GetDatum(INSTR_TIME_GET_MILLISEC(t1));
 	values[4] = Float8GetDatum(INSTR_TIME_GET_MILLISEC(t2));
+	values[5] = IntervalPGetDatum(pf_usec_interval(s->lower_bound));
+	values[6] = BoolGetDatum(s->proof != PF_PROOF_NONE);
+	if (s->proof == PF_PROOF_BOUND)
+		values[7] = CStringGetTextDatum("bound");
+	else if (s->proof == PF_PROOF_SEARCH)
+		values[7] = CStringGetTextDatum("search");
+	else
+		nulls[7] = true;
+	values[8] = Int64GetDatum(s->schedules);
+	values[9] = Int64GetDatum(s->units);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

@@ -4,7 +4,8 @@
  * A graph has one node per stage (0 .. nstages-1, in spec order) and one
  * barrier node per group (nstages + group ord) that is done when every stage
  * of its group is done.  Barrier nodes and skipped stages cost nothing and
- * take no capacity: they only pass dependencies on.
+ * take no capacity: they only pass dependencies on.  planner.c loads and
+ * checks graphs and serves the SQL functions; schedule.c plans them.
  */
 #ifndef PARFLOW_PLANNER_H
 #define PARFLOW_PLANNER_H
@@ -18,6 +19,14 @@ typedef enum PfPolicy
 	PF_POLICY_CP,				/* plain bottom level (critical path) */
 	PF_POLICY_FIFO				/* first ready, first served */
 } PfPolicy;
+
+/* Why a plan is known to be the shortest, if it is. */
+typedef enum PfProof
+{
+	PF_PROOF_NONE,				/* not proven: the search ran out of budget */
+	PF_PROOF_BOUND,				/* its makespan meets the lower bound */
+	PF_PROOF_SEARCH				/* the branch and bound tried every dispatch order */
+} PfProof;
 
 typedef struct PfGraph
 {
@@ -49,7 +58,10 @@ typedef struct PfSchedule
 	int64		makespan;
 	int64		critical_path;
 	int64		total_work;
-	int64		lower_bound;
+	int64		lower_bound;	/* no schedule under the caps is shorter */
+	PfProof		proof;
+	int64		schedules;		/* list schedules the search computed */
+	int64		units;			/* units of parflow.plan_effort's budget spent */
 	int64	   *start;			/* per node */
 	int64	   *finish;
 	int64	   *bottom;			/* bottom level: longest path from the node's start to the end */
@@ -61,6 +73,7 @@ typedef struct PfSchedule
 extern PfGraph *pf_graph_load(int64 version_id, ArrayType *flags);
 extern void pf_graph_check(PfGraph *g, const char *workflow);
 extern int	pf_effective_cap(PfGraph *g, int call_max_parallel);
+/* schedule.c */
 extern PfSchedule *pf_schedule(PfGraph *g, int cap, PfPolicy policy);
 extern int64 pf_current_version(const char *workflow);
 

@@ -203,6 +203,8 @@ CREATE TABLE bench.stg_result (
     m       integer NOT NULL,
     policy  text NOT NULL,
     makespan integer NOT NULL,        -- minutes
+    optimal boolean,                  -- proven (policy best)
+    proof   text,                     -- bound, search or NULL
     PRIMARY KEY (graph, m, policy)
 );
 
@@ -210,12 +212,34 @@ CREATE TABLE bench.stg_bound (
     graph   text NOT NULL,
     m       integer NOT NULL,
     critical_path integer NOT NULL,   -- minutes, from parflow_estimate
-    lower_bound   integer NOT NULL,   -- max(critical path, ceil(work / m)), minutes
+    lower_bound   integer NOT NULL,   -- minutes, parflow_estimate's (critical path, work / m, release, tail and energetic bounds)
+    simple_bound  integer NOT NULL,   -- max(critical path, ceil(work / m))
+    PRIMARY KEY (graph, m)
+);
+
+-- The baselines of test/bench/listsched.c (no parflow code): list
+-- scheduling in critical-path and FIFO order, and critical-path list
+-- scheduling followed by forward-backward improvement; for the STG pairs
+-- (minutes) and the synthesized workflows (ms).
+CREATE TABLE bench.baseline (
+    graph   text NOT NULL,
+    m       integer NOT NULL,
+    tasks   integer NOT NULL,
+    work    bigint NOT NULL,
+    cp      bigint NOT NULL,          -- critical path
+    lb      bigint NOT NULL,          -- max(critical path, ceil(work / m))
+    ls_cp   bigint NOT NULL,
+    ls_fifo bigint NOT NULL,
+    fbi     bigint NOT NULL,
+    fbi_order bigint NOT NULL,        -- list scheduling in the order of fbi's starts (= fbi unless fbi idles while work is ready)
     PRIMARY KEY (graph, m)
 );
 
 CREATE FUNCTION bench.minutes(i interval) RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT round(extract(epoch FROM i) / 60)::integer';
+
+CREATE FUNCTION bench.msec(i interval) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS 'SELECT round(extract(epoch FROM i) * 1000)::bigint';
 
 -- Plan every (graph, m) pair under every policy.
 CREATE FUNCTION bench.run_stg() RETURNS void
@@ -229,12 +253,56 @@ BEGIN
               ORDER BY s.graph, s.m LOOP
         FOREACH p IN ARRAY ARRAY['best', 'cp', 'fifo'] LOOP
             INSERT INTO bench.stg_result
-            SELECT o.graph, o.m, p, bench.minutes(st.makespan)
+            SELECT o.graph, o.m, p, bench.minutes(st.makespan), st.optimal, st.proof
               FROM parflow._plan_stats(o.workflow, '{}', o.m, p) st;
         END LOOP;
         SELECT * INTO STRICT e FROM parflow_estimate(o.workflow, '{}', o.m);
-        INSERT INTO bench.stg_bound VALUES (o.graph, o.m, bench.minutes(e.critical_path),
-                                            bench.minutes(e.lower_bound));
+        INSERT INTO bench.stg_bound
+        SELECT o.graph, o.m, bench.minutes(e.critical_path), bench.minutes(e.lower_bound),
+               greatest(bench.minutes(e.critical_path), ceil(g.work::numeric / o.m)::integer)
+          FROM bench.stg_graph g WHERE g.graph = o.graph;
+    END LOOP;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Synthesized workflows (test/bench/wfgen.awk)
+------------------------------------------------------------------------------
+
+CREATE TABLE bench.trace (
+    name      text PRIMARY KEY,       -- e.g. montage 6x6
+    workflow  text NOT NULL UNIQUE,
+    ord       integer NOT NULL,       -- listing order
+    tasks     integer,
+    edges     integer
+);
+
+CREATE TABLE bench.trace_result (
+    name      text NOT NULL,
+    m         integer NOT NULL,
+    makespan  bigint NOT NULL,        -- ms
+    lower_bound bigint NOT NULL,      -- ms
+    optimal   boolean NOT NULL,
+    proof     text,
+    compute_ms double precision NOT NULL,
+    PRIMARY KEY (name, m)
+);
+
+-- Plan every synthesized workflow under every cap of caps (one warm-up
+-- call first, so that the first plan does not pay for loading the library).
+CREATE FUNCTION bench.run_traces(caps integer[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    t record;
+    m integer;
+BEGIN
+    PERFORM * FROM parflow._plan_stats((SELECT workflow FROM bench.trace ORDER BY ord LIMIT 1), '{}', caps[1], 'best');
+    FOR t IN SELECT * FROM bench.trace ORDER BY ord LOOP
+        FOREACH m IN ARRAY caps LOOP
+            INSERT INTO bench.trace_result
+            SELECT t.name, m, bench.msec(st.makespan), bench.msec(st.lower_bound), st.optimal, st.proof, st.compute_ms
+              FROM parflow._plan_stats(t.workflow, '{}', m, 'best') st;
+        END LOOP;
     END LOOP;
 END
 $$;

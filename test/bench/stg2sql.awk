@@ -1,14 +1,15 @@
 # test/bench/stg2sql.awk -- turn one Standard Task Graph Set file into SQL
 # that defines it as a parflow workflow (used by test/bench/plan.sh).
 #
-#   awk -v graph=50/rand0000 -v wf=stg50_rand0000 -f stg2sql.awk rand0000.stg
+#   awk -v graph=50/rand0000 -v wf=stg50_rand0000 [-v unit=ms] -f stg2sql.awk rand0000.stg
 #
 # Input, one task a line: `id cost npred pred...`; `#` lines are the
 # generator's statistics ("# CP Length : 55" is kept for a sanity check).  A
 # leading task-count line (a single number) and the dummy entry task 0 may or
 # may not be present.  Output: one INSERT into bench.stg_graph and one
 # parflow_define call: one parallel group, a stage t<id> per task with
-# estimate = cost minutes and depends_on = its predecessors, where
+# estimate = cost minutes (or the unit given: ms for the synthesized
+# workflows of wfgen.awk) and depends_on = its predecessors, where
 #   - dependencies on the dummy entry 0 are dropped,
 #   - tasks of cost 0 (the dummy exit; estimates must be positive) are dropped,
 #     and a dependency on a dropped task is replaced by that task's own
@@ -47,6 +48,8 @@ function resolve(p,    k, parts, n, out, sub_, seen, i, j) {
 }
 
 BEGIN {
+    if (unit == "")
+        unit = "min"
     ntasks = 0
     cp_file = "NULL"
     tasks_file = "NULL"
@@ -128,8 +131,8 @@ END {
             edges++
         }
         json = json (kept > 0 ? ", " : "") \
-            sprintf("{\"name\": \"t%d\", \"agent\": \"cpu\", \"estimate\": \"%d min\", \"depends_on\": [%s]}",
-                    id, cost[id], dl)
+            sprintf("{\"name\": \"t%d\", \"agent\": \"cpu\", \"estimate\": \"%d %s\", \"depends_on\": [%s]}",
+                    id, cost[id], unit, dl)
         kept++
         work += cost[id]
     }

@@ -1,5 +1,5 @@
 # test/bench/stg_opt.awk -- read the table of optimal makespans from the STG
-# README (shared/bench/stg/README.md) and print one SQL INSERT per (graph, m).
+# README (test/bench/stg/README.md) and print one SQL INSERT per (graph, m).
 #
 # The table's header names the columns: a cell "50: m=2" starts the columns
 # of the 50-task graphs (m = 2), following cells "m=4" continue them; rows

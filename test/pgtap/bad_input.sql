@@ -19,7 +19,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS parflow;
 
-SELECT plan(268);
+SELECT plan(272);
 
 ------------------------------------------------------------------------------
 -- Helpers
@@ -398,6 +398,18 @@ SELECT throws_ok($$SELECT * FROM parflow_plan('bi', '{}', 0)$$, '22023', 'max_pa
                  'parflow_plan: max_parallel 0');
 SELECT throws_ok($$SELECT * FROM parflow_plan('bi', '{}', -1)$$, '22023', 'max_parallel must be at least 1',
                  'parflow_plan: negative max_parallel');
+-- parflow.plan_effort, the search's budget: 0 .. 60000 ms
+SELECT throws_ok($$SET LOCAL parflow.plan_effort = -1$$, '22023',
+                 '-1 ms is outside the valid range for parameter "parflow.plan_effort" (0 .. 60000)',
+                 'parflow.plan_effort: below 0');
+SELECT throws_ok($$SET LOCAL parflow.plan_effort = '61s'$$, '22023',
+                 '61000 ms is outside the valid range for parameter "parflow.plan_effort" (0 .. 60000)',
+                 'parflow.plan_effort: over a minute');
+SELECT throws_ok($$SET LOCAL parflow.plan_effort = 'a lot'$$, '22023',
+                 'invalid value for parameter "parflow.plan_effort": "a lot"',
+                 'parflow.plan_effort: not a duration');
+SELECT lives_ok($$SET LOCAL parflow.plan_effort = 0$$, 'parflow.plan_effort: 0 (no search) is accepted');
+RESET parflow.plan_effort;
 SELECT throws_ok($$SELECT * FROM parflow_estimate(NULL)$$, '22004', 'workflow name must not be null',
                  'parflow_estimate: NULL workflow');
 SELECT throws_ok($$SELECT * FROM parflow_estimate('bi_nope')$$, '42704', 'workflow "bi_nope" does not exist',

@@ -10,8 +10,16 @@
 --     barriers, and edges through skipped conditional stages) have finished;
 --   * the number of running stages never exceeds the effective cap, nor the
 --     stages of an affinity rule its max_concurrent;
---   * parallel >= lower_bound >= critical_path, lower_bound = max(critical
+--   * parallel >= lower_bound >= critical_path, lower_bound >= max(critical
 --     path, ceil(work / cap)), parallel <= sequential, Graham's bound;
+--   * the search (parflow.plan_effort): the same plan on every call, never
+--     worse than the critical-path order it starts from, no plan under any
+--     effort or policy shorter than a lower bound or a plan proven optimal,
+--     optimal exactly when proven; the dispatch ranks (parflow._ranks),
+--     list-scheduled the way the dispatcher does it (in this file, in
+--     PL/pgSQL), start every stage when the plan says; on tiny graphs, the
+--     plan is as short as the best of all dispatch orders (every
+--     permutation tried here), and proven optimal;
 --   * the numbers agree with each other and with an independent computation
 --     of the critical path and earliest starts in SQL;
 --   * waves, slack and critical flags are consistent;
@@ -24,7 +32,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS parflow;
 
-SELECT plan(70);
+SELECT plan(78);
 
 ------------------------------------------------------------------------------
 -- Generators
@@ -459,15 +467,14 @@ SELECT is_empty($$
     SELECT * FROM pf_v_cap WHERE wf = 'pti_affinity' AND running > 3
 $$, 'pti_affinity: never more than its max_parallel (3) stages at once');
 
--- 4. lower_bound = max(critical_path, ceil(work / cap)) without affinity
---    rules; with them it is at least that.
+-- 4. lower_bound >= max(critical_path, ceil(work / cap)): the release,
+--    tail and energetic bounds can only raise it (and parallel >= it, above).
 SELECT is_empty($$
     SELECT case_id, wf, flags, call_cap, m, lower_bound, critical_path, work,
-           greatest(critical_path, ceil(work / m)) AS expected
+           greatest(critical_path, ceil(work / m)) AS simple_bound
       FROM pf_numbers
-     WHERE CASE WHEN has_affinity THEN lower_bound < greatest(critical_path, ceil(work / m))
-                ELSE lower_bound <> greatest(critical_path, ceil(work / m)) END
-$$, 'lower_bound = max(critical_path, ceil(work / cap)) (at least that with affinity rules)');
+     WHERE lower_bound < greatest(critical_path, ceil(work / m))
+$$, 'lower_bound >= max(critical_path, ceil(work / cap))');
 
 -- savings_pct = 100 * (sequential - parallel) / sequential, to 0.1.
 SELECT is_empty($$
@@ -593,6 +600,269 @@ SELECT results_eq(
     'a flag no stage names changes nothing');
 SELECT throws_ok($$SELECT * FROM parflow_plan('pti_dag30', '{}', 0)$$, '22023', NULL,
                  'max_parallel 0 is refused');
+
+------------------------------------------------------------------------------
+-- 11. The search (9)
+------------------------------------------------------------------------------
+
+-- Every case again through parflow._plan_stats: at the default effort, with
+-- no search (0), with more (200 ms), and in the plain orders cp and fifo.
+CREATE TEMP TABLE pf_search (case_id integer, effort integer, policy text, makespan numeric,
+                             lower_bound numeric, optimal boolean, proof text);
+DO $$
+DECLARE
+    e integer;
+    p text;
+BEGIN
+    FOR e, p IN SELECT * FROM (VALUES (50, 'best'), (0, 'best'), (200, 'best'), (50, 'cp'), (50, 'fifo')) x LOOP
+        PERFORM set_config('parflow.plan_effort', e::text, true);
+        INSERT INTO pf_search
+        SELECT c.case_id, e, p, pg_temp.us(st.makespan), pg_temp.us(st.lower_bound), st.optimal, st.proof
+          FROM pf_case c, LATERAL parflow._plan_stats(c.wf, c.flags, c.call_cap, p) st;
+    END LOOP;
+END
+$$;
+RESET parflow.plan_effort;
+
+-- The budget is counted in units of work, not read from a clock: the same
+-- call gives the same plan (as parflow_estimate gave it above).
+SELECT is_empty($$
+    SELECT n.case_id, n.wf, n.call_cap, n.parallel, s.makespan, n.lower_bound, s.lower_bound,
+           e.optimal, s.optimal
+      FROM pf_numbers n JOIN pf_est e USING (case_id)
+      JOIN pf_search s ON s.case_id = n.case_id AND s.effort = 50 AND s.policy = 'best'
+     WHERE (n.parallel, n.lower_bound, e.optimal) IS DISTINCT FROM (s.makespan, s.lower_bound, s.optimal)
+$$, 'the search is repeatable: _plan_stats at the default effort = parflow_estimate');
+
+-- optimal exactly when proven; proven by the bound exactly when the plan
+-- meets it; a plan that is not proven is above the bound.
+SELECT is_empty($$
+    SELECT * FROM pf_search
+     WHERE optimal <> (proof IS NOT NULL)
+        OR (proof = 'bound') <> (makespan = lower_bound)
+        OR (proof IS NULL AND makespan <= lower_bound)
+        OR makespan < lower_bound
+$$, 'optimal = proven; proof bound = the plan meets the lower bound; unproven plans are above it');
+
+-- No plan, under any effort or policy, is shorter than any lower bound
+-- reported, or than a plan proven optimal.
+SELECT is_empty($$
+    SELECT c.case_id, c.wf, c.flags, c.call_cap, min(s.makespan) AS shortest, max(s.lower_bound) AS best_bound,
+           min(s.makespan) FILTER (WHERE s.optimal) AS proven
+      FROM pf_case c JOIN pf_search s USING (case_id)
+     GROUP BY c.case_id, c.wf, c.flags, c.call_cap
+    HAVING min(s.makespan) < max(s.lower_bound)
+        OR min(s.makespan) < min(s.makespan) FILTER (WHERE s.optimal)
+        OR min(s.makespan) FILTER (WHERE s.optimal) <> max(s.makespan) FILTER (WHERE s.optimal)
+$$, 'no plan beats a lower bound or a plan proven optimal, and proven plans agree');
+
+-- The search starts from the critical-path order and keeps the best: never
+-- worse than it; with no effort it is that order.
+SELECT is_empty($$
+    SELECT b.case_id, b.effort, b.makespan, cp.makespan AS cp
+      FROM pf_search b JOIN pf_search cp ON cp.case_id = b.case_id AND cp.policy = 'cp'
+     WHERE b.policy = 'best' AND (b.makespan > cp.makespan OR (b.effort = 0 AND b.makespan <> cp.makespan))
+$$, 'the search is never worse than critical-path list scheduling, and is it at effort 0');
+
+-- Graham's bound holds for every plan: each is a list schedule.
+SELECT is_empty($$
+    SELECT s.*, n.work, n.cp, n.m
+      FROM pf_search s JOIN pf_numbers n USING (case_id)
+     WHERE NOT n.has_affinity AND s.makespan > n.work / n.m + (1 - 1.0 / n.m) * n.cp + 1
+$$, 'Graham''s bound for every effort and policy (no affinity)');
+
+-- List scheduling the way the dispatcher does it: whenever fewer than cap
+-- stages run, start the ready stage of highest rank (lowest position among
+-- equal ranks) that no affinity rule holds back.  Stage i (1-based) takes
+-- est[i]; dependency k: dep_from[k] before dep_to[k]; rule membership m:
+-- stage mem_stage[m] counts towards rule mem_rule[m], of rule_cap[mem_rule[m]].
+-- Returns the start of every stage.
+CREATE FUNCTION pg_temp.simulate(est_ bigint[], dep_from integer[], dep_to integer[], cap integer,
+                                 rnk_ bigint[], rule_cap_ integer[], mem_stage integer[], mem_rule integer[])
+RETURNS bigint[] LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    -- local copies (expanded arrays: O(1) access); dependencies and rule
+    -- memberships by stage, through offsets
+    est bigint[] := est_;
+    rnk bigint[] := rnk_;
+    rule_cap integer[] := rule_cap_;
+    n integer := coalesce(array_length(est_, 1), 0);
+    nd integer := coalesce(array_length(dep_from, 1), 0);
+    nm integer := coalesce(array_length(mem_stage, 1), 0);
+    doff integer[] := array_fill(0, ARRAY[n + 1]);
+    dadj integer[] := array_fill(0, ARRAY[greatest(nd, 1)]);
+    moff integer[] := array_fill(0, ARRAY[n + 1]);
+    madj integer[] := array_fill(0, ARRAY[greatest(nm, 1)]);
+    fill integer[];
+    st bigint[] := array_fill(NULL::bigint, ARRAY[greatest(n, 1)]);
+    left_ integer[] := array_fill(0, ARRAY[greatest(n, 1)]);
+    used integer[] := array_fill(0, ARRAY[greatest(coalesce(array_length(rule_cap_, 1), 0), 1)]);
+    t bigint := 0;
+    tn bigint;
+    nrun integer := 0;
+    best integer;
+    ok boolean;
+    i integer;
+    k integer;
+BEGIN
+    FOR k IN 1..nd LOOP
+        doff[dep_from[k] + 1] := doff[dep_from[k] + 1] + 1;
+        left_[dep_to[k]] := left_[dep_to[k]] + 1;
+    END LOOP;
+    FOR k IN 1..nm LOOP
+        moff[mem_stage[k] + 1] := moff[mem_stage[k] + 1] + 1;
+    END LOOP;
+    FOR i IN 1..n LOOP
+        doff[i + 1] := doff[i + 1] + doff[i];
+        moff[i + 1] := moff[i + 1] + moff[i];
+    END LOOP;
+    fill := doff;
+    FOR k IN 1..nd LOOP
+        fill[dep_from[k]] := fill[dep_from[k]] + 1;
+        dadj[fill[dep_from[k]]] := dep_to[k];
+    END LOOP;
+    fill := moff;
+    FOR k IN 1..nm LOOP
+        fill[mem_stage[k]] := fill[mem_stage[k]] + 1;
+        madj[fill[mem_stage[k]]] := mem_rule[k];
+    END LOOP;
+    LOOP
+        -- start what fits, best rank first
+        LOOP
+            EXIT WHEN nrun >= cap;
+            best := NULL;
+            FOR i IN 1..n LOOP
+                CONTINUE WHEN st[i] IS NOT NULL OR left_[i] > 0;
+                ok := true;
+                FOR k IN moff[i] + 1 .. moff[i + 1] LOOP
+                    IF used[madj[k]] >= rule_cap[madj[k]] THEN
+                        ok := false;
+                    END IF;
+                END LOOP;
+                IF ok AND (best IS NULL OR rnk[i] > rnk[best]) THEN
+                    best := i;
+                END IF;
+            END LOOP;
+            EXIT WHEN best IS NULL;
+            st[best] := t;
+            nrun := nrun + 1;
+            FOR k IN moff[best] + 1 .. moff[best + 1] LOOP
+                used[madj[k]] := used[madj[k]] + 1;
+            END LOOP;
+        END LOOP;
+        EXIT WHEN nrun = 0;
+        -- the next finish: those stages end, their dependents may be ready
+        tn := NULL;
+        FOR i IN 1..n LOOP
+            IF st[i] + est[i] > t AND (tn IS NULL OR st[i] + est[i] < tn) THEN
+                tn := st[i] + est[i];
+            END IF;
+        END LOOP;
+        t := tn;
+        FOR i IN 1..n LOOP
+            IF st[i] + est[i] = t THEN
+                nrun := nrun - 1;
+                FOR k IN moff[i] + 1 .. moff[i + 1] LOOP
+                    used[madj[k]] := used[madj[k]] - 1;
+                END LOOP;
+                FOR k IN doff[i] + 1 .. doff[i + 1] LOOP
+                    left_[dadj[k]] := left_[dadj[k]] - 1;
+                END LOOP;
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN st;
+END
+$$;
+
+-- Each case's planned stages, numbered 1..n by stage order (the order that
+-- breaks ties between equal ranks, as task ids do in a run), with their
+-- dispatch rank; their transitive dependencies among planned stages; the
+-- affinity rules' members.
+CREATE TEMP TABLE pf_sim_stage AS
+SELECT p.case_id, p.ord, row_number() OVER (PARTITION BY p.case_id ORDER BY p.ord)::integer AS pos,
+       pg_temp.us(p.estimate)::bigint AS est, p.agent, r.rank, pg_temp.us(p.est_start)::bigint AS est_start
+  FROM pf_pl p
+  JOIN pf_case c USING (case_id)
+  JOIN LATERAL parflow._ranks(c.vid, c.flags, c.call_cap) r ON r.stage_ord = p.ord;
+CREATE TEMP TABLE pf_sim AS
+SELECT c.case_id, c.eff_cap,
+       (SELECT array_agg(s.est ORDER BY s.pos) FROM pf_sim_stage s WHERE s.case_id = c.case_id) AS est,
+       (SELECT array_agg(s.rank ORDER BY s.pos) FROM pf_sim_stage s WHERE s.case_id = c.case_id) AS rnk,
+       (SELECT array_agg(d.pos ORDER BY d.pos, s.pos) FROM pf_closure cl
+          JOIN pf_sim_stage s ON s.case_id = c.case_id AND s.ord = cl.stage_ord
+          JOIN pf_sim_stage d ON d.case_id = c.case_id AND d.ord = cl.dep_ord
+         WHERE cl.vid = c.vid) AS dep_from,
+       (SELECT array_agg(s.pos ORDER BY d.pos, s.pos) FROM pf_closure cl
+          JOIN pf_sim_stage s ON s.case_id = c.case_id AND s.ord = cl.stage_ord
+          JOIN pf_sim_stage d ON d.case_id = c.case_id AND d.ord = cl.dep_ord
+         WHERE cl.vid = c.vid) AS dep_to,
+       (SELECT coalesce(array_agg(a.max_concurrent ORDER BY a.ord), '{}') FROM parflow.affinity a
+         WHERE a.version_id = c.vid) AS rule_cap,
+       (SELECT coalesce(array_agg(s.pos ORDER BY s.pos, a.ord), '{}') FROM parflow.affinity a
+          JOIN pf_sim_stage s ON s.case_id = c.case_id AND s.agent = ANY (a.agents)
+         WHERE a.version_id = c.vid) AS mem_stage,
+       (SELECT coalesce(array_agg(1 + (SELECT count(*) FROM parflow.affinity b
+                                        WHERE b.version_id = a.version_id AND b.ord < a.ord)::integer
+                                  ORDER BY s.pos, a.ord), '{}')
+          FROM parflow.affinity a
+          JOIN pf_sim_stage s ON s.case_id = c.case_id AND s.agent = ANY (a.agents)
+         WHERE a.version_id = c.vid) AS mem_rule
+  FROM pf_case c;
+
+CREATE TEMP TABLE pf_sim_start AS
+SELECT m.case_id, pg_temp.simulate(m.est, coalesce(m.dep_from, '{}'), coalesce(m.dep_to, '{}'), m.eff_cap,
+                                   m.rnk, m.rule_cap, m.mem_stage, m.mem_rule) AS st
+  FROM pf_sim m;
+SELECT is_empty($$
+    SELECT c.wf, c.flags, c.call_cap, s.ord, s.est_start AS planned_start, x.st[s.pos] AS dispatched_start
+      FROM pf_sim_start x
+      JOIN pf_case c USING (case_id)
+      JOIN pf_sim_stage s ON s.case_id = x.case_id
+     WHERE x.st[s.pos] IS DISTINCT FROM s.est_start
+     ORDER BY 1, 2, 3, 4
+$$, 'the dispatch ranks, list-scheduled as the dispatcher does, start every stage when the plan says');
+
+-- Tiny random DAGs (6 stages), and the graph of sql/plan.sql where the only
+-- schedule as short as the lower bound holds a slot idle: under caps 2 and
+-- 3, the plan is as short as the best of all 720 dispatch orders, and
+-- proven optimal.
+SELECT parflow_define('pti_tiny' || k, pg_temp.dag_spec(6, 100 + k, 1, 2, 5)) FROM generate_series(1, 3) k;
+SELECT parflow_define('pti_hold', '{"groups": [{"name": "g", "stages": [
+  {"name": "a", "agent": "x", "estimate": "3 min"},
+  {"name": "b", "agent": "x", "estimate": "4 min"},
+  {"name": "a2", "agent": "x", "estimate": "1 min", "depends_on": ["a", "b"]},
+  {"name": "c", "agent": "x", "estimate": "3 min", "depends_on": ["a"]},
+  {"name": "b2", "agent": "x", "estimate": "1 min", "depends_on": ["b"]},
+  {"name": "z", "agent": "x", "estimate": "3 min", "depends_on": ["a2", "b2"]}]}]}');
+CREATE TEMP TABLE pf_tiny AS
+WITH RECURSIVE perm(p) AS (
+    SELECT ARRAY[]::bigint[]
+    UNION ALL
+    SELECT p || x FROM perm, generate_series(1, 6) x WHERE NOT x = ANY (p) AND cardinality(p) < 6
+),
+g AS (
+    SELECT w.name AS wf, v.id AS vid, m AS cap,
+           (SELECT array_agg(pg_temp.us(s.estimate)::bigint ORDER BY s.ord) FROM parflow.stage s WHERE s.version_id = v.id) AS est,
+           (SELECT array_agg(d.dep_ord + 1 ORDER BY d.dep_ord, d.stage_ord) FROM parflow.stage_dep d WHERE d.version_id = v.id) AS dep_from,
+           (SELECT array_agg(d.stage_ord + 1 ORDER BY d.dep_ord, d.stage_ord) FROM parflow.stage_dep d WHERE d.version_id = v.id) AS dep_to
+      FROM parflow.workflow w JOIN parflow.workflow_version v ON v.workflow_id = w.id,
+           (VALUES (2), (3)) caps(m)
+     WHERE w.name LIKE 'pti\_tiny%' OR w.name = 'pti_hold'
+)
+SELECT g.wf, g.cap,
+       (SELECT min((SELECT max(x.st[i] + g.est[i]) FROM generate_series(1, 6) i))
+          FROM perm, LATERAL (SELECT pg_temp.simulate(g.est, coalesce(g.dep_from, '{}'), coalesce(g.dep_to, '{}'),
+                                                      g.cap, perm.p, '{}', '{}', '{}') AS st) x
+         WHERE cardinality(perm.p) = 6) AS best_order,
+       pg_temp.us(e.parallel) AS parallel, pg_temp.us(e.lower_bound) AS lower_bound, e.optimal
+  FROM g, LATERAL parflow_estimate(g.wf, '{}', g.cap) e;
+
+SELECT is_empty($$
+    SELECT * FROM pf_tiny WHERE parallel <> best_order OR NOT optimal OR lower_bound > best_order
+$$, 'tiny graphs: the plan is the best of all dispatch orders, proven optimal, and lower_bound does not exceed it');
+SELECT ok((SELECT bool_or(parallel > lower_bound) FROM pf_tiny),
+          'among them, plans proven optimal by the search (longer than the lower bound)');
 
 ------------------------------------------------------------------------------
 -- 10. A new version (14)

@@ -105,16 +105,16 @@ SELECT function_returns(:'extschema', 'parflow_define', ARRAY['text', 'jsonb'], 
 SELECT has_function(:'extschema', 'parflow_plan', ARRAY['text', 'text[]', 'integer'],
                     'parflow_plan(text, text[], integer) is in the extension''s schema');
 SELECT is(pg_get_function_result(format('%I.parflow_plan(text, text[], integer)', :'extschema')::regprocedure),
-          'TABLE(stage text, agent text, group_name text, wave integer, est_start interval, est_finish interval, slack interval, critical boolean)',
-          'parflow_plan returns the contract''s columns');
+          'TABLE(stage text, agent text, group_name text, wave integer, est_start interval, est_finish interval, slack interval, critical boolean, optimal boolean)',
+          'parflow_plan returns the contract''s columns, then optimal (0.4.0)');
 SELECT is(pg_get_function_arguments(format('%I.parflow_plan(text, text[], integer)', :'extschema')::regprocedure),
           'workflow text, flags text[] DEFAULT ''{}''::text[], max_parallel integer DEFAULT NULL::integer',
           'parflow_plan: flags defaults to {} and max_parallel to NULL');
 SELECT has_function(:'extschema', 'parflow_estimate', ARRAY['text', 'text[]', 'integer'],
                     'parflow_estimate(text, text[], integer) is in the extension''s schema');
 SELECT is(pg_get_function_result(format('%I.parflow_estimate(text, text[], integer)', :'extschema')::regprocedure),
-          'TABLE(sequential interval, parallel interval, savings_pct numeric, critical_path interval, lower_bound interval)',
-          'parflow_estimate returns the contract''s columns');
+          'TABLE(sequential interval, parallel interval, savings_pct numeric, critical_path interval, lower_bound interval, optimal boolean)',
+          'parflow_estimate returns the contract''s columns, then optimal (0.4.0)');
 SELECT is(pg_get_function_arguments(format('%I.parflow_estimate(text, text[], integer)', :'extschema')::regprocedure),
           'workflow text, flags text[] DEFAULT ''{}''::text[], max_parallel integer DEFAULT NULL::integer',
           'parflow_estimate: flags defaults to {} and max_parallel to NULL');

@@ -58,3 +58,10 @@ SELECT pg_catalog.pg_extension_config_dump('parflow.concurrency', '');
 ALTER TABLE parflow.run ADD COLUMN key text CONSTRAINT run_key_key UNIQUE, ADD COLUMN not_before timestamptz;
 COMMENT ON TABLE parflow.run IS 'One execution of a workflow version; failed counts its tasks failed for good; key makes its start idempotent; nothing is dispatched before not_before';
 DROP FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb);
+
+-- The planner says whether its plan is proven shortest (parflow_plan and
+-- parflow_estimate gain a last column optimal; _plan_stats reports the
+-- lower bound, the proof and the search's work): new result types.
+DROP FUNCTION @extschema@.parflow_plan(text, text[], integer);
+DROP FUNCTION @extschema@.parflow_estimate(text, text[], integer);
+DROP FUNCTION parflow._plan_stats(text, text[], integer, text);
