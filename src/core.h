@@ -31,6 +31,14 @@
 	"(" a ".priority < " b ".priority OR (" a ".priority = " b ".priority AND (" a ".rank > " b \
 	".rank OR (" a ".rank = " b ".rank AND " a ".id < " b ".id))))"
 
+/*
+ * Ready tasks of every run, for a walk in dispatch order over all runs: the
+ * only condition that lets a query use task_dispatch_idx (whose predicate
+ * names priority).  A query about one run's ready tasks leaves it out and
+ * gets task_ready_idx.
+ */
+#define PF_ALL_READY(t) " " t ".state = 'ready' AND " t ".priority >= 0 "
+
 /* A ready task whose retry backoff or claim-timeout pause is over. */
 #define PF_READY_NOW(t) "(" t ".not_before IS NULL OR " t ".not_before <= clock_timestamp())"
 

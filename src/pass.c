@@ -368,7 +368,7 @@ static PfStmt st_active = {
 static PfStmt st_walk = {
 	"SELECT " PF_WALK_COLS
 	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id AND r.state = 'running' "
-	" WHERE tk.state = 'ready' AND " PF_READY_NOW("tk")
+	" WHERE " PF_ALL_READY("tk") " AND " PF_READY_NOW("tk")
 	" ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT $1",
 	1, {INT4OID}
 };

@@ -198,7 +198,12 @@ COMMENT ON COLUMN parflow.task.interrupted_at IS 'When the dispatcher asked the 
 -- of its run, and the first ready task of every other live run, in one index
 -- probe each.
 CREATE INDEX task_ready_idx ON parflow.task (run_id, priority, rank DESC, id) WHERE state = 'ready';
-CREATE INDEX task_dispatch_idx ON parflow.task (priority, rank DESC, id) WHERE state = 'ready';
+-- All ready tasks in dispatch order, for walks over every run (PF_ALL_READY
+-- in src/core.h): its predicate names priority so that a query about one
+-- run's ready tasks, which does not, can only use task_ready_idx (a generic
+-- plan made while no task was ready would otherwise scan this one for a
+-- run's tasks).
+CREATE INDEX task_dispatch_idx ON parflow.task (priority, rank DESC, id) WHERE state = 'ready' AND priority >= 0;
 CREATE INDEX task_active_idx ON parflow.task (run_id) WHERE state IN ('dispatched', 'running');
 -- Claims walk the dispatched tasks of a kind in claim order instead of
 -- sorting them all (a fan-out of thousands under a high cap).

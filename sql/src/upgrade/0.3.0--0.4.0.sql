@@ -65,3 +65,8 @@ DROP FUNCTION @extschema@.parflow_start(text, text[], integer, boolean, jsonb);
 DROP FUNCTION @extschema@.parflow_plan(text, text[], integer);
 DROP FUNCTION @extschema@.parflow_estimate(text, text[], integer);
 DROP FUNCTION parflow._plan_stats(text, text[], integer, text);
+
+-- All ready tasks in dispatch order: the predicate names priority, so that
+-- no query about one run's ready tasks can use it (see 00_schema.sql).
+DROP INDEX parflow.task_dispatch_idx;
+CREATE INDEX task_dispatch_idx ON parflow.task (priority, rank DESC, id) WHERE state = 'ready' AND priority >= 0;
