@@ -51,7 +51,9 @@ LANGUAGE sql STABLE AS $$
               FROM parflow.workflow_version v2
               JOIN parflow.run r ON r.version_id = v2.id
               JOIN parflow.task t ON t.run_id = r.id AND t.state = 'succeeded' AND t.started_at IS NOT NULL
-              JOIN parflow.stage s2 ON s2.version_id = v2.id AND s2.ord = t.stage_ord
+              -- one index probe per task (a join can be planned as a scan of every stage of every version)
+             CROSS JOIN LATERAL (SELECT st.name FROM parflow.stage st
+                                  WHERE st.version_id = v2.id AND st.ord = t.stage_ord LIMIT 1) s2
              WHERE v2.workflow_id = (SELECT v.workflow_id FROM parflow.workflow_version v WHERE v.id = p_version)
              GROUP BY s2.name) o ON o.name = s.name
      WHERE s.version_id = p_version
