@@ -753,6 +753,7 @@ queue_runs(PfCand *cands, int ncands, HTAB *slots, int *nqueues)
 	ctl.entrysize = sizeof(PfQueueKey);
 	ctl.hcxt = CurrentMemoryContext;
 	index = hash_create("parflow run queues", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	/* each run's candidates counted, then placed (in the walk's order) */
 	for (i = 0; i < ncands; i++)
 	{
 		bool		found;
@@ -762,11 +763,21 @@ queue_runs(PfCand *cands, int ncands, HTAB *slots, int *nqueues)
 		{
 			k->queue = nq++;
 			q[k->queue].run = cands[i].run;
-			q[k->queue].cand = palloc(sizeof(int) * ncands);
 			q[k->queue].n = 0;
 			q[k->queue].pos = 0;
 			q[k->queue].active = slot(slots, cands[i].run, -1);
 		}
+		q[k->queue].n++;
+	}
+	for (i = 0; i < nq; i++)
+	{
+		q[i].cand = palloc(sizeof(int) * q[i].n);
+		q[i].n = 0;
+	}
+	for (i = 0; i < ncands; i++)
+	{
+		PfQueueKey *k = hash_search(index, &cands[i].run, HASH_FIND, NULL);
+
 		q[k->queue].cand[q[k->queue].n++] = i;
 	}
 	*nqueues = nq;
