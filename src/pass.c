@@ -660,21 +660,67 @@ static PfStmt st_lock_chosen = {
 /*
  * Mark the locked tasks dispatched, their events in the order given (the
  * dispatch order); the array is joined to the table, each element probing
- * the primary key.  Returns each task with its run, agent and stage name,
- * for its notification.
+ * the primary key.
  */
 static PfStmt st_mark = {
 	"WITH u AS (UPDATE parflow.task tk SET state = 'dispatched', dispatched_at = clock_timestamp() "
 	"             FROM unnest($1::bigint[]) WITH ORDINALITY x(id, n) "
-	"            WHERE tk.id = x.id RETURNING tk.id, tk.run_id, tk.agent, tk.stage_ord, x.n), "
-	"e AS (INSERT INTO parflow.event (run_id, task_id, kind) "
-	"      SELECT u.run_id, u.id, 'dispatched' FROM u ORDER BY u.n) "
-	"SELECT u.id, u.run_id, u.agent, s.name FROM u "
-	"  CROSS JOIN LATERAL (SELECT rr.version_id FROM parflow.run rr WHERE rr.id = u.run_id LIMIT 1) r "
-	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name")
-	" ORDER BY u.n",
+	"            WHERE tk.id = x.id RETURNING tk.id, tk.run_id, x.n) "
+	"INSERT INTO parflow.event (run_id, task_id, kind) "
+	"SELECT u.run_id, u.id, 'dispatched' FROM u ORDER BY u.n",
 	1, {INT8ARRAYOID}
 };
+
+/* The stage names of a version, for the notifications (one read per version and pass). */
+static PfStmt st_stage_names = {
+	"SELECT s.ord, s.name FROM parflow.stage s WHERE s.version_id = $1",
+	1, {INT8OID}
+};
+
+typedef struct PfNameKey
+{
+	int64		version;
+	int32		ord;
+	int32		pad;
+} PfNameKey;
+
+typedef struct PfName
+{
+	PfNameKey	key;
+	char	   *name;
+} PfName;
+
+/* The name of stage ord of version, from names (filled a version at a time). */
+static char *
+stage_name(HTAB *names, int64 version, int32 ord)
+{
+	PfNameKey	key;
+	PfName	   *e;
+	bool		found;
+
+	memset(&key, 0, sizeof(key));
+	key.version = version;
+	key.ord = -1;				/* marks a version already read */
+	(void) hash_search(names, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		Datum		v[1] = {Int64GetDatum(version)};
+		int			n = pf_exec(&st_stage_names, v, NULL, 0);
+		int			i;
+
+		for (i = 0; i < n; i++)
+		{
+			key.ord = pf_int4(i, 1);
+			e = hash_search(names, &key, HASH_ENTER, NULL);
+			e->name = pf_text(i, 2);
+		}
+	}
+	key.ord = ord;
+	e = hash_search(names, &key, HASH_FIND, NULL);
+	if (e == NULL)
+		elog(ERROR, "parflow: stage %d of version " INT64_FORMAT " not found", ord, version);
+	return e->name;
+}
 
 static int *
 slot(HTAB *slots, int64 run, int32 ord)
@@ -821,6 +867,7 @@ choose(int free, HTAB *slots)
 	HASHCTL		ctl;
 	HTAB	   *passed;
 	HTAB	   *marked_ids;
+	HTAB	   *names;
 	PfRule	   *rules;
 	int			nrules;
 	PfConcSet	conc;
@@ -835,6 +882,9 @@ choose(int free, HTAB *slots)
 	ctl.entrysize = sizeof(int64);
 	passed = hash_create("parflow passed", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	marked_ids = hash_create("parflow marked", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = sizeof(PfNameKey);
+	ctl.entrysize = sizeof(PfName);
+	names = hash_create("parflow stage names", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
 	rules = load_rules(&nrules);
 	load_conc(&conc);
@@ -918,7 +968,7 @@ choose(int free, HTAB *slots)
 		if (nchosen > 0)
 		{
 			int			marked,
-						j = 0;
+						j;
 
 			ids = palloc(sizeof(int64) * nchosen);
 			for (i = 0; i < nchosen; i++)
@@ -946,15 +996,15 @@ choose(int free, HTAB *slots)
 			}
 			if (j > 0)
 			{
-				int			k;
-
 				v[0] = pf_int8_array(ids, j);
-				j = pf_exec(&st_mark, v, NULL, 0);
-				for (k = 0; k < j; k++)
-					pf_notify_agent(pf_text(k, 3),
-									pf_payload("dispatch", pf_int8(k, 1), pf_int8(k, 2),
-											   pf_text(k, 4), NULL));
+				pf_exec(&st_mark, v, NULL, 0);
 			}
+			for (i = 0; i < nchosen; i++)
+				if (hash_search(marked_ids, &chosen[i]->id, HASH_FIND, NULL) != NULL)
+					pf_notify_agent(chosen[i]->agent,
+									pf_payload("dispatch", chosen[i]->id, chosen[i]->run,
+											   stage_name(names, chosen[i]->version,
+														  chosen[i]->stage_ord), NULL));
 			dispatched += marked;
 			free -= nchosen;
 		}
