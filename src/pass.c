@@ -247,11 +247,7 @@ static PfStmt st_p0_want = {
 	"       AND NOT EXISTS (SELECT FROM parflow.concurrency c "
 	"                        WHERE c.version_id = r.version_id AND r.input ? c.key "
 	"                          AND (c.stage_ords IS NULL OR tk.stage_ord = ANY (c.stage_ords)) "
-	"                          AND (SELECT count(*) FROM parflow.task b JOIN parflow.run br ON br.id = b.run_id "
-	"                                 JOIN parflow.concurrency bc ON bc.version_id = br.version_id AND bc.name = c.name "
-	"                                  AND (bc.stage_ords IS NULL OR b.stage_ord = ANY (bc.stage_ords)) "
-	"                                WHERE b.state IN " PF_ACTIVE_STATES " AND br.input -> bc.key = r.input -> c.key) "
-	"                              >= c.max_concurrent)), "
+	"                          AND parflow._conc_at_work(c.name, r.input -> c.key) >= c.max_concurrent)), "
 	"cov AS ( "
 	"    SELECT rt.id, a.max_concurrent - (SELECT count(*) FROM parflow.task b "
 	"                                        WHERE b.run_id = rt.run_id AND b.state IN " PF_ACTIVE_STATES
@@ -384,11 +380,6 @@ static PfStmt st_walk_runs = {
 	1, {INT4OID}
 };
 
-static PfStmt st_running_runs = {
-	"SELECT count(*)::integer FROM parflow.run r WHERE r.state = 'running'",
-	0, {0}
-};
-
 /* A ready task the walk found. */
 typedef struct PfCand
 {
@@ -485,7 +476,10 @@ static PfStmt st_conc_rules = {
 	0, {0}
 };
 
-/* Tasks at work per rule name and key value, in runs of every state. */
+/*
+ * Tasks at work per rule name and key value, in runs of every state: what
+ * parflow._conc_at_work counts for one of them, for all at once.
+ */
 static PfStmt st_conc_active = {
 	"SELECT c.name, (r.input -> c.key)::text, count(*)::integer "
 	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id "
@@ -860,9 +854,12 @@ pick_fair(PfRunQueue *q, int nq, PfCand *cands)
 	return best < 0 ? -1 : q[best].cand[q[best].pos++];
 }
 
-/* Dispatch up to free tasks under the counts in slots; returns how many. */
+/*
+ * Dispatch up to free tasks under the counts in slots, nruns runs running;
+ * returns how many.
+ */
 static int
-choose(int free, HTAB *slots)
+choose(int free, HTAB *slots, int nruns)
 {
 	HASHCTL		ctl;
 	HTAB	   *passed;
@@ -896,10 +893,7 @@ choose(int free, HTAB *slots)
 	 */
 	if (fair)
 	{
-		int			nruns;
-
-		pf_exec(&st_running_runs, NULL, NULL, 1);
-		nruns = Max(pf_int4(0, 1), 1);
+		nruns = Max(nruns, 1);
 		lim = Min(free, (2 * free + nruns - 1) / nruns + 1);
 	}
 
@@ -1015,10 +1009,13 @@ choose(int free, HTAB *slots)
 	return dispatched;
 }
 
-/* The earliest time a delayed run may start, when later than now; 0 if none. */
-static PfStmt st_next_start = {
-	"SELECT min(r.not_before) FROM parflow.run r "
-	" WHERE r.state = 'running' AND r.not_before > clock_timestamp()",
+/*
+ * The running runs: how many (fair share sizes its walk by them), and the
+ * earliest time a delayed one may start, when later than now.
+ */
+static PfStmt st_runs_now = {
+	"SELECT count(*)::integer, min(r.not_before) FILTER (WHERE r.not_before > clock_timestamp()) "
+	"  FROM parflow.run r WHERE r.state = 'running'",
 	0, {0}
 };
 
@@ -1042,6 +1039,7 @@ parflow_dispatch(PG_FUNCTION_ARGS)
 	int			n = 0;
 	TimestampTz now;
 	HTAB	   *slots;
+	int			nruns;
 	Datum		due;
 	bool		isnull;
 
@@ -1069,13 +1067,13 @@ parflow_dispatch(PG_FUNCTION_ARGS)
 	/* tasks taken back for P0 runs free their slots: count again */
 	if (preempt(global_free) > 0)
 		global_free = pf_max_parallel_stages - count_slots(&slots);
-	if (global_free > 0)
-		n = choose(global_free, slots);
-
 	/* a delayed run's start is a time to wake for (see the dispatcher) */
-	pf_exec(&st_next_start, NULL, NULL, 1);
-	due = pf_datum(0, 1, &isnull);
+	pf_exec(&st_runs_now, NULL, NULL, 1);
+	nruns = pf_int4(0, 1);
+	due = pf_datum(0, 2, &isnull);
 	next_due = isnull ? 0 : DatumGetTimestampTz(due);
+	if (global_free > 0)
+		n = choose(global_free, slots, nruns);
 	SPI_finish();
 	PG_RETURN_INT32(n);
 }

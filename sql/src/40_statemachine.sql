@@ -23,6 +23,21 @@ CREATE OR REPLACE FUNCTION parflow._active_states() RETURNS text[]
 COMMENT ON FUNCTION parflow._active_states() IS
     'Internal: the task states that hold a slot under the caps ({dispatched,running})';
 
+-- What a concurrency rule counts (the pass counts the same for every rule
+-- at once, src/pass.c st_conc_active): tasks at work, in runs of every
+-- state, of the stages that rules of this name list, whose run input has
+-- this value at the rule's key.
+CREATE OR REPLACE FUNCTION parflow._conc_at_work(p_name text, p_value jsonb) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT count(*) FROM parflow.task b
+      JOIN parflow.run br ON br.id = b.run_id
+      JOIN parflow.concurrency bc ON bc.version_id = br.version_id AND bc.name = p_name
+                                 AND (bc.stage_ords IS NULL OR b.stage_ord = ANY (bc.stage_ords))
+     WHERE b.state = ANY (parflow._active_states()) AND br.input -> bc.key = p_value
+$$;
+COMMENT ON FUNCTION parflow._conc_at_work(text, jsonb) IS
+    'Internal: tasks at work under the concurrency rules of a name for one value of their key';
+
 -- Evaluated last among the conditions of a query that calls it (COST), so
 -- that it locks only the runs of the rows that qualify.
 CREATE OR REPLACE FUNCTION parflow._lock_run(run bigint, exclusive boolean DEFAULT false,

@@ -145,10 +145,7 @@ BEGIN
     END IF;
     -- concurrency rules: tasks at work of the rule's name and key value, in every run
     FOR x IN SELECT c.name, c.key, c.max_concurrent, r.input -> c.key AS val,
-                    (SELECT count(*) FROM parflow.task b JOIN parflow.run br ON br.id = b.run_id
-                       JOIN parflow.concurrency bc ON bc.version_id = br.version_id AND bc.name = c.name
-                                                  AND (bc.stage_ords IS NULL OR b.stage_ord = ANY (bc.stage_ords))
-                      WHERE b.state = ANY (parflow._active_states()) AND br.input -> bc.key = r.input -> c.key) AS at_work
+                    parflow._conc_at_work(c.name, r.input -> c.key) AS at_work
                FROM parflow.concurrency c
               WHERE c.version_id = r.version_id AND r.input ? c.key
                 AND (c.stage_ords IS NULL OR t.stage_ord = ANY (c.stage_ords))
