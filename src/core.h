@@ -12,6 +12,7 @@
 
 #include "fmgr.h"
 #include "datatype/timestamp.h"
+#include "utils/array.h"
 
 /* States of a task that hold a slot under the caps. */
 #define PF_ACTIVE_STATE_1 "dispatched"
@@ -96,12 +97,23 @@ typedef struct PfTask
 	int32		run_failed;
 } PfTask;
 
+/*
+ * The columns of a task (alias tk) and its run (alias r) that fill a PfTask,
+ * for a query whose row pf_load_task reads.
+ */
+#define PF_TASK_COLS \
+	"tk.id, tk.run_id, tk.stage_ord, tk.group_ord, tk.agent, tk.attempt, tk.base_attempt, " \
+	"tk.route_backs, tk.worker, tk.interrupted_at IS NOT NULL, r.version_id, r.state, " \
+	"r.max_parallel, r.failed"
+#define PF_TASK_NCOLS 14
+
 /* runstate.c: the agent notification */
 extern char *pf_payload(const char *kind, int64 task, int64 run,
 						const char *stage, const char *why);
 extern void pf_notify_agent(const char *agent, const char *payload);
 
 /* runstate.c: transitions shared by the agent calls, operators and the pass */
+extern void pf_load_task(int row, PfTask *t);
 extern void pf_event(int64 run, int64 task, const char *kind, Datum detail, bool has_detail);
 extern void pf_announce(int64 run, const char *kind, Datum detail, bool has_detail);
 extern void pf_done(int64 run, int64 version, Datum ords);
@@ -113,6 +125,10 @@ extern void pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_ou
 extern void pf_set_output(int64 task, Datum output);
 extern Datum pf_int4_array(int32 *v, int n);
 extern Datum pf_int8_array(int64 *v, int n);
+
+/* waits.c: wait stages */
+extern ArrayType *pf_await(int64 run, int64 version, ArrayType *ords);
+extern void pf_wait_timeouts(void);
 
 /* pass.c: when the last pass in this process wants the next one (0: none sooner than naptime) */
 extern TimestampTz pf_pass_next_due(void);

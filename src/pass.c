@@ -4,7 +4,8 @@
  * finished (or blocked); attempts past their stage's timeout end and their
  * agents are told to stop; dispatched tasks nobody claimed in time give
  * their slot back; expired leases are retried or failed; interrupted tasks
- * not given back in time are taken back; P0 runs get room (unclaimed
+ * not given back in time are taken back; wait stages past their timeout
+ * fail or are skipped (waits.c); P0 runs get room (unclaimed
  * lower-priority tasks taken back, running ones interrupted); then ready
  * tasks are chosen under every cap (the database's, each run's, each
  * affinity rule's, each concurrency rule's across runs), in dispatch order
@@ -33,32 +34,6 @@
 
 PG_FUNCTION_INFO_V1(parflow_dispatch);
 PG_FUNCTION_INFO_V1(parflow_renotify);
-
-/* The columns of a task as pf_retry_or_fail needs it (load_task reads them). */
-#define PF_TASK_COLS \
-	"tk.id, tk.run_id, tk.stage_ord, tk.group_ord, tk.agent, tk.attempt, tk.base_attempt, " \
-	"tk.route_backs, tk.worker, tk.interrupted_at IS NOT NULL, r.version_id, r.state, " \
-	"r.max_parallel, r.failed"
-#define PF_TASK_NCOLS 14
-
-static void
-load_task(int row, PfTask *t)
-{
-	t->id = pf_int8(row, 1);
-	t->run_id = pf_int8(row, 2);
-	t->stage_ord = pf_int4(row, 3);
-	t->group_ord = pf_int4(row, 4);
-	t->agent = pf_text(row, 5);
-	t->attempt = pf_int4(row, 6);
-	t->base_attempt = pf_int4(row, 7);
-	t->route_backs = pf_int4(row, 8);
-	t->worker = pf_text(row, 9);
-	t->interrupted = pf_bool(row, 10);
-	t->version_id = pf_int8(row, 11);
-	t->run_state = pf_text(row, 12);
-	t->run_max_parallel = pf_int4(row, 13);
-	t->run_failed = pf_int4(row, 14);
-}
 
 /* ---- runs ----------------------------------------------------------------- */
 
@@ -196,7 +171,7 @@ end_attempts(void)
 	msgs = palloc(sizeof(char *) * Max(n, 1));
 	for (i = 0; i < n; i++)
 	{
-		load_task(i, &ts[i]);
+		pf_load_task(i, &ts[i]);
 		names[i] = pf_text(i, PF_TASK_NCOLS + 1);
 		msgs[i] = pf_text(i, PF_TASK_NCOLS + 2);
 	}
@@ -214,7 +189,7 @@ end_attempts(void)
 	msgs = palloc(sizeof(char *) * Max(n, 1));
 	for (i = 0; i < n; i++)
 	{
-		load_task(i, &ts[i]);
+		pf_load_task(i, &ts[i]);
 		msgs[i] = pf_text(i, PF_TASK_NCOLS + 1);
 	}
 	for (i = 0; i < n; i++)
@@ -222,6 +197,8 @@ end_attempts(void)
 
 	v[0] = ms_interval(pf_interrupt_grace_ms);
 	pf_exec(&st_interrupts_over, v, NULL, 0);
+
+	pf_wait_timeouts();
 }
 
 /* ---- P0 preemption ----------------------------------------------------------- */

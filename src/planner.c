@@ -9,6 +9,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "executor/spi.h"
@@ -69,6 +70,18 @@ observed_available(void)
 
 	return OidIsValid(LookupFuncName(list_make2(makeString("parflow"), makeString("_observed")),
 									 1, argtypes, true));
+}
+
+/*
+ * Whether parflow.stage knows wait stages (from 0.4.0 on: a server may
+ * load this library before ALTER EXTENSION parflow UPDATE).
+ */
+static bool
+waits_available(void)
+{
+	Oid			rel = get_relname_relid("stage", get_namespace_oid("parflow", false));
+
+	return OidIsValid(rel) && get_attnum(rel, "wait_event") != InvalidAttrNumber;
 }
 
 /* Build CSR arrays from an edge list (from[i] -> to[i]). */
@@ -148,13 +161,18 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	}
 
 	/* stages, in spec order; group_ord never decreases along ord */
-	spi_exec_int8("SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord "
+	spi_exec_int8(waits_available()
+				  ? "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, "
+				  "       wait_event IS NOT NULL "
+				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord"
+				  : "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, false "
 				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord",
 				  version_id);
 	g->nstages = (int) SPI_processed;
 	g->nnodes = g->nstages + g->ngroups;
 	g->cost = MemoryContextAllocZero(outer, sizeof(int64) * g->nnodes);
 	g->runs = MemoryContextAllocZero(outer, sizeof(bool) * g->nnodes);
+	g->wait = MemoryContextAllocZero(outer, sizeof(bool) * g->nnodes);
 	g->group_of = MemoryContextAlloc(outer, sizeof(int) * Max(g->nstages, 1));
 	g->stage_name = MemoryContextAlloc(outer, sizeof(char *) * Max(g->nstages, 1));
 	g->agent = MemoryContextAlloc(outer, sizeof(char *) * Max(g->nstages, 1));
@@ -174,6 +192,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 		bool		vnull;
 		int			vord = get_int4(tup, desc, 7, &vnull);
 		bool		runs = true;
+		char	   *agent;
 
 		if ((int) i != get_int4(tup, desc, 1, &isnull) || grp < 0 || grp >= g->ngroups)
 			elog(ERROR, "parflow: stage numbering of version " INT64_FORMAT " is corrupt", version_id);
@@ -182,7 +201,9 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 			gstart[grp] = (int) i;
 		gend[grp] = (int) i + 1;
 		g->stage_name[i] = MemoryContextStrdup(outer, SPI_getvalue(tup, desc, 3));
-		g->agent[i] = MemoryContextStrdup(outer, SPI_getvalue(tup, desc, 4));
+		agent = SPI_getvalue(tup, desc, 4);
+		g->agent[i] = agent ? MemoryContextStrdup(outer, agent) : NULL;
+		g->wait[i] = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 		if (when != NULL && flags != NULL)
 		{
 			runs = false;
@@ -229,6 +250,9 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 				g->cost[ord] = Max(DatumGetInt64(usec), 0);
 		}
 	}
+
+	for (j = 0; j < g->nstages; j++)
+		g->has_wait |= g->runs[j] && g->wait[j];
 
 	/* Every schedule's times stay below the total work: it must fit. */
 	{
@@ -526,6 +550,7 @@ plan_args(FunctionCallInfo fcinfo, char **workflow, int *call_cap)
 	ArrayType  *flags = NULL;
 	int64		vid;
 	PfGraph    *g;
+	int			i;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -548,6 +573,12 @@ plan_args(FunctionCallInfo fcinfo, char **workflow, int *call_cap)
 	vid = pf_current_version(*workflow);
 	g = pf_graph_load(vid, flags != NULL ? flags : construct_empty_array(TEXTOID));
 	pf_graph_check(g, *workflow);
+	for (i = 0; i < g->nstages; i++)
+		if (g->runs[i] && g->wait[i] && g->cost[i] == 0)
+			ereport(NOTICE,
+					(errmsg("wait stage \"%s\" is planned as taking no time", g->stage_name[i]),
+					 errdetail("It has no estimate, and no run of the workflow has awaited it yet."),
+					 errhint("Give it an \"estimate\" of how long its event usually takes to come.")));
 	return g;
 }
 
@@ -593,7 +624,10 @@ parflow_plan(PG_FUNCTION_ARGS)
 		bool		nulls[9] = {0};
 
 		values[0] = CStringGetTextDatum(g->stage_name[v]);
-		values[1] = CStringGetTextDatum(g->agent[v]);
+		if (g->agent[v] != NULL)
+			values[1] = CStringGetTextDatum(g->agent[v]);
+		else
+			nulls[1] = true;
 		values[2] = CStringGetTextDatum(g->group_name[g->group_of[v]]);
 		values[3] = Int32GetDatum(s->wave[v]);
 		values[4] = IntervalPGetDatum(pf_usec_interval(s->start[v]));

@@ -4,7 +4,9 @@
  * A graph has one node per stage (0 .. nstages-1, in spec order) and one
  * barrier node per group (nstages + group ord) that is done when every stage
  * of its group is done.  Barrier nodes and skipped stages cost nothing and
- * take no capacity: they only pass dependencies on.  planner.c loads and
+ * take no capacity: they only pass dependencies on.  A wait stage (it
+ * awaits an event, no agent works it) takes its estimate, or no time, but no
+ * capacity either.  planner.c loads and
  * checks graphs and serves the SQL functions; schedule.c plans them.
  */
 #ifndef PARFLOW_PLANNER_H
@@ -36,9 +38,11 @@ typedef struct PfGraph
 	int64		nedges;
 	int64	   *cost;			/* microseconds; 0 for barriers and skipped */
 	bool	   *runs;			/* a stage that runs (not a barrier, not skipped) */
+	bool	   *wait;			/* a stage that awaits an event: no capacity */
+	bool		has_wait;		/* some stage that runs is a wait stage */
 	int		   *group_of;		/* per stage */
 	char	  **stage_name;		/* per stage */
-	char	  **agent;			/* per stage */
+	char	  **agent;			/* per stage; NULL for a wait stage */
 	char	  **group_name;		/* per group */
 	int		   *succ_off;		/* CSR successors: succ[succ_off[v] .. succ_off[v+1]) */
 	int		   *succ;

@@ -93,6 +93,26 @@ pf_int8_array(int64 *v, int n)
 	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
+/* Row row of the last result, with the columns PF_TASK_COLS, as a task. */
+void
+pf_load_task(int row, PfTask *t)
+{
+	t->id = pf_int8(row, 1);
+	t->run_id = pf_int8(row, 2);
+	t->stage_ord = pf_int4(row, 3);
+	t->group_ord = pf_int4(row, 4);
+	t->agent = pf_text(row, 5);
+	t->attempt = pf_int4(row, 6);
+	t->base_attempt = pf_int4(row, 7);
+	t->route_backs = pf_int4(row, 8);
+	t->worker = pf_text(row, 9);
+	t->interrupted = pf_bool(row, 10);
+	t->version_id = pf_int8(row, 11);
+	t->run_state = pf_text(row, 12);
+	t->run_max_parallel = pf_int4(row, 13);
+	t->run_failed = pf_int4(row, 14);
+}
+
 /* ---- the event log and announcements ---------------------------------- */
 
 static PfStmt st_event = {
@@ -145,22 +165,27 @@ pf_announce(int64 run, const char *kind, Datum detail, bool has_detail)
  * n), the tasks found through the run's (run_id, stage_ord) index and n
  * through a map (a join of the update to d can be planned as a nested loop
  * over d: quadratic in a wide fan-out): those left waiting on nothing
- * become ready (with their event); the skipped ones left waiting on
- * nothing are returned, to be passed through.
+ * become ready (with their event), or, wait stages (no agent), awaiting;
+ * the skipped ones left waiting on nothing are returned, to be passed
+ * through, and the awaiting ones, for pf_await.
  * A skipped task already passed through is never counted again.
  */
 #define PF_RELEASE_TAIL \
 	"m AS (SELECT jsonb_object_agg(d.stage_ord::text, d.n) AS n, array_agg(d.stage_ord) AS ords FROM d), " \
 	"u AS (UPDATE parflow.task t SET pending = t.pending - ((SELECT m.n FROM m) ->> t.stage_ord::text)::integer, " \
 	"             state = CASE WHEN t.pending = ((SELECT m.n FROM m) ->> t.stage_ord::text)::integer " \
-	"                           AND t.state = 'waiting' THEN 'ready' ELSE t.state END " \
+	"                           AND t.state = 'waiting' " \
+	"                          THEN CASE WHEN t.agent IS NULL THEN 'awaiting' ELSE 'ready' END " \
+	"                          ELSE t.state END " \
 	"       WHERE t.run_id = $1 AND t.stage_ord = ANY ((SELECT m.ords FROM m)::integer[]) " \
 	"         AND NOT (t.state = 'skipped' AND t.pending = 0) " \
-	"      RETURNING t.id, t.stage_ord, t.state, t.pending), " \
+	"      RETURNING t.id, t.stage_ord, t.state, t.pending, t.agent IS NULL AS awaits), " \
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind) " \
 	"      SELECT $1, u.id, 'ready' FROM u WHERE u.state = 'ready' AND u.pending = 0) " \
 	"SELECT coalesce(array_agg(u.stage_ord ORDER BY u.stage_ord) " \
-	"                FILTER (WHERE u.state = 'skipped' AND u.pending = 0), '{}') FROM u"
+	"                FILTER (WHERE u.state = 'skipped' AND u.pending = 0), '{}'), " \
+	"       coalesce(array_agg(u.stage_ord ORDER BY u.stage_ord) " \
+	"                FILTER (WHERE u.awaits AND u.state = 'awaiting' AND u.pending = 0), '{}') FROM u"
 
 /* through stage edges */
 static PfStmt st_release_edges = {
@@ -199,45 +224,67 @@ static PfStmt st_release_groups = {
 };
 
 static ArrayType *
-array_result(void)
+array_result(int c)
 {
 	bool		isnull;
-	Datum		d = pf_datum(0, 1, &isnull);
+	Datum		d = pf_datum(0, c, &isnull);
 
 	return DatumGetArrayTypePCopy(d);
+}
+
+static ArrayType *
+array_cat2(ArrayType *a, ArrayType *b)
+{
+	if (ArrayGetNItems(ARR_NDIM(b), ARR_DIMS(b)) == 0)
+		return a;
+	return DatumGetArrayTypeP(DirectFunctionCall2(array_cat, PointerGetDatum(a), PointerGetDatum(b)));
 }
 
 /*
  * Propagate the completion of tasks ords (stage ords: succeeded, or skipped
  * and passed through) of a run to their dependents, through stage edges and
  * group barriers; skipped dependents left waiting on nothing are passed
- * through in turn.
+ * through in turn, and so are wait stages that a kept signal completes as
+ * they begin to await (pf_await).
  */
 void
 pf_done(int64 run, int64 version, Datum ords)
 {
 	ArrayType  *cur = DatumGetArrayTypeP(ords);
+	bool		signalled = false;
 
 	while (ArrayGetNItems(ARR_NDIM(cur), ARR_DIMS(cur)) > 0)
 	{
 		Datum		v[3] = {Int64GetDatum(run), Int64GetDatum(version), PointerGetDatum(cur)};
 		ArrayType  *passed;
+		ArrayType  *awaiting;
 		ArrayType  *groups;
 
 		CHECK_FOR_INTERRUPTS();
 		pf_exec(&st_release_edges, v, NULL, 0);
-		passed = array_result();
+		passed = array_result(1);
+		awaiting = array_result(2);
 		pf_exec(&st_barriers, v, NULL, 0);
-		groups = array_result();
+		groups = array_result(1);
 		if (ArrayGetNItems(ARR_NDIM(groups), ARR_DIMS(groups)) > 0)
 		{
 			v[2] = PointerGetDatum(groups);
 			pf_exec(&st_release_groups, v, NULL, 0);
-			passed = DatumGetArrayTypeP(DirectFunctionCall2(array_cat, PointerGetDatum(passed),
-															PointerGetDatum(array_result())));
+			passed = array_cat2(passed, array_result(1));
+			awaiting = array_cat2(awaiting, array_result(2));
+		}
+		if (ArrayGetNItems(ARR_NDIM(awaiting), ARR_DIMS(awaiting)) > 0)
+		{
+			ArrayType  *took = pf_await(run, version, awaiting);
+
+			signalled |= ArrayGetNItems(ARR_NDIM(took), ARR_DIMS(took)) > 0;
+			passed = array_cat2(passed, took);
 		}
 		cur = passed;
 	}
+	/* (the run's remaining count did not include what signals completed) */
+	if (signalled)
+		pf_finish_if_done(run);
 }
 
 /* ---- finishing and blocking runs -------------------------------------- */
@@ -271,7 +318,7 @@ static PfStmt st_block = {
 	"UPDATE parflow.run r SET state = 'blocked' "
 	" WHERE r.id = $1 AND r.state = 'running' AND r.failed > 0 "
 	"   AND NOT EXISTS (SELECT FROM parflow.task t WHERE t.run_id = $1 "
-	"                      AND t.state IN ('ready', 'dispatched', 'running'))",
+	"                      AND t.state IN ('ready', 'dispatched', 'running', 'awaiting'))",
 	1, {INT8OID}
 };
 
@@ -301,7 +348,8 @@ failures_func(void)
 
 /*
  * After a task failed for good: mark the run blocked, announced with its
- * failure report, when nothing more can run.  A failure and the completion
+ * failure report, when nothing more can run (no task ready, at work or
+ * awaiting an event, which a signal may still bring).  A failure and the completion
  * of the run's last other task, committing at the same moment, may each
  * miss the other: the dispatcher's next pass checks again.  Only the update
  * that changes the state announces it.
@@ -351,7 +399,7 @@ static PfStmt st_retry_task = {
 static PfStmt st_fail_fast = {
 	"WITH u AS (UPDATE parflow.task tk SET state = 'cancelled', finished_at = clock_timestamp() "
 	"            WHERE tk.run_id = $1 AND tk.group_ord = $2 "
-	"              AND tk.state IN ('waiting', 'ready', 'dispatched') "
+	"              AND tk.state IN ('waiting', 'ready', 'dispatched', 'awaiting') "
 	"           RETURNING tk.id) "
 	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
 	"SELECT $1, u.id, 'cancelled', jsonb_build_object('why', 'fail_fast', 'failed_stage', $3) FROM u",

@@ -233,7 +233,10 @@ list_schedule(LsWork *w, PfGraph *g, const PfDir *d, int cap, int64 *key,
 	binaryheap_reset(running);
 	memset(rule_running, 0, sizeof(int) * Max(g->nrules, 1));
 
-	/* release(v): ready to start at time t (or done at once when it does not run) */
+	/*
+	 * release(v): ready to start at time t (or done at once when it does not
+	 * run; a wait stage starts at once and takes its time, but no capacity)
+	 */
 #define RELEASE(x) \
 	do { \
 		int rv_ = (x); \
@@ -241,6 +244,12 @@ list_schedule(LsWork *w, PfGraph *g, const PfDir *d, int cap, int64 *key,
 		{ \
 			start[rv_] = finish[rv_] = t; \
 			stack[sp++] = rv_; \
+		} \
+		else if (g->wait[rv_]) \
+		{ \
+			start[rv_] = t; \
+			finish[rv_] = t + g->cost[rv_]; \
+			binaryheap_add(running, Int32GetDatum(rv_)); \
 		} \
 		else \
 		{ \
@@ -308,7 +317,8 @@ list_schedule(LsWork *w, PfGraph *g, const PfDir *d, int cap, int64 *key,
 			int			u = DatumGetInt32(binaryheap_remove_first(running));
 			int			k;
 
-			nrun--;
+			if (!g->wait[u])
+				nrun--;
 			for (k = g->srule_off[u]; k < g->srule_off[u + 1]; k++)
 				rule_running[g->srule[k]]--;
 			for (k = d->succ_off[u]; k < d->succ_off[u + 1]; k++)
@@ -597,7 +607,7 @@ strong_bounds(Search *S, int64 share)
 	}
 	for (i = 0; i < g->nstages; i++)
 	{
-		if (!g->runs[i] || g->cost[i] <= 0)
+		if (!g->runs[i] || g->wait[i] || g->cost[i] <= 0)
 			continue;
 		res[0].task[res[0].ntask++] = i;
 		for (k = g->srule_off[i]; k < g->srule_off[i + 1]; k++)
@@ -1117,7 +1127,7 @@ compute_slack(PfGraph *g, PfSchedule *s)
 
 		for (k = g->pred_off[v]; k < g->pred_off[v + 1]; k++)
 			ready = Max(ready, s->finish[g->pred[k]]);
-		if (g->runs[v] && s->start[v] > ready)
+		if (g->runs[v] && !g->wait[v] && s->start[v] > ready)
 		{
 			/* v waited for capacity: whatever finished as it started held it */
 			int			lo = 0;
@@ -1133,7 +1143,7 @@ compute_slack(PfGraph *g, PfSchedule *s)
 					hi = mid;
 			}
 			for (; lo < n && s->finish[byfin[lo]] == s->start[v]; lo++)
-				if (g->runs[byfin[lo]])
+				if (g->runs[byfin[lo]] && !g->wait[byfin[lo]])
 					rmin[byfin[lo]] = Min(rmin[byfin[lo]], ls[v]);
 		}
 	}
@@ -1201,6 +1211,7 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 	int64	   *bottom;
 	int64		budget0;
 	bool		exhaustive = false;
+	int64		slot_work = 0;
 	int			i;
 
 	if (g->topo == NULL)
@@ -1267,13 +1278,16 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 		int			k;
 
 		s->total_work += g->cost[i];
+		if (!g->wait[i])
+			slot_work += g->cost[i];
 		if (g->cost[i] > 0)
 			S.grain = gcd64(g->cost[i], S.grain);
 		for (k = g->srule_off[i]; k < g->srule_off[i + 1]; k++)
 			rule_work[g->srule[k]] += g->cost[i];
 	}
 	S.grain = Max(S.grain, 1);
-	S.lb = Max(s->critical_path, ceil_div(s->total_work, cap));
+	/* (a wait stage's time is sequential time, but takes no slot) */
+	S.lb = Max(s->critical_path, ceil_div(slot_work, cap));
 	for (i = 0; i < g->nrules; i++)
 		if (g->rule_cap[i] > 0)
 			S.lb = Max(S.lb, ceil_div(rule_work[i], Min(g->rule_cap[i], cap)));
@@ -1345,7 +1359,7 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 		 * backward; half the budget is kept for the exact search when the
 		 * graph is small enough for it
 		 */
-		stop = n <= PF_BB_MAX_NODES ? budget0 / PF_SAMPLE_SHARE : 0;
+		stop = n <= PF_BB_MAX_NODES && !g->has_wait ? budget0 / PF_SAMPLE_SHARE : 0;
 		for (k = 0; S.best > S.lb && S.budget > stop + PF_LS_UNITS(&S); k++)
 		{
 			sample_key(&S, k);
@@ -1353,8 +1367,11 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 			CHECK_FOR_INTERRUPTS();
 		}
 
-		/* 5. branch and bound over the dispatch orders */
-		if (S.best > S.lb && n <= PF_BB_MAX_NODES && S.budget > 0)
+		/*
+		 * 5. branch and bound over the dispatch orders (its times are those
+		 * of stages that take a slot)
+		 */
+		if (S.best > S.lb && n <= PF_BB_MAX_NODES && S.budget > 0 && !g->has_wait)
 			exhaustive = branch_and_bound(&S);
 	}
 

@@ -74,8 +74,8 @@ CREATE TABLE parflow.stage (
     group_ord        integer NOT NULL,
     pos              integer NOT NULL,
     name             text NOT NULL,
-    agent            text NOT NULL,
-    estimate         interval NOT NULL CHECK (estimate > interval '0'),
+    agent            text,
+    estimate         interval NOT NULL CHECK (estimate >= interval '0'),
     when_flag        text,
     depends_on       text[] NOT NULL DEFAULT '{}',
     verifies         text,
@@ -87,13 +87,20 @@ CREATE TABLE parflow.stage (
     timeout          interval CHECK (timeout > interval '0'),
     max_route_backs  integer NOT NULL DEFAULT 3 CHECK (max_route_backs >= 0),
     description      text,
+    wait_event       text,
+    wait_timeout     interval CHECK (wait_timeout > interval '0'),
+    wait_on_timeout  text CHECK (wait_on_timeout IN ('fail', 'skip')),
     UNIQUE (version_id, ord),
     UNIQUE (version_id, name),
     UNIQUE (version_id, group_ord, pos),
+    CONSTRAINT stage_work_check CHECK ((agent IS NULL) = (wait_event IS NOT NULL)
+                                       AND (estimate > interval '0' OR agent IS NULL)),
     FOREIGN KEY (version_id, group_ord) REFERENCES parflow.stage_group,
     FOREIGN KEY (version_id, verifies_ord) REFERENCES parflow.stage (version_id, ord)
 );
 COMMENT ON TABLE parflow.stage IS 'Stages of a workflow version; ord is the position in the whole spec (plan order)';
+COMMENT ON COLUMN parflow.stage.wait_event IS 'A wait stage: the event it awaits (parflow_signal, parflow_reject) instead of an agent';
+COMMENT ON COLUMN parflow.stage.wait_timeout IS 'A wait stage: how long it awaits its event before wait_on_timeout applies (NULL: for ever)';
 
 -- The stages a dispatch pass must watch for attempts that run too long.
 CREATE INDEX stage_timeout_idx ON parflow.stage (version_id) WHERE timeout IS NOT NULL;
@@ -163,10 +170,10 @@ CREATE TABLE parflow.task (
     run_id         bigint NOT NULL REFERENCES parflow.run,
     stage_ord      integer NOT NULL,
     group_ord      integer NOT NULL,
-    agent          text NOT NULL,
+    agent          text,
     state          text NOT NULL
                    CHECK (state IN ('waiting', 'ready', 'dispatched', 'running', 'succeeded',
-                                    'failed', 'skipped', 'cancelled')),
+                                    'failed', 'skipped', 'cancelled', 'awaiting')),
     pending        integer NOT NULL,
     priority       integer NOT NULL,
     rank           bigint NOT NULL,
@@ -193,6 +200,7 @@ COMMENT ON COLUMN parflow.task.base_attempt IS 'Attempts made before the current
 COMMENT ON COLUMN parflow.task.route_backs IS 'On a verification task: how many times its failure sent the verified stage back';
 COMMENT ON COLUMN parflow.task.feedback IS 'On a routed-back task: the failing verification (name, error, output), given to the next attempt in its input as route_back';
 COMMENT ON COLUMN parflow.task.skip_barrier IS 'Set when a route-back re-opened a task whose group barrier had already passed: its next completion does not count against the barrier again';
+COMMENT ON COLUMN parflow.task.agent IS 'The agent kind that works the task; NULL for a wait stage, which awaits an event instead (its started_at is when it began to await)';
 COMMENT ON COLUMN parflow.task.interrupted_at IS 'When the dispatcher asked the holder to give the task back for a P0 run; the lease is lost after parflow.interrupt_grace';
 -- A run's ready tasks in dispatch order: the hand-over finds the next task
 -- of its run, and the first ready task of every other live run, in one index
@@ -208,6 +216,9 @@ CREATE INDEX task_active_idx ON parflow.task (run_id) WHERE state IN ('dispatche
 -- Claims walk the dispatched tasks of a kind in claim order instead of
 -- sorting them all (a fan-out of thousands under a high cap).
 CREATE INDEX task_claim_idx ON parflow.task (agent, priority, rank DESC, id) WHERE state = 'dispatched';
+-- Wait stages awaiting their event: a signal finds a run's, the pass their
+-- timeouts (no agent task is ever in this state: it costs them nothing).
+CREATE INDEX task_awaiting_idx ON parflow.task (run_id) WHERE state = 'awaiting';
 CREATE INDEX stage_dep_dep_idx ON parflow.stage_dep (version_id, dep_ord);
 
 -- What is left of a run, as 16 counters (a task counts in shard id % 16):
@@ -239,6 +250,19 @@ CREATE TABLE parflow.event (
 COMMENT ON TABLE parflow.event IS 'The event log: one row per run or task transition, written in the transaction that made it';
 CREATE INDEX event_run_idx ON parflow.event (run_id, id);
 
+-- Signals that found no stage awaiting their event: the next stage of the
+-- run to await it takes the oldest (and the row goes), so none is lost.
+CREATE TABLE parflow.signal (
+    id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id   bigint NOT NULL REFERENCES parflow.run,
+    event    text NOT NULL,
+    payload  jsonb NOT NULL,
+    sent_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    sent_by  name NOT NULL DEFAULT session_user
+);
+CREATE INDEX signal_run_event_idx ON parflow.signal (run_id, event, id);
+COMMENT ON TABLE parflow.signal IS 'Signals kept for a run until one of its stages awaits their event; the first to await takes the oldest';
+
 ------------------------------------------------------------------------------
 -- Housekeeping counters and agent roles
 ------------------------------------------------------------------------------
@@ -257,6 +281,14 @@ CREATE TABLE parflow.agent_role (
 );
 COMMENT ON TABLE parflow.agent_role IS
     'Which database roles may claim which agent kinds (agent * = every kind). Empty: every agent role may claim every kind; once it has a row, only the roles listed may claim, and only their kinds';
+
+CREATE TABLE parflow.signal_role (
+    role_name  name NOT NULL,
+    event      text NOT NULL CHECK (btrim(event) <> ''),
+    PRIMARY KEY (role_name, event)
+);
+COMMENT ON TABLE parflow.signal_role IS
+    'Which database roles may signal or reject which events (event * = every event), besides parflow_operator';
 
 ------------------------------------------------------------------------------
 -- What pg_dump keeps: definitions, runs and their history
@@ -283,3 +315,6 @@ SELECT pg_catalog.pg_extension_config_dump('parflow.task_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.event_tally', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.agent_role', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.signal', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.signal_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.signal_role', '');

@@ -40,7 +40,8 @@ $$;
 COMMENT ON FUNCTION parflow._json_kind(jsonb) IS 'Internal: "a string", "an array"... for error details';
 
 -- Check a list of JSON objects against a shape: {key: type} with types
--- string, boolean, integer, strings (array of strings), array, interval.
+-- string, boolean, integer, strings (array of strings), array, object,
+-- interval.
 -- labels[i] names objs[i] in messages.  Raises the first problem found.
 CREATE OR REPLACE FUNCTION parflow._check_shape(labels text[], objs jsonb[], shape jsonb, required text[])
 RETURNS void LANGUAGE plpgsql AS $$
@@ -77,6 +78,7 @@ BEGIN
             WHEN 'interval' THEN jsonb_typeof(e.value) = 'string'
             WHEN 'boolean' THEN jsonb_typeof(e.value) = 'boolean'
             WHEN 'array' THEN jsonb_typeof(e.value) = 'array'
+            WHEN 'object' THEN jsonb_typeof(e.value) = 'object'
             WHEN 'integer' THEN jsonb_typeof(e.value) = 'number'
                 AND e.value::numeric = trunc(e.value::numeric)
                 AND abs(e.value::numeric) <= 2147483647
@@ -92,6 +94,7 @@ BEGIN
                             WHEN 'interval' THEN 'an interval string, such as "45 min"'
                             WHEN 'boolean' THEN 'a boolean'
                             WHEN 'array' THEN 'an array'
+                            WHEN 'object' THEN 'a JSON object'
                             WHEN 'integer' THEN 'an integer'
                             WHEN 'strings' THEN 'an array of strings' END),
             format('Found %s.', CASE WHEN r.want = 'strings' AND jsonb_typeof(r.value) = 'array'
@@ -249,9 +252,61 @@ BEGIN
         '{"name": "string", "agent": "string", "estimate": "interval", "depends_on": "strings",
           "when": "string", "verifies": "string", "produces": "strings", "consumes": "strings",
           "max_attempts": "integer", "retry_backoff": "interval", "timeout": "interval",
-          "max_route_backs": "integer", "description": "string"}',
-        ARRAY['name', 'agent', 'estimate']);
+          "max_route_backs": "integer", "description": "string", "wait": "object"}',
+        ARRAY['name']);
     PERFORM parflow._check_names('stage', slabels, snames, 200);
+    -- What does the work: an agent, or (a wait stage) an event.
+    SELECT i, s ? 'agent' AS has_agent INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE (s ? 'agent') = (s ? 'wait') ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        IF r.has_agent THEN
+            PERFORM parflow._spec_error(format('%s has both "agent" and "wait"', slabels[r.i]), NULL,
+                'A stage is worked by an agent, or awaits an event ("wait") with no agent involved: keep one.');
+        END IF;
+        PERFORM parflow._spec_error(format('%s lacks required key "agent"', slabels[r.i]), NULL,
+            'Name the agent kind that works the stage, or give "wait": {"event": ...} for a stage that awaits an approval or an outside event.');
+    END IF;
+    SELECT i INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE s ? 'agent' AND NOT s ? 'estimate' ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s lacks required key "estimate"', slabels[r.i]), NULL,
+            'Give how long the stage takes, such as "45 min": the plan is built from the estimates.');
+    END IF;
+    -- A wait stage: {"event": E, "timeout": T, "on_timeout": "fail" | "skip"}.
+    PERFORM parflow._check_shape(ARRAY(SELECT format('wait of %s', l) FROM unnest(stages, slabels) u(s, l)
+                                        WHERE s ? 'wait'),
+                                 ARRAY(SELECT s->'wait' FROM unnest(stages) s WHERE s ? 'wait'),
+                                 '{"event": "string", "timeout": "interval", "on_timeout": "string"}',
+                                 ARRAY['event']);
+    SELECT i, s->'wait'->>'event' AS e INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE btrim(s->'wait'->>'event') = '' OR octet_length(s->'wait'->>'event') > 200
+        OR s->'wait'->>'event' ~ '[[:cntrl:]]' OR s->'wait'->>'event' = '*'
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('event of %s must be a non-empty name of at most 200 bytes without control characters, other than "*"', slabels[r.i]),
+            format('Found "%s".', r.e), 'Name what the stage awaits, such as "design_approved"; parflow_signal(run, event) delivers it.');
+    END IF;
+    SELECT i, s->'wait'->>'on_timeout' AS v, s->'wait' ? 'timeout' AS has_timeout INTO r
+      FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE s->'wait' ? 'on_timeout'
+       AND (s->'wait'->>'on_timeout' NOT IN ('fail', 'skip') OR NOT s->'wait' ? 'timeout')
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        IF NOT r.has_timeout THEN
+            PERFORM parflow._spec_error(format('on_timeout of %s needs a timeout', slabels[r.i]), NULL,
+                'Give "timeout" in "wait", such as "2 days", or remove "on_timeout".');
+        END IF;
+        PERFORM parflow._spec_error(format('on_timeout of %s must be "fail" or "skip"', slabels[r.i]),
+            format('Found "%s".', r.v));
+    END IF;
+    SELECT i, k INTO r FROM unnest(stages) WITH ORDINALITY u(s, i),
+           unnest(ARRAY['max_attempts', 'retry_backoff', 'timeout']) k
+     WHERE s ? 'wait' AND s ? k ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s awaits an event: "%s" does not apply to it', slabels[r.i], r.k), NULL,
+            CASE WHEN r.k = 'timeout' THEN 'Give how long it may await in "wait": {"timeout": ...}.'
+                 ELSE 'No agent works a wait stage, so it makes no attempts: remove the key.' END);
+    END IF;
     SELECT i, s->>'agent' AS a INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
      WHERE btrim(s->>'agent') = '' OR octet_length(s->>'agent') > 55 OR s->>'agent' ~ '[[:cntrl:]]'
      ORDER BY i LIMIT 1;
@@ -274,12 +329,14 @@ BEGIN
             CASE r.k WHEN 'max_attempts' THEN 1 ELSE 0 END), format('Found %s.', r.v));
     END IF;
     -- Intervals (the casts raise clear errors themselves).
-    PERFORM parflow._interval(s->>'estimate', format('estimate of %s', l))
-       FROM unnest(stages, slabels) u(s, l);
+    PERFORM parflow._interval(s->>'estimate', format('estimate of %s', l), s ? 'wait')
+       FROM unnest(stages, slabels) u(s, l) WHERE s ? 'estimate';
     PERFORM parflow._interval(s->>'retry_backoff', format('retry_backoff of %s', l), true, '1 day')
        FROM unnest(stages, slabels) u(s, l) WHERE s ? 'retry_backoff';
     PERFORM parflow._interval(s->>'timeout', format('timeout of %s', l))
        FROM unnest(stages, slabels) u(s, l) WHERE s ? 'timeout';
+    PERFORM parflow._interval(s->'wait'->>'timeout', format('wait timeout of %s', l))
+       FROM unnest(stages, slabels) u(s, l) WHERE s->'wait' ? 'timeout';
     -- Every object has the right shape: write the new version, then check
     -- the references between its parts with joins against what was written
     -- (an error rolls all of it back).  Lock the workflow row so that
@@ -308,9 +365,9 @@ BEGIN
     INSERT INTO parflow.stage (version_id, ord, group_ord, pos, name, agent, estimate, when_flag,
                                depends_on, verifies,
                                produces, consumes, max_attempts, retry_backoff, timeout,
-                               max_route_backs, description)
+                               max_route_backs, description, wait_event, wait_timeout, wait_on_timeout)
     SELECT ver_id, (row_number() OVER (ORDER BY gi, si)) - 1, gi - 1, si - 1,
-           s->>'name', s->>'agent', (s->>'estimate')::interval, s->>'when',
+           s->>'name', s->>'agent', coalesce((s->>'estimate')::interval, interval '0'), s->>'when',
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'depends_on', '[]'))), s->>'verifies',
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'produces', '[]'))),
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'consumes', '[]'))),
@@ -318,7 +375,8 @@ BEGIN
            coalesce((s->>'retry_backoff')::interval, interval '5 s'),
            (s->>'timeout')::interval,
            coalesce((s->>'max_route_backs')::numeric::integer, 3),
-           s->>'description'
+           s->>'description', s->'wait'->>'event', (s->'wait'->>'timeout')::interval,
+           CASE WHEN s->'wait' ? 'timeout' THEN coalesce(s->'wait'->>'on_timeout', 'fail') END
       FROM unnest(groups) WITH ORDINALITY u(g, gi), jsonb_array_elements(g->'stages') WITH ORDINALITY e(s, si);
 
     -- Explicit stage dependencies must name other, existing stages.
@@ -356,6 +414,14 @@ BEGIN
         near := parflow._nearest(r.v, snames);
         PERFORM parflow._spec_error(format('stage "%s" verifies unknown stage "%s"', r.name, r.v), NULL,
             CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
+    END IF;
+    SELECT st.name, v.name AS v INTO r
+      FROM parflow.stage st JOIN parflow.stage v ON v.version_id = ver_id AND v.ord = st.verifies_ord
+     WHERE st.version_id = ver_id AND v.agent IS NULL
+     ORDER BY st.ord LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('stage "%s" verifies wait stage "%s"', r.name, r.v), NULL,
+            'A failed verification sends the stage it verifies back to its agent, and a wait stage has none: verify the stage whose work is checked.');
     END IF;
 
     -- Every consumed artifact has a producer other than the consumer.

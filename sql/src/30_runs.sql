@@ -106,7 +106,8 @@ BEGIN
     -- reason in error), so that nothing is written twice
     INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, error, pending, priority, rank, not_before)
     SELECT new_run, x.ord, x.group_ord, x.agent,
-           CASE WHEN x.why IS NOT NULL THEN 'skipped' WHEN x.pending = 0 THEN 'ready' ELSE 'waiting' END,
+           CASE WHEN x.why IS NOT NULL THEN 'skipped' WHEN x.pending > 0 THEN 'waiting'
+                WHEN x.agent IS NULL THEN 'awaiting' ELSE 'ready' END,
            x.why->>'reason', x.pending, parflow_start.priority, x.rank,
            CASE WHEN x.why IS NULL AND x.pending = 0 THEN delay END
       FROM (SELECT s.ord, s.group_ord, s.agent, rk.rank, sk.why,
@@ -138,6 +139,9 @@ BEGIN
     INSERT INTO parflow.event (run_id, task_id, kind)
     SELECT new_run, t.id, 'ready' FROM parflow.task t
      WHERE t.run_id = new_run AND t.state = 'ready' ORDER BY t.id;
+    -- wait stages with nothing to wait for await their event from the start
+    PERFORM parflow._await(new_run, ARRAY(SELECT t.stage_ord FROM parflow.task t
+                                           WHERE t.run_id = new_run AND t.state = 'awaiting'));
     SELECT array_agg(t.stage_ord) INTO start_ords FROM parflow.task t
      WHERE t.run_id = new_run AND t.pending = 0 AND t.state = 'skipped';
     PERFORM parflow._done(new_run, coalesce(start_ords, '{}'));
@@ -182,7 +186,7 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
         WHEN 'failed' = ANY (states) THEN 'failed'
         WHEN states <@ ARRAY['succeeded', 'skipped'] THEN 'succeeded'
-        WHEN states && ARRAY['dispatched', 'running'] THEN 'running'
+        WHEN states && ARRAY['dispatched', 'running', 'awaiting'] THEN 'running'
         WHEN 'cancelled' = ANY (states) AND NOT states && ARRAY['waiting', 'ready'] THEN 'cancelled'
         WHEN states && ARRAY['succeeded', 'ready'] THEN 'running'
         ELSE 'waiting' END

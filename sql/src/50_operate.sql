@@ -63,7 +63,7 @@ BEGIN
     END LOOP;
     WITH u AS (UPDATE parflow.task tk SET state = 'cancelled', token = NULL, lease_until = NULL,
                       finished_at = clock_timestamp()
-                WHERE tk.run_id = r.id AND tk.state IN ('waiting', 'ready', 'dispatched', 'running')
+                WHERE tk.run_id = r.id AND tk.state IN ('waiting', 'ready', 'dispatched', 'running', 'awaiting')
                RETURNING tk.id)
     INSERT INTO parflow.event (run_id, task_id, kind) SELECT r.id, u.id, 'cancelled' FROM u;
     UPDATE parflow.run rn SET state = 'cancelled', finished_at = clock_timestamp() WHERE rn.id = r.id;
@@ -111,7 +111,8 @@ DECLARE
 BEGIN
     SELECT count(*) INTO nfailed FROM parflow.task tk
      WHERE tk.run_id = r.id AND tk.id = ANY (tasks) AND tk.state = 'failed';
-    WITH u AS (UPDATE parflow.task tk SET state = CASE WHEN tk.pending = 0 THEN 'ready' ELSE 'waiting' END,
+    WITH u AS (UPDATE parflow.task tk SET state = CASE WHEN tk.pending > 0 THEN 'waiting'
+                                                       WHEN tk.agent IS NULL THEN 'awaiting' ELSE 'ready' END,
                       base_attempt = tk.attempt, route_backs = 0, error = NULL, not_before = NULL,
                       finished_at = NULL
                 WHERE tk.run_id = r.id AND tk.id = ANY (tasks) AND tk.state IN ('failed', 'cancelled')
@@ -125,6 +126,9 @@ BEGIN
         IF r.state = 'blocked' THEN
             PERFORM parflow._announce(r.id, 'resumed', detail);
         END IF;
+        -- a wait stage re-opened with nothing to wait for awaits its event again
+        PERFORM parflow._await(r.id, ARRAY(SELECT tk.stage_ord FROM parflow.task tk
+                                            WHERE tk.run_id = r.id AND tk.id = ANY (tasks) AND tk.state = 'awaiting'));
         PERFORM parflow._wake();
     END IF;
     RETURN n;

@@ -118,6 +118,14 @@ BEGIN
         RETURN NEXT format('dispatched %s ago; no agent of kind %s has claimed it yet',
                            parflow._dur(clock_timestamp() - t.dispatched_at), t.agent);
         RETURN;
+    ELSIF t.state = 'awaiting' THEN
+        SELECT s.wait_event, s.wait_timeout, s.wait_on_timeout INTO x FROM parflow.stage s
+         WHERE s.version_id = r.version_id AND s.ord = t.stage_ord;
+        RETURN NEXT format('awaiting event %s since %s%s (parflow_signal, parflow_reject)', x.wait_event, t.started_at,
+                           CASE WHEN x.wait_timeout IS NOT NULL
+                                THEN format('; %s at %s', CASE x.wait_on_timeout WHEN 'skip' THEN 'skipped' ELSE 'fails' END,
+                                            t.started_at + x.wait_timeout) ELSE '' END);
+        RETURN;
     END IF;
     -- ready
     IF r.not_before > clock_timestamp() AND t.not_before = r.not_before THEN
@@ -187,9 +195,9 @@ SELECT t.id AS task, t.run_id AS run, s.name AS stage, t.agent, t.state, w.why
   FROM parflow.task t JOIN parflow.run r ON r.id = t.run_id
   JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
  CROSS JOIN LATERAL parflow._why(t, r) w(why)
- WHERE t.state IN ('waiting', 'ready', 'dispatched') AND r.state IN ('running', 'paused', 'blocked');
+ WHERE t.state IN ('waiting', 'ready', 'dispatched', 'awaiting') AND r.state IN ('running', 'paused', 'blocked');
 COMMENT ON VIEW parflow.waiting IS
-    'What each task that has not started waits for (why): a dependency or group, a cap (and the runs sharing it), an affinity or concurrency rule, a paused or blocked run, a delayed start, backoff, an agent to claim it';
+    'What each task that has not started waits for (why): a dependency or group, a cap (and the runs sharing it), an affinity or concurrency rule, a paused or blocked run, a delayed start, backoff, an agent to claim it, the event a wait stage awaits';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_gantt(run bigint, width integer DEFAULT 60) RETURNS SETOF text
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
@@ -231,6 +239,7 @@ BEGIN
             b := greatest(ceil(extract(epoch FROM x.fin - t0) / total * width)::integer, a + 1);
             b := least(b, width);
             bar := repeat(' ', a) || repeat(CASE x.state WHEN 'succeeded' THEN '#' WHEN 'running' THEN '>'
+                                                       WHEN 'awaiting' THEN '~'
                                                        WHEN 'failed' THEN '!' ELSE 'x' END, b - a)
                    || repeat(' ', width - b);
         END IF;
@@ -388,7 +397,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_t
       FROM unnest(ARRAY['running', 'paused', 'blocked', 'succeeded', 'cancelled']) st
     UNION ALL
     SELECT format('parflow_tasks{state="%s"}', st), (SELECT count(*) FROM parflow.task t WHERE t.state = st)::float8
-      FROM unnest(ARRAY['waiting', 'ready', 'dispatched', 'running', 'succeeded', 'failed', 'skipped', 'cancelled']) st
+      FROM unnest(ARRAY['waiting', 'ready', 'dispatched', 'running', 'succeeded', 'failed', 'skipped', 'cancelled',
+                        'awaiting']) st
     UNION ALL
     SELECT format('parflow_events_total{kind="%s"}', ev.kind), ev.n::float8 FROM ev
     UNION ALL

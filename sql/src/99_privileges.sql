@@ -37,7 +37,9 @@ REVOKE ALL ON FUNCTION @extschema@.parflow_define(text, jsonb),
                        @extschema@.parflow_housekeeping(),
                        @extschema@.parflow_schedule(text, text, text, text[], integer),
                        @extschema@.parflow_unschedule(text), @extschema@.parflow_schedule_housekeeping(text),
-                       @extschema@.parflow_allow_agent(name, text), @extschema@.parflow_disallow_agent(name, text)
+                       @extschema@.parflow_allow_agent(name, text), @extschema@.parflow_disallow_agent(name, text),
+                       @extschema@.parflow_signal(bigint, text, jsonb), @extschema@.parflow_reject(bigint, text, text),
+                       @extschema@.parflow_allow_signal(name, text), @extschema@.parflow_disallow_signal(name, text)
   FROM PUBLIC;
 
 -- Operators define workflows, start and steer runs, keep house.
@@ -50,8 +52,12 @@ GRANT EXECUTE ON FUNCTION @extschema@.parflow_define(text, jsonb),
                           @extschema@.parflow_housekeeping(),
                           @extschema@.parflow_schedule(text, text, text, text[], integer),
                           @extschema@.parflow_unschedule(text), @extschema@.parflow_schedule_housekeeping(text),
-                          @extschema@.parflow_allow_agent(name, text), @extschema@.parflow_disallow_agent(name, text)
+                          @extschema@.parflow_allow_agent(name, text), @extschema@.parflow_disallow_agent(name, text),
+                          @extschema@.parflow_signal(bigint, text, jsonb), @extschema@.parflow_reject(bigint, text, text),
+                          @extschema@.parflow_allow_signal(name, text), @extschema@.parflow_disallow_signal(name, text)
    TO parflow_operator;
+-- (parflow_allow_signal grants parflow_signal and parflow_reject to the
+-- roles it names, and parflow_disallow_signal takes them back.)
 
 -- Readers (and operators) read plans, reports, results and counters.
 GRANT EXECUTE ON FUNCTION @extschema@.parflow_plan(text, text[], integer),
@@ -78,6 +84,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.parflow_claim(text, text, interval, intege
 -- through their views only.
 GRANT SELECT ON parflow.workflow, parflow.workflow_version, parflow.stage_group, parflow.group_dep,
                 parflow.stage, parflow.stage_dep, parflow.affinity, parflow.agent_role, parflow.event_tally,
+                parflow.signal_role,
                 parflow.runs, parflow.tasks, parflow.events,
                 parflow.stage_stats, parflow.agents_at_work, parflow.waiting
    TO parflow_reader, parflow_operator;

@@ -34,6 +34,10 @@ INSERT INTO fn_matrix VALUES
  ('parflow_schedule_housekeeping(text)',                     false, true,  false),
  ('parflow_allow_agent(name,text)',                          false, true,  false),
  ('parflow_disallow_agent(name,text)',                       false, true,  false),
+ ('parflow_signal(bigint,text,jsonb)',                       false, true,  false),
+ ('parflow_reject(bigint,text,text)',                        false, true,  false),
+ ('parflow_allow_signal(name,text)',                         false, true,  false),
+ ('parflow_disallow_signal(name,text)',                      false, true,  false),
  ('parflow_claim(text,text,interval,integer)',               false, false, true),
  ('parflow_heartbeat(bigint,uuid)',                          false, false, true),
  ('parflow_complete(bigint,uuid,jsonb)',                     false, false, true),
@@ -47,7 +51,7 @@ INSERT INTO fn_matrix VALUES
 CREATE TEMP TABLE readable (rel text PRIMARY KEY);
 INSERT INTO readable VALUES ('workflow'), ('workflow_version'), ('stage_group'), ('group_dep'), ('stage'),
     ('stage_dep'), ('affinity'), ('runs'), ('tasks'), ('events'), ('stage_stats'), ('agents_at_work'),
-    ('waiting'), ('agent_role'), ('event_tally');
+    ('waiting'), ('agent_role'), ('event_tally'), ('signal_role');
 
 CREATE TEMP VIEW public_fns AS
 SELECT p.oid, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' AS sig,

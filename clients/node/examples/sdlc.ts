@@ -89,7 +89,7 @@ export async function runSdlc(options: { connection?: string; name?: string; fla
   const kinds = (k: string) => (name === 'sdlc' ? k : `${name}_${k}`);
   const spec: WorkflowSpec = {
     ...sdlcSpec,
-    groups: sdlcSpec.groups.map((g) => ({ ...g, stages: g.stages.map((s) => ({ ...s, agent: kinds(s.agent) })) })) as WorkflowSpec['groups'],
+    groups: sdlcSpec.groups.map((g) => ({ ...g, stages: g.stages.map((s) => (s.agent === undefined ? s : { ...s, agent: kinds(s.agent) })) })) as WorkflowSpec['groups'],
   };
 
   const operator = new Operator({ connection: options.connection });

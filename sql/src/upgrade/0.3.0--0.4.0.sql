@@ -70,3 +70,45 @@ DROP FUNCTION parflow._plan_stats(text, text[], integer, text);
 -- no query about one run's ready tasks can use it (see 00_schema.sql).
 DROP INDEX parflow.task_dispatch_idx;
 CREATE INDEX task_dispatch_idx ON parflow.task (priority, rank DESC, id) WHERE state = 'ready' AND priority >= 0;
+
+-- Wait stages: a stage awaits an event (parflow_signal, parflow_reject)
+-- instead of an agent; its task goes through state awaiting.  Signals that
+-- find no stage awaiting are kept; roles besides operators may be let
+-- signal.
+ALTER TABLE parflow.stage ALTER COLUMN agent DROP NOT NULL,
+    DROP CONSTRAINT stage_estimate_check,
+    ADD CONSTRAINT stage_estimate_check CHECK (estimate >= interval '0'),
+    ADD COLUMN wait_event text,
+    ADD COLUMN wait_timeout interval CHECK (wait_timeout > interval '0'),
+    ADD COLUMN wait_on_timeout text CHECK (wait_on_timeout IN ('fail', 'skip')),
+    ADD CONSTRAINT stage_work_check CHECK ((agent IS NULL) = (wait_event IS NOT NULL)
+                                           AND (estimate > interval '0' OR agent IS NULL));
+COMMENT ON COLUMN parflow.stage.wait_event IS 'A wait stage: the event it awaits (parflow_signal, parflow_reject) instead of an agent';
+COMMENT ON COLUMN parflow.stage.wait_timeout IS 'A wait stage: how long it awaits its event before wait_on_timeout applies (NULL: for ever)';
+ALTER TABLE parflow.task ALTER COLUMN agent DROP NOT NULL,
+    DROP CONSTRAINT task_state_check,
+    ADD CONSTRAINT task_state_check
+        CHECK (state IN ('waiting', 'ready', 'dispatched', 'running', 'succeeded',
+                         'failed', 'skipped', 'cancelled', 'awaiting'));
+COMMENT ON COLUMN parflow.task.agent IS 'The agent kind that works the task; NULL for a wait stage, which awaits an event instead (its started_at is when it began to await)';
+CREATE INDEX task_awaiting_idx ON parflow.task (run_id) WHERE state = 'awaiting';
+CREATE TABLE parflow.signal (
+    id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id   bigint NOT NULL REFERENCES parflow.run,
+    event    text NOT NULL,
+    payload  jsonb NOT NULL,
+    sent_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    sent_by  name NOT NULL DEFAULT session_user
+);
+CREATE INDEX signal_run_event_idx ON parflow.signal (run_id, event, id);
+COMMENT ON TABLE parflow.signal IS 'Signals kept for a run until one of its stages awaits their event; the first to await takes the oldest';
+CREATE TABLE parflow.signal_role (
+    role_name  name NOT NULL,
+    event      text NOT NULL CHECK (btrim(event) <> ''),
+    PRIMARY KEY (role_name, event)
+);
+COMMENT ON TABLE parflow.signal_role IS
+    'Which database roles may signal or reject which events (event * = every event), besides parflow_operator';
+SELECT pg_catalog.pg_extension_config_dump('parflow.signal', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.signal_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('parflow.signal_role', '');

@@ -1,0 +1,198 @@
+-- Wait stages: a stage that awaits an event instead of an agent (state
+-- awaiting), parflow_signal (kept when nothing awaits yet), parflow_reject
+-- (a verifying wait stage sends its stage back), timeouts enforced by the
+-- pass, who may signal, the planner's view of them, and every refusal.
+-- The dispatcher serves another database: the test calls the pass itself.
+CREATE EXTENSION parflow;
+SET client_min_messages = warning;
+\set SHOW_CONTEXT never
+CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st text; m text; d text; h text;
+BEGIN
+    EXECUTE q;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
+    RETURN st || ': ' || m || CASE WHEN d <> '' THEN E'\n  DETAIL: ' || d ELSE '' END
+                           || CASE WHEN h <> '' THEN E'\n  HINT: ' || h ELSE '' END;
+END
+$$;
+-- A stage spec, a one-group workflow of them, and a run's task states.
+CREATE FUNCTION pg_temp.wf(VARIADIC stages jsonb[]) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object('groups', jsonb_build_array(jsonb_build_object('name', 'g', 'stages', to_jsonb(stages))))
+$$;
+CREATE FUNCTION pg_temp.states(r bigint) RETURNS text LANGUAGE sql AS $$
+    SELECT string_agg(stage || '=' || state, ' ' ORDER BY task) FROM parflow.tasks WHERE run = r
+$$;
+-- Claim and complete every dispatched task of an agent kind.
+CREATE FUNCTION pg_temp.work(a text, out_doc jsonb DEFAULT '{}') RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    n integer := 0;
+BEGIN
+    PERFORM parflow._dispatch();
+    FOR c IN SELECT * FROM parflow_claim(a, 'w', '5 min', 100) LOOP
+        PERFORM parflow_complete(c.task, c.token, out_doc);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- Definitions: what a wait stage is, and every refusal.
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a"}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "agent": "x", "estimate": "1 min", "wait": {"event": "e"}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "agent": "x"}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": "e"}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": "e", "timout": "1 h"}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": " "}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": "*"}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": 7}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": "e", "timeout": "soon"}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": "e", "timeout": "0 s"}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": "e", "on_timeout": "skip"}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": "e", "timeout": "1 h", "on_timeout": "retry"}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": "e"}, "timeout": "1 h"}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": "e"}, "max_attempts": 2}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": "e"}, "estimate": "-1 min"}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wait": {"event": "e"}}',
+                                                               '{"name": "b", "agent": "x", "estimate": "1 min", "verifies": "a"}')) $$);
+SELECT count(*) AS nothing_written FROM parflow.workflow;
+
+-- The plan: a wait stage takes its estimate (or no time, and says so), but
+-- no slot: two parallel approvals beside two builds under a cap of 2.
+SELECT parflow_define('approve', '{"max_parallel": 2, "groups": [
+  {"name": "design", "stages": [{"name": "research", "agent": "research", "estimate": "10 min"}]},
+  {"name": "signoff", "stages": [{"name": "approve", "wait": {"event": "design_approved", "timeout": "2 days"}}]},
+  {"name": "build", "stages": [
+     {"name": "backend", "agent": "backend", "estimate": "20 min"},
+     {"name": "frontend", "agent": "frontend", "estimate": "20 min"},
+     {"name": "legal", "wait": {"event": "legal_ok"}, "estimate": "30 min"},
+     {"name": "code_review", "wait": {"event": "review"}, "verifies": "backend", "estimate": "5 min"}]}]}') > 0 AS defined;
+SET client_min_messages = notice;
+SELECT stage, agent, est_start, est_finish, critical FROM parflow_plan('approve');
+SELECT sequential, parallel, critical_path, lower_bound, optimal FROM parflow_estimate('approve');
+SET client_min_messages = warning;
+SELECT s.name, s.agent, s.estimate, s.wait_event, s.wait_timeout, s.wait_on_timeout FROM parflow.stage s ORDER BY s.ord;
+
+-- A run: the approval awaits once research is done, announced with its event.
+SELECT parflow_start('approve', parallel => true) AS r \gset
+SELECT pg_temp.work('research', '{"design": "v1"}');
+SELECT pg_temp.states(:r);
+SELECT regexp_replace(why, '\d{4}-\d\d-\d\d [0-9:.+]+|\w{3} \w{3} \d\d [0-9:.]+ \d{4} \w+', 'T', 'g') AS why
+  FROM parflow.waiting WHERE run = :r AND stage = 'approve';
+SELECT kind, detail FROM parflow.events WHERE run = :r AND kind = 'awaiting';
+-- nothing dispatches it, and the run is not blocked while it awaits
+SELECT parflow._dispatch() AS dispatched, pg_temp.states(:r);
+
+-- Refusals of parflow_signal, which change nothing.
+SELECT pg_temp.err($$ SELECT parflow_signal(NULL, 'design_approved') $$);
+SELECT pg_temp.err($$ SELECT parflow_signal(1, NULL) $$);
+SELECT pg_temp.err($$ SELECT parflow_signal(1, '  ') $$);
+SELECT pg_temp.err($$ SELECT parflow_signal(424242, 'design_approved') $$);
+SELECT pg_temp.err(format($$ SELECT parflow_signal(%s, 'design_aproved') $$, :r));
+SET parflow.max_output_size = '1kB';
+SELECT pg_temp.err(format($$ SELECT parflow_signal(%s, 'design_approved', to_jsonb(repeat('x', 2000))) $$, :r));
+RESET parflow.max_output_size;
+SELECT pg_temp.err($$ SELECT parflow_reject(1, 'design_approved', NULL) $$);
+SELECT pg_temp.err($$ SELECT parflow_reject(1, 'design_approved', ' ') $$);
+SELECT pg_temp.states(:r);
+
+-- The signal completes it with its payload; dependents see it as upstream.
+SELECT parflow_signal(:r, 'design_approved', '{"approved_by": "alice"}') AS released;
+SELECT pg_temp.states(:r);
+SELECT parflow._dispatch();
+SELECT stage, input -> 'upstream' -> 'approve' AS approval FROM parflow_claim('backend', 'w') \gset
+SELECT :'stage', :'approval';
+-- a signal that finds none awaiting is kept (0), and the next to await takes it
+SELECT parflow_signal(:r, 'review', '{"lgtm": true}') AS released_early;
+SELECT parflow_complete(tk.id, tk.token) FROM parflow.task tk WHERE tk.run_id = :r AND tk.state = 'running';
+SELECT pg_temp.states(:r);
+SELECT count(*) AS kept_left FROM parflow.signal WHERE run_id = :r;
+SELECT kind, detail - 'by' AS detail FROM parflow.events WHERE run = :r AND kind IN ('signal_kept') ;
+SELECT pg_temp.work('frontend');
+-- two kinds of end: legal signs off; the run succeeds
+SELECT parflow_signal(:r, 'legal_ok');
+SELECT state FROM parflow.runs WHERE run = :r;
+SELECT pg_temp.err(format($$ SELECT parflow_signal(%s, 'legal_ok') $$, :r));
+
+-- A rejection of a verifying wait stage sends the verified stage back.
+SELECT parflow_start('approve', parallel => true) AS r2 \gset
+SELECT pg_temp.work('research'), parflow_signal(:r2, 'design_approved'), parflow_signal(:r2, 'legal_ok');
+SELECT pg_temp.work('backend', '{"code": 1}'), pg_temp.work('frontend');
+SELECT pg_temp.states(:r2);
+SELECT parflow_reject(:r2, 'review', 'needs tests') AS rejected;
+SELECT pg_temp.states(:r2);
+SELECT parflow._dispatch();
+SELECT (input -> 'route_back') - 'output'::text AS route_back, task, token FROM parflow_claim('backend', 'w') \gset
+SELECT :'route_back';
+-- a rejection is not kept: nothing awaits now
+SELECT parflow_reject(:r2, 'review', 'still no tests') AS rejected_nothing;
+SELECT parflow_complete(:task, :'token', '{"code": 2}');
+SELECT pg_temp.states(:r2);
+SELECT parflow_signal(:r2, 'review');
+SELECT state FROM parflow.runs WHERE run = :r2;
+
+-- A rejection of a plain wait stage fails it for good: the run blocks, and
+-- parflow_retry makes it await again.
+SELECT parflow_start('approve', parallel => true) AS r3 \gset
+SELECT pg_temp.work('research');
+SELECT parflow_reject(:r3, 'design_approved', 'out of scope');
+SELECT pg_temp.states(:r3), (SELECT state FROM parflow.runs WHERE run = :r3);
+SELECT jsonb_path_query(parflow_failures(:r3), '$[*].last_error') AS last_error;
+SELECT parflow_signal(:r3, 'design_approved') AS kept_for_retry;
+SELECT parflow_retry(:r3, 'approve');
+SELECT pg_temp.states(:r3), (SELECT state FROM parflow.runs WHERE run = :r3);
+
+-- Cancelling a run cancels its awaiting stages; a finished run takes no signal.
+SELECT parflow_start('approve', parallel => true) AS r4 \gset
+SELECT pg_temp.work('research');
+SELECT parflow_cancel(:r4);
+SELECT pg_temp.states(:r4);
+SELECT pg_temp.err(format($$ SELECT parflow_reject(%s, 'design_approved', 'late') $$, :r4));
+
+-- Timeouts, enforced by the pass: fail, or skip (which satisfies dependents).
+SELECT parflow_define('timed', '{"groups": [
+  {"name": "a", "stages": [{"name": "ok", "wait": {"event": "go", "timeout": "50 ms", "on_timeout": "skip"}},
+                           {"name": "must", "wait": {"event": "sure", "timeout": "50 ms"}},
+                           {"name": "after", "agent": "x", "estimate": "1 min", "depends_on": ["ok"]}]}]}') > 0 AS defined;
+SELECT parflow_start('timed', parallel => true) AS t1 \gset
+SELECT pg_temp.states(:t1);
+SELECT pg_sleep(0.1);
+SELECT parflow._dispatch();
+SELECT pg_temp.states(:t1), (SELECT state FROM parflow.runs WHERE run = :t1);
+SELECT t.stage, tk.error FROM parflow.task tk JOIN parflow.tasks t ON t.task = tk.id WHERE t.run = :t1 ORDER BY t.task;
+SELECT pg_temp.work('x');
+SELECT state FROM parflow.runs WHERE run = :t1;
+
+-- Who may signal: operators, and roles given events (* for all).
+CREATE ROLE pf_wait_bot LOGIN;
+CREATE ROLE pf_wait_ci LOGIN;
+SELECT parflow_start('approve', parallel => true) AS r5 \gset
+SELECT pg_temp.work('research');
+GRANT USAGE ON SCHEMA parflow TO pf_wait_bot;
+SET ROLE pf_wait_bot;
+SELECT pg_temp.err(format($$ SELECT parflow_signal(%s, 'design_approved') $$, :r5));
+RESET ROLE;
+SELECT parflow_allow_signal('pf_wait_bot', 'legal_ok');
+SELECT parflow_allow_signal('pf_wait_ci', '*');
+SET ROLE pf_wait_bot;
+SELECT pg_temp.err(format($$ SELECT parflow_signal(%s, 'design_approved') $$, :r5));
+SELECT pg_temp.err(format($$ SELECT parflow_signal(%s, 'legal_ok') $$, :r5));
+RESET ROLE;
+SET ROLE pf_wait_ci;
+SELECT parflow_signal(:r5, 'design_approved') AS ci_released;
+RESET ROLE;
+SELECT parflow_disallow_signal('pf_wait_bot', 'legal_ok'), parflow_disallow_signal('pf_wait_bot', 'legal_ok');
+SELECT has_function_privilege('pf_wait_bot', 'parflow_signal(bigint,text,jsonb)', 'EXECUTE') AS bot_may_call,
+       has_function_privilege('pf_wait_ci', 'parflow_signal(bigint,text,jsonb)', 'EXECUTE') AS ci_may_call;
+SELECT pg_temp.err($$ SELECT parflow_allow_signal('pf_no_such_role', 'e') $$);
+SELECT pg_temp.err($$ SELECT parflow_allow_signal('pf_wait_bot', ' ') $$);
+SELECT pg_temp.err($$ SELECT parflow_allow_signal(NULL, 'e') $$);
+SELECT parflow_disallow_signal('pf_wait_ci', '*');
+REVOKE USAGE ON SCHEMA parflow FROM pf_wait_bot;
+DROP ROLE pf_wait_bot;
+DROP ROLE pf_wait_ci;
+DROP EXTENSION parflow;
