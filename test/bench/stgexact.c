@@ -3,7 +3,7 @@
  * processors (P|prec|Cmax), computed apart from parflow (no code shared with
  * src/), to check the planner's lower bound and the published STG optima.
  *
- *   cc -O2 -o stgexact stgexact.c && ./stgexact graph.stg m [T|0 [nodes]]
+ *   cc -O2 -o stgexact stgexact.c && ./stgexact [-n] graph.stg m [T|0 [nodes]]
  *
  * Input: the STG format (`id cost npred pred...` a line, `#` lines ignored,
  * a leading task-count line and the dummy entry task 0 skipped; tasks of
@@ -25,6 +25,10 @@
  *     level must run in [l, e + p) when l < e + p) overlap more than m deep;
  *   - the same state (t, tasks started, the running tasks' finishes) failed
  *     before (a table of failed states, full keys, no hashing shortcuts).
+ * With -n, only list schedules (non-delay: no processor idle while a task is
+ * ready, which is what a dispatcher following ranks produces) are searched:
+ * a ready task is left out only when the other ready ones fill the free
+ * processors.  Its optimum is the best any dispatch order gives.
  * These are all necessary conditions, so "no schedule" is a proof; a
  * schedule found is printed and checked (precedence and processors) before
  * it is reported.  Output: one line per T tried, then the result:
@@ -62,6 +66,7 @@ static long fin[MAXN];
 static long nodes;
 static long node_cap = 50000000L;
 static int	words;				/* 64-bit words of a task set */
+static int	nondelay = 0;		/* -n: list schedules only */
 static int	timetable = 1;		/* STGEXACT_NO_TIMETABLE=1 turns that cut off */
 
 /* failed states: open addressing on full keys */
@@ -314,6 +319,9 @@ pick(long t, int *ready, int nr, int pos, int free, int running)
 	if (pick(t, ready, nr, pos + 1, free - 1, running + 1))
 		return 1;
 	start[v] = -1;
+	/* a list schedule leaves a ready task out only when others fill the slots */
+	if (nondelay && nr - pos - 1 < free)
+		return 0;
 	return pick(t, ready, nr, pos + 1, free, running);
 }
 
@@ -434,8 +442,51 @@ check_and_print(int print)
 			return 0;			/* more than m tasks at once */
 	}
 	if (print)
+	{
+		long		idle_at = -1,
+					idle_ready = 0;
+		int			idle_task = -1,
+					idle_busy = 0;
+
+		/* a processor idle while a task is ready: at its ready time or a finish before its start */
+		for (i = 0; i < n && idle_task < 0; i++)
+		{
+			long		r = 0;
+
+			if (cost[i] == 0)
+				continue;
+			for (j = 0; j < npred[i]; j++)
+				if (fin[pred[i][j]] > r)
+					r = fin[pred[i][j]];
+			for (k = -1; k < n && idle_task < 0; k++)
+			{
+				long		x = k < 0 ? r : fin[k];
+				int			busy = 0,
+							u;
+
+				if (x < r || x >= start[i])
+					continue;
+				for (u = 0; u < n; u++)
+					if (cost[u] > 0 && start[u] <= x && fin[u] > x)
+						busy++;
+				if (busy < m)
+				{
+					idle_at = x;
+					idle_ready = r;
+					idle_task = i;
+					idle_busy = busy;
+				}
+			}
+		}
+		if (idle_task < 0)
+			printf("non-delay: no processor is idle while a task is ready\n");
+		else
+			printf("delay: task %d is ready at %ld and starts at %ld, but at %ld only %d of %d processors are busy\n",
+				   idle_task + 1, idle_ready, start[idle_task], idle_at,
+				   idle_busy, m);
 		for (i = 0; i < n; i++)
 			printf("%d %ld %ld %d\n", order[i] + 1, start[order[i]], fin[order[i]], proc[order[i]]);
+	}
 	return 1;
 }
 
@@ -453,9 +504,15 @@ main(int argc, char **argv)
 				j,
 				k;
 
+	if (argc > 1 && strcmp(argv[1], "-n") == 0)
+	{
+		nondelay = 1;
+		argv++;
+		argc--;
+	}
 	if (argc < 3)
 	{
-		fprintf(stderr, "usage: %s graph.stg m [T [nodes]]\n", argv[0]);
+		fprintf(stderr, "usage: %s [-n] graph.stg m [T|0 [nodes]]\n", argv[0]);
 		return 2;
 	}
 	m = atoi(argv[2]);
@@ -537,7 +594,8 @@ main(int argc, char **argv)
 		work += cost[v];
 	}
 	lo = cp > (work + m - 1) / m ? cp : (work + m - 1) / m;
-	printf("tasks %d work %ld critical_path %ld m %d simple_bound %ld\n", n, work, cp, m, lo);
+	printf("tasks %d work %ld critical_path %ld m %d simple_bound %ld schedules %s\n", n, work, cp, m, lo,
+		   nondelay ? "non-delay" : "all");
 	hi = work + 1;
 	if (argc > 3 && atol(argv[3]) > 0)
 		lo = hi = atol(argv[3]);
