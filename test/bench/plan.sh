@@ -24,9 +24,14 @@
 #    cp and fifo with parflow._plan_stats(wf, '{}', m, policy); the
 #    baselines of test/bench/listsched.c (critical-path and FIFO list
 #    scheduling, and critical-path list scheduling with forward-backward
-#    improvement; no parflow code) run on the same files.  Prints one line
-#    per policy and baseline, the proofs, and sanity checks (the conversion
-#    against the files' own statistics, no makespan below a lower bound);
+#    improvement; no parflow code) run on the same files, and so does
+#    test/bench/stgexact.c (no parflow code either), which gives each pair's
+#    exact optimum over all schedules and over list schedules (the best a
+#    dispatcher following ranks can do).  Prints one line per policy and
+#    baseline against the published, the exact and the list optimum, the
+#    proofs, and sanity checks (the conversion against the files' own
+#    statistics, no makespan below a lower bound, no lower bound above the
+#    exact optimum, no plan below the best list schedule);
 #    per-pair details go to test/bench/out/stg.txt (test/bench/out/ is made
 #    at run time and is not committed).
 # 3. Synthesized scientific workflows in the shapes of Pegasus workflow
@@ -86,6 +91,7 @@ echo "machine: nproc $(nproc), CPU ${cpu:-unknown}; load average $(cut -d' ' -f1
 
 # The baselines, built from their one C file (a compiler is there: make built parflow).
 ${CC:-cc} -O2 -o "$tmp/listsched" "$bench_dir/listsched.c"
+${CC:-cc} -O2 -o "$tmp/stgexact" "$bench_dir/stgexact.c"
 
 # --- 1. generated DAGs ----------------------------------------------------------
 
@@ -194,6 +200,20 @@ for f in "$stg_dir"/*/*.stg; do
     ngraphs=$((ngraphs + 1))
 done
 q -q -o /dev/null -f "$tmp/stg.sql"
+# the exact optima (test/bench/stgexact.c), of every pair with a published one
+: >"$tmp/stg_exact.txt"
+te0=$(date +%s%N)
+while IFS='|' read -r graph m; do
+    "$tmp/stgexact" "$stg_dir/$graph.stg" "$m" 0 5000000 >"$tmp/ex.txt" || true
+    "$tmp/stgexact" -n "$stg_dir/$graph.stg" "$m" 0 5000000 >"$tmp/exn.txt" || true
+    ex=$(awk '/^optimum/ { print $2 }' "$tmp/ex.txt")
+    exn=$(awk '/^optimum/ { print $2 }' "$tmp/exn.txt")
+    below=$(awk -v t="$((${ex:-1} - 1))" '$1 == "T" && $2 == t ":" && $3 == "infeasible" { gsub(/[^0-9]/, "", $5); print $5 }' "$tmp/ex.txt")
+    idle=$(awk '/^delay:/ { sub(/^delay: /, ""); print }' "$tmp/ex.txt")
+    printf '%s|%s|%s|%s|%s|%s\n' "$graph" "$m" "${ex:-\N}" "${exn:-\N}" "${below:-\N}" "${idle:-\N}" >>"$tmp/stg_exact.txt"
+done < <(qv -F '|' -c "SELECT o.graph, o.m FROM bench.stg_opt o JOIN bench.stg_graph g USING (graph) ORDER BY 1, 2")
+te1=$(date +%s%N)
+q -q -c "\copy bench.stg_exact FROM '$tmp/stg_exact.txt' WITH (DELIMITER '|')"
 q -q -c "\copy bench.baseline (graph, m, tasks, work, cp, lb, ls_cp, ls_fifo, fbi, fbi_order) FROM '$tmp/stg_base.txt' WITH (DELIMITER '|')"
 t0=$(date +%s%N)
 q -q -o /dev/null -c "SELECT bench.run_stg()"
@@ -202,17 +222,21 @@ t1=$(date +%s%N)
 # Per-pair details.
 {
     echo "# STG instances: makespans (minutes) per (graph, m) under each policy and baseline, against the published"
-    echo "# optimum from $stg_dir; lb = parflow_estimate's lower bound, simple = max(critical path, ceil(work / m))."
+    echo "# optimum from $stg_dir; lb = parflow_estimate's lower bound, simple = max(critical path, ceil(work / m));"
+    echo "# exact, list: test/bench/stgexact.c's optimum over all schedules and over list schedules."
     q -P footer=off <<'SQL'
 SELECT o.graph, g.tasks, g.edges, g.work, g.cp_file AS "cp(file)", b.critical_path AS "cp(parflow)",
-       o.m, b.simple_bound AS simple, b.lower_bound AS lb, o.opt,
+       o.m, b.simple_bound AS simple, b.lower_bound AS lb, o.opt AS published, e.exact, e.exact_list AS list,
        max(r.makespan) FILTER (WHERE r.policy = 'best') AS best,
        max(r.proof) FILTER (WHERE r.policy = 'best') AS proof,
        max(r.makespan) FILTER (WHERE r.policy = 'cp') AS cp,
        max(r.makespan) FILTER (WHERE r.policy = 'fifo') AS fifo,
        max(x.fbi) AS "fbi(bench)",
        concat_ws(' ',
-           CASE WHEN max(r.makespan) FILTER (WHERE r.policy = 'best') = o.opt THEN 'best=opt' END,
+           CASE WHEN max(r.makespan) FILTER (WHERE r.policy = 'best') = e.exact THEN 'best=exact' END,
+           CASE WHEN e.exact_list > e.exact THEN 'list>exact' END,
+           CASE WHEN e.exact <> o.opt THEN 'exact<>published' END,
+           CASE WHEN b.lower_bound > e.exact THEN 'LOWER-BOUND-ABOVE-EXACT' END,
            CASE WHEN max(r.makespan) FILTER (WHERE r.policy = 'best') > max(r.makespan) FILTER (WHERE r.policy = 'cp')
                 THEN 'BEST-WORSE-THAN-CP' END,
            CASE WHEN max(r.makespan) FILTER (WHERE r.policy = 'best') > max(x.fbi) THEN 'fbi-shorter' END,
@@ -225,50 +249,66 @@ SELECT o.graph, g.tasks, g.edges, g.work, g.cp_file AS "cp(file)", b.critical_pa
   JOIN bench.stg_bound b USING (graph, m)
   JOIN bench.stg_result r USING (graph, m)
   LEFT JOIN bench.baseline x USING (graph, m)
- GROUP BY o.graph, g.tasks, g.edges, g.work, g.cp_file, b.critical_path, o.m, b.simple_bound, b.lower_bound, o.opt
+  LEFT JOIN bench.stg_exact e USING (graph, m)
+ GROUP BY o.graph, g.tasks, g.edges, g.work, g.cp_file, b.critical_path, o.m, b.simple_bound, b.lower_bound, o.opt,
+          e.exact, e.exact_list
  ORDER BY split_part(o.graph, '/', 1)::int, o.graph, o.m;
 SQL
 } >"$out_dir/stg.txt"
 
-# opt: the published optimum, or the lower bound where that is above it
+# opt: the exact optimum (stgexact), or, past its node cap, the published one or the lower bound where that is above it
+q -q -c "CREATE VIEW bench.stg_o AS
+SELECT o.graph, o.m, o.opt AS published, coalesce(e.exact, greatest(o.opt, b.lower_bound)) AS opt, e.exact_list AS list
+  FROM bench.stg_opt o JOIN bench.stg_bound b USING (graph, m) LEFT JOIN bench.stg_exact e USING (graph, m)"
 q -P footer=off <<'SQL'
-WITH o AS (SELECT o.graph, o.m, o.opt AS published, greatest(o.opt, b.lower_bound) AS opt
-             FROM bench.stg_opt o JOIN bench.stg_bound b USING (graph, m)),
-r AS (SELECT graph, m, 'parflow ' || policy AS who, makespan FROM bench.stg_result
+WITH r AS (SELECT graph, m, 'parflow ' || policy AS who, makespan FROM bench.stg_result
       UNION ALL SELECT graph, m, 'bench fbi', fbi FROM bench.baseline
       UNION ALL SELECT graph, m, 'bench cp', ls_cp FROM bench.baseline
       UNION ALL SELECT graph, m, 'bench fifo', ls_fifo FROM bench.baseline)
 SELECT r.who AS "policy / baseline",
        format('%s of %s', count(*) FILTER (WHERE r.makespan = o.published), count(*)) AS "at published optimum",
        format('%s of %s', count(*) FILTER (WHERE r.makespan = o.opt), count(*)) AS "at optimum",
+       format('%s of %s', count(*) FILTER (WHERE r.makespan <= o.list), count(*)) AS "at best list schedule",
        round(avg(r.makespan::numeric / o.opt), 4) AS "mean makespan/opt",
        round(max(r.makespan::numeric / o.opt), 4) AS "max makespan/opt",
        sum(r.makespan - o.opt) AS "total excess min"
-  FROM r JOIN o USING (graph, m)
+  FROM r JOIN bench.stg_o o USING (graph, m)
  GROUP BY r.who
  ORDER BY array_position(ARRAY['parflow best', 'parflow cp', 'parflow fifo', 'bench fbi', 'bench cp', 'bench fifo'], r.who);
 SQL
 ms=$(( (t1 - t0) / 1000000 ))
-q -qAt -v ngraphs="$ngraphs" -v ms="$ms" <<'SQL'
-SELECT '  opt: the published optimum, or parflow''s lower bound where that is above it (below); bench: test/bench/listsched.c, no parflow code';
-SELECT format('  %s graphs (%s files), %s (graph, m) pairs with an optimum, %s without a graph; planning all pairs under 3 policies + estimates: %s ms',
+exms=$(( (te1 - te0) / 1000000 ))
+q -qAt -v ngraphs="$ngraphs" -v ms="$ms" -v exms="$exms" <<'SQL'
+SELECT '  opt: the exact optimum, from test/bench/stgexact.c (a search over all schedules, idle processors included; no parflow code);';
+SELECT '  best list schedule: the shortest schedule that keeps no processor idle while a task is ready (stgexact -n), the best any dispatch order';
+SELECT '  gives, so the best a dispatcher following ranks can do; bench: test/bench/listsched.c, no parflow code';
+SELECT format('  %s graphs (%s files), %s (graph, m) pairs with an optimum, %s without a graph; planning all pairs under 3 policies + estimates: %s ms; stgexact, all pairs twice: %s ms',
               (SELECT count(*) FROM bench.stg_graph), :ngraphs,
               (SELECT count(*) FROM bench.stg_opt o WHERE EXISTS (SELECT FROM bench.stg_graph g WHERE g.graph = o.graph)),
               (SELECT count(*) FROM bench.stg_opt o WHERE NOT EXISTS (SELECT FROM bench.stg_graph g WHERE g.graph = o.graph)),
-              :ms);
+              :ms, :exms);
+SELECT format('  exact optimum = published optimum on %s of %s pairs (exact search past its node cap: %s); differs: %s',
+              count(*) FILTER (WHERE e.exact = o.opt), count(*), count(*) FILTER (WHERE e.exact IS NULL),
+              coalesce(string_agg(format('%s m=%s: published %s, exact %s (no schedule of %s: stgexact''s search over all schedules ends after %s nodes; parflow''s lower bound %s)',
+                                         o.graph, o.m, o.opt, e.exact, e.exact - 1, coalesce(e.nodes_below::text, '?'), b.lower_bound), '; ')
+                       FILTER (WHERE e.exact <> o.opt), 'none'))
+  FROM bench.stg_opt o JOIN bench.stg_bound b USING (graph, m) LEFT JOIN bench.stg_exact e USING (graph, m);
+SELECT format('  best list schedule = exact optimum on %s of %s pairs; longer: %s',
+              count(*) FILTER (WHERE e.exact_list = e.exact), count(*),
+              coalesce(string_agg(format('%s m=%s: %s > %s (the shortest schedule: %s)', e.graph, e.m, e.exact_list, e.exact, e.idle), '; ')
+                       FILTER (WHERE e.exact_list > e.exact), 'none'))
+  FROM bench.stg_exact e;
 SELECT format('  parflow best: proven optimal on %s of %s pairs (%s by the lower bound, %s by the exhaustive search of dispatch orders)',
               count(*) FILTER (WHERE optimal), count(*), count(*) FILTER (WHERE proof = 'bound'), count(*) FILTER (WHERE proof = 'search'))
   FROM bench.stg_result WHERE policy = 'best';
-SELECT format('  published optimum below parflow''s lower bound: %s', coalesce(string_agg(format('%s m=%s: published %s, lower bound %s, plan %s',
-                  o.graph, o.m, o.opt, b.lower_bound, r.makespan), '; '), 'none'))
-  FROM bench.stg_opt o JOIN bench.stg_bound b USING (graph, m) JOIN bench.stg_result r USING (graph, m)
- WHERE r.policy = 'best' AND b.lower_bound > o.opt;
 SELECT format('  parflow best above the optimum: %s', coalesce(string_agg(format('%s m=%s: %s > %s (%s)',
-                  o.graph, o.m, r.makespan, greatest(o.opt, b.lower_bound),
-                  CASE r.proof WHEN 'search' THEN 'proven: no dispatch order is shorter; the shorter schedule keeps a processor idle while a task is ready'
-                               ELSE 'not proven' END), '; '), 'none'))
-  FROM bench.stg_opt o JOIN bench.stg_bound b USING (graph, m) JOIN bench.stg_result r USING (graph, m)
- WHERE r.policy = 'best' AND r.makespan > greatest(o.opt, b.lower_bound);
+                  o.graph, o.m, r.makespan, o.opt,
+                  CASE WHEN r.makespan = o.list AND r.proof = 'search'
+                       THEN 'the best list schedule, and parflow proves it: no dispatch order is shorter'
+                       WHEN r.makespan = o.list THEN 'the best list schedule, not proven by parflow'
+                       ELSE 'longer than the best list schedule ' || coalesce(o.list::text, '?') END), '; '), 'none'))
+  FROM bench.stg_o o JOIN bench.stg_result r USING (graph, m)
+ WHERE r.policy = 'best' AND r.makespan > o.opt;
 SELECT format('  parflow best against bench fbi: shorter on %s pairs, equal on %s, longer on %s%s',
               count(*) FILTER (WHERE r.makespan < x.fbi), count(*) FILTER (WHERE r.makespan = x.fbi),
               count(*) FILTER (WHERE r.makespan > x.fbi),
@@ -291,21 +331,23 @@ SELECT format('  conversion check, against the files'' statistics: tasks %s of %
               count(*) FILTER (WHERE b.critical_path = g.cp_file), sum(g.dropped))
   FROM bench.stg_graph g
   JOIN LATERAL (SELECT critical_path FROM bench.stg_bound b WHERE b.graph = g.graph LIMIT 1) b ON true;
-SELECT format('  lower bound = published optimum on %s of %s pairs (max(cp, work / m) alone: %s); sanity: makespans below the lower bound: %s (must be 0)',
-              count(*) FILTER (WHERE b.lower_bound = o.opt), count(*), count(*) FILTER (WHERE b.simple_bound = o.opt),
-              (SELECT count(*) FROM bench.stg_result r JOIN bench.stg_bound b2 USING (graph, m) WHERE r.makespan < b2.lower_bound))
-  FROM bench.stg_bound b JOIN bench.stg_opt o USING (graph, m);
+SELECT format('  lower bound = exact optimum on %s of %s pairs (max(cp, work / m) alone: %s)', count(*) FILTER (WHERE b.lower_bound = o.opt), count(*),
+              count(*) FILTER (WHERE b.simple_bound = o.opt))
+  FROM bench.stg_bound b JOIN bench.stg_o o USING (graph, m);
+SELECT format('  sanity (each must be 0): makespans below the lower bound %s, lower bounds above the exact optimum %s, parflow best plans below the best list schedule %s',
+              (SELECT count(*) FROM bench.stg_result r JOIN bench.stg_bound b2 USING (graph, m) WHERE r.makespan < b2.lower_bound),
+              (SELECT count(*) FROM bench.stg_bound b JOIN bench.stg_exact e USING (graph, m) WHERE b.lower_bound > e.exact),
+              (SELECT count(*) FROM bench.stg_result r JOIN bench.stg_exact e USING (graph, m) WHERE r.policy = 'best' AND r.makespan < e.exact_list));
 SQL
 echo "  per-pair details: ${out_dir#"$PF_ROOT"/}/stg.txt"
 # rows of the summary table of test/bench/run.sh
 q -qAt -F $'\t' >>"$PF_ROOT/test/bench/out/summary.tsv" <<'SQL'
 SELECT 'STG: (graph, m) pairs planned at the optimum (best vs critical-path list scheduling)',
-       count(*) FILTER (WHERE b.makespan = greatest(o.opt, d.lower_bound)) || ' of ' || count(*),
-       count(*) FILTER (WHERE c.makespan = greatest(o.opt, d.lower_bound)) || ' of ' || count(*),
-       'mean makespan/opt ' || round(avg(b.makespan::numeric / greatest(o.opt, d.lower_bound)), 4) || ' vs '
-           || round(avg(c.makespan::numeric / greatest(o.opt, d.lower_bound)), 4)
-  FROM bench.stg_result b JOIN bench.stg_result c USING (graph, m) JOIN bench.stg_opt o USING (graph, m)
-  JOIN bench.stg_bound d USING (graph, m)
+       count(*) FILTER (WHERE b.makespan = o.opt) || ' of ' || count(*),
+       count(*) FILTER (WHERE c.makespan = o.opt) || ' of ' || count(*),
+       'mean makespan/opt ' || round(avg(b.makespan::numeric / o.opt), 4) || ' vs '
+           || round(avg(c.makespan::numeric / o.opt), 4)
+  FROM bench.stg_result b JOIN bench.stg_result c USING (graph, m) JOIN bench.stg_o o USING (graph, m)
  WHERE b.policy = 'best' AND c.policy = 'cp';
 SQL
 

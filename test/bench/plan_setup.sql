@@ -198,6 +198,19 @@ CREATE TABLE bench.stg_opt (
     PRIMARY KEY (graph, m)
 );
 
+-- The exact optima of test/bench/stgexact.c (no parflow code): over all
+-- schedules, and over list schedules only (the best any dispatch order
+-- gives); NULL when the search ran past its node cap.
+CREATE TABLE bench.stg_exact (
+    graph   text NOT NULL,
+    m       integer NOT NULL,
+    exact   integer,                  -- the shortest schedule
+    exact_list integer,               -- the shortest list (non-delay) schedule
+    nodes_below integer,              -- nodes that proved exact - 1 infeasible
+    idle    text,                     -- how the shortest schedule idles, when it does
+    PRIMARY KEY (graph, m)
+);
+
 CREATE TABLE bench.stg_result (
     graph   text NOT NULL,
     m       integer NOT NULL,

@@ -19,7 +19,9 @@
 --     list-scheduled the way the dispatcher does it (in this file, in
 --     PL/pgSQL), start every stage when the plan says; on tiny graphs, the
 --     plan is as short as the best of all dispatch orders (every
---     permutation tried here), and proven optimal;
+--     permutation tried here), and proven optimal, and the lower bound is
+--     at most the shortest of all schedules, idle slots included (the
+--     serial schedule generation scheme over every permutation);
 --   * the numbers agree with each other and with an independent computation
 --     of the critical path and earliest starts in SQL;
 --   * waves, slack and critical flags are consistent;
@@ -32,7 +34,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS parflow;
 
-SELECT plan(78);
+SELECT plan(80);
 
 ------------------------------------------------------------------------------
 -- Generators
@@ -823,10 +825,59 @@ SELECT is_empty($$
      ORDER BY 1, 2, 3, 4
 $$, 'the dispatch ranks, list-scheduled as the dispatcher does, start every stage when the plan says');
 
+-- The serial schedule generation scheme: stages taken one at a time, the
+-- eligible one (every dependency placed) of highest priority first, each
+-- placed at the earliest time its dependencies and the cap allow, gaps
+-- before stages placed earlier included.  Over all priority orders it gives
+-- every active schedule, so its shortest is the shortest of all schedules,
+-- those that hold a slot idle included (Kolisch 1996).  No affinity rules.
+CREATE FUNCTION pg_temp.ssgs(est bigint[], dep_from integer[], dep_to integer[], cap integer, prio bigint[])
+RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    n integer := coalesce(array_length(est, 1), 0);
+    st bigint[] := array_fill(NULL::bigint, ARRAY[greatest(n, 1)]);
+    v integer;
+    t bigint;
+    ok boolean;
+    mk bigint := 0;
+BEGIN
+    FOR step IN 1 .. n LOOP
+        -- the eligible stage of highest priority
+        v := NULL;
+        FOR i IN 1 .. n LOOP
+            IF st[i] IS NULL AND (v IS NULL OR prio[i] > prio[v])
+               AND NOT EXISTS (SELECT FROM generate_series(1, coalesce(array_length(dep_to, 1), 0)) k
+                                WHERE dep_to[k] = i AND st[dep_from[k]] IS NULL) THEN
+                v := i;
+            END IF;
+        END LOOP;
+        -- the earliest start after its dependencies: that time or a finish of a placed stage
+        t := coalesce((SELECT max(st[dep_from[k]] + est[dep_from[k]])
+                         FROM generate_series(1, coalesce(array_length(dep_to, 1), 0)) k WHERE dep_to[k] = v), 0);
+        LOOP
+            -- the cap holds at t and at every start of a placed stage inside [t, t + est[v])
+            ok := NOT EXISTS (
+                SELECT FROM (SELECT t AS x
+                             UNION SELECT st[a] FROM generate_series(1, n) a
+                                    WHERE st[a] > t AND st[a] < t + est[v]) pts
+                 WHERE (SELECT count(*) FROM generate_series(1, n) b
+                         WHERE est[b] > 0 AND st[b] <= pts.x AND st[b] + est[b] > pts.x) >= cap);
+            EXIT WHEN ok OR est[v] = 0;
+            t := (SELECT min(st[a] + est[a]) FROM generate_series(1, n) a WHERE st[a] IS NOT NULL AND st[a] + est[a] > t);
+        END LOOP;
+        st[v] := t;
+        mk := greatest(mk, t + est[v]);
+    END LOOP;
+    RETURN mk;
+END
+$$;
+
 -- Tiny random DAGs (6 stages), and the graph of sql/plan.sql where the only
 -- schedule as short as the lower bound holds a slot idle: under caps 2 and
 -- 3, the plan is as short as the best of all 720 dispatch orders, and
--- proven optimal.
+-- proven optimal; the lower bound is at most the shortest of all schedules
+-- (the serial scheme over all 720 orders), which the best dispatch order is
+-- not always.
 SELECT parflow_define('pti_tiny' || k, pg_temp.dag_spec(6, 100 + k, 1, 2, 5)) FROM generate_series(1, 3) k;
 SELECT parflow_define('pti_hold', '{"groups": [{"name": "g", "stages": [
   {"name": "a", "agent": "x", "estimate": "3 min"},
@@ -855,6 +906,8 @@ SELECT g.wf, g.cap,
           FROM perm, LATERAL (SELECT pg_temp.simulate(g.est, coalesce(g.dep_from, '{}'), coalesce(g.dep_to, '{}'),
                                                       g.cap, perm.p, '{}', '{}', '{}') AS st) x
          WHERE cardinality(perm.p) = 6) AS best_order,
+       (SELECT min(pg_temp.ssgs(g.est, coalesce(g.dep_from, '{}'), coalesce(g.dep_to, '{}'), g.cap, perm.p))
+          FROM perm WHERE cardinality(perm.p) = 6) AS best_schedule,
        pg_temp.us(e.parallel) AS parallel, pg_temp.us(e.lower_bound) AS lower_bound, e.optimal
   FROM g, LATERAL parflow_estimate(g.wf, '{}', g.cap) e;
 
@@ -863,6 +916,12 @@ SELECT is_empty($$
 $$, 'tiny graphs: the plan is the best of all dispatch orders, proven optimal, and lower_bound does not exceed it');
 SELECT ok((SELECT bool_or(parallel > lower_bound) FROM pf_tiny),
           'among them, plans proven optimal by the search (longer than the lower bound)');
+SELECT is_empty($$
+    SELECT * FROM pf_tiny WHERE lower_bound > best_schedule OR best_schedule > best_order
+$$, 'tiny graphs: lower_bound does not exceed the shortest of all schedules (idle slots included), nor that the best dispatch order');
+SELECT results_eq($$SELECT best_order::bigint, best_schedule, lower_bound::bigint FROM pf_tiny WHERE wf = 'pti_hold' AND cap = 2$$,
+                  $$VALUES (540000000::bigint, 480000000::bigint, 480000000::bigint)$$,
+                  'pti_hold under cap 2: 9 min by any dispatch order, 8 with a slot held idle, and the lower bound is 8');
 
 ------------------------------------------------------------------------------
 -- 10. A new version (14)
