@@ -167,6 +167,78 @@ SELECT t.stage, tk.error FROM parflow.task tk JOIN parflow.tasks t ON t.task = t
 SELECT pg_temp.work('x');
 SELECT state FROM parflow.runs WHERE run = :t1;
 
+-- Sub-workflows: a stage that runs another workflow as a child run.
+SELECT parflow_define('qa_suite', '{"groups": [{"name": "qa", "stages": [{"name": "qa", "agent": "qa", "estimate": "15 min"}]}]}') > 0 AS defined;
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "workflow": "qa_suit"}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "workflow": "bad"}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "workflow": "qa_suite", "agent": "x"}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "workflow": "qa_suite", "wait": {"event": "e"}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "workflow": "qa_suite", "max_attempts": 2}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "workflow": 7}')) $$);
+SELECT parflow_define('feature', '{"groups": [
+  {"name": "build", "stages": [{"name": "build", "agent": "backend", "estimate": "30 min"}]},
+  {"name": "check", "stages": [{"name": "qa", "workflow": "qa_suite"}]},
+  {"name": "ship", "stages": [{"name": "ship", "agent": "devops", "estimate": "5 min"}]}]}') > 0 AS defined;
+SET client_min_messages = notice;
+SELECT stage, agent, est_start, est_finish FROM parflow_plan('feature');
+SET client_min_messages = warning;
+SELECT parflow_start('feature', '{fast}', 1, true, '{"ticket": 7}') AS f1 \gset
+SELECT pg_temp.work('backend', '{"artifact": "b1"}');
+SELECT pg_temp.states(:f1);
+SELECT run AS c1 FROM parflow.runs WHERE parent_run = :f1 \gset
+SELECT workflow, state, priority, parallel, flags, parent_run = :f1 AS of_f1, parent_stage FROM parflow.runs WHERE run = :c1;
+SELECT regexp_replace(regexp_replace(why, 'since .*', 'since T'), 'run \d+', 'run N') AS why
+  FROM parflow.waiting WHERE run = :f1;
+SELECT parflow._dispatch();
+SELECT input -> 'ticket' AS ticket, input -> 'upstream' AS upstream FROM parflow_claim('qa', 'w') \gset
+SELECT :'ticket', :'upstream';
+SELECT parflow_complete(tk.id, tk.token, '{"passed": 12}') FROM parflow.task tk WHERE tk.run_id = :c1 AND tk.state = 'running';
+SELECT state FROM parflow.runs WHERE run = :c1;
+-- the pass hands the child's end to its parent
+SELECT pg_temp.states(:f1);
+SELECT parflow._dispatch();
+SELECT pg_temp.states(:f1);
+SELECT output -> 'state' AS state, output -> 'outputs' AS outputs FROM parflow.task tk
+ WHERE tk.run_id = :f1 AND tk.stage_ord = 1;
+SELECT pg_temp.work('devops');
+SELECT state FROM parflow.runs WHERE run = :f1;
+
+-- A blocked child fails its stage; parflow_retry of the stage retries the child's failed stages.
+SELECT parflow_start('feature', parallel => true) AS f2 \gset
+SELECT pg_temp.work('backend');
+SELECT run AS c2 FROM parflow.runs WHERE parent_run = :f2 \gset
+SELECT parflow._dispatch();
+SELECT parflow_fail(task, token, 'flaky suite', false) FROM parflow_claim('qa', 'w');
+SELECT state FROM parflow.runs WHERE run = :c2;
+SELECT parflow._dispatch();
+SELECT pg_temp.states(:f2), (SELECT state FROM parflow.runs WHERE run = :f2);
+SELECT jsonb_path_query(parflow_failures(:f2), '$[*].last_error') AS last_error;
+SELECT parflow_retry(:f2, 'qa');
+SELECT pg_temp.states(:f2), (SELECT state FROM parflow.runs WHERE run = :f2) AS parent,
+       (SELECT state FROM parflow.runs WHERE run = :c2) AS child,
+       (SELECT count(*) FROM parflow.runs WHERE parent_run = :f2) AS children;
+SELECT pg_temp.work('qa');
+SELECT parflow._dispatch();
+SELECT pg_temp.states(:f2);
+
+-- Pausing or cancelling the parent does the same to its child; a child cancelled alone fails its stage.
+SELECT parflow_start('feature', parallel => true) AS f3 \gset
+SELECT pg_temp.work('backend');
+SELECT run AS c3 FROM parflow.runs WHERE parent_run = :f3 \gset
+SELECT parflow_pause(:f3);
+SELECT state FROM parflow.runs WHERE run = :c3;
+SELECT parflow_resume(:f3);
+SELECT state FROM parflow.runs WHERE run = :c3;
+SELECT parflow_cancel(:f3);
+SELECT state FROM parflow.runs WHERE run = :c3;
+SELECT parflow_start('feature', parallel => true) AS f4 \gset
+SELECT pg_temp.work('backend');
+SELECT run AS c4 FROM parflow.runs WHERE parent_run = :f4 \gset
+SELECT parflow_cancel(:c4);
+SELECT parflow._dispatch();
+SELECT pg_temp.states(:f4), (SELECT state FROM parflow.runs WHERE run = :f4);
+SELECT parflow_cancel(:f4);
+
 -- Who may signal: operators, and roles given events (* for all).
 CREATE ROLE pf_wait_bot LOGIN;
 CREATE ROLE pf_wait_ci LOGIN;

@@ -54,6 +54,37 @@
 	" AND st_.ord = " ord " LIMIT 1) " alias " "
 
 /*
+ * The input a task's work is given (an agent's claim, a sub-workflow's
+ * child run): the run's input, the outputs of the stages it depends on
+ * (skipped ones listed apart, with the reason) and, on a route-back, the
+ * failing verification.  The upstream outputs add to those the run's input
+ * brings (a child run's input is its parent stage's), its own first.  PF_TASK_INPUT is the expression; it needs the
+ * join PF_TASK_UPSTREAM (alias up), a task u (stage_ord, group_ord,
+ * feedback) and its run r (id, version_id, input).
+ */
+#define PF_TASK_INPUT \
+	"r.input || jsonb_build_object('upstream', " \
+	"    CASE WHEN jsonb_typeof(r.input -> 'upstream') = 'object' THEN r.input -> 'upstream' ELSE '{}' END " \
+	"    || coalesce(up.upstream, '{}')) " \
+	"|| CASE WHEN up.skipped IS NULL THEN '{}' ELSE jsonb_build_object('skipped', up.skipped) END " \
+	"|| CASE WHEN u.feedback IS NULL THEN '{}' ELSE jsonb_build_object('route_back', u.feedback) END"
+#define PF_TASK_UPSTREAM \
+	" CROSS JOIN LATERAL ( " \
+	"   SELECT jsonb_object_agg(ds.name, dt.output) FILTER (WHERE dt.state = 'succeeded') AS upstream, " \
+	"          jsonb_object_agg(ds.name, coalesce(dt.error, 'skipped')) FILTER (WHERE dt.state = 'skipped') AS skipped " \
+	"     FROM (SELECT d.dep_ord AS ord FROM parflow.stage_dep d " \
+	"            WHERE d.version_id = r.version_id AND d.stage_ord = u.stage_ord " \
+	"           UNION " \
+	"           SELECT s2.ord FROM parflow.group_dep gd " \
+	"            CROSS JOIN LATERAL (SELECT st_.ord FROM parflow.stage st_ WHERE st_.version_id = r.version_id " \
+	"                                   AND st_.group_ord = gd.dep_ord OFFSET 0) s2 " \
+	"            WHERE gd.version_id = r.version_id AND gd.group_ord = u.group_ord) dep " \
+	"    CROSS JOIN LATERAL (SELECT t2.state, t2.output, t2.error FROM parflow.task t2 " \
+	"                         WHERE t2.run_id = r.id AND t2.stage_ord = dep.ord LIMIT 1) dt " \
+	"   " PF_STAGE_OF("ds", "r.version_id", "dep.ord", "name") \
+	"    WHERE dt.state IN ('succeeded', 'skipped')) up "
+
+/*
  * A task's state checked on a row found by its id: written so that no
  * partial index on state matches (a generic plan, with statistics from when
  * no task was in that state, would scan such an index for the id instead of
@@ -114,6 +145,7 @@ extern void pf_notify_agent(const char *agent, const char *payload);
 
 /* runstate.c: transitions shared by the agent calls, operators and the pass */
 extern void pf_load_task(int row, PfTask *t);
+extern Oid	pf_ext_func(const char *name, int nargs);
 extern void pf_event(int64 run, int64 task, const char *kind, Datum detail, bool has_detail);
 extern void pf_announce(int64 run, const char *kind, Datum detail, bool has_detail);
 extern void pf_done(int64 run, int64 version, Datum ords);
@@ -126,9 +158,10 @@ extern void pf_set_output(int64 task, Datum output);
 extern Datum pf_int4_array(int32 *v, int n);
 extern Datum pf_int8_array(int64 *v, int n);
 
-/* waits.c: wait stages */
+/* waits.c: stages no agent works (wait stages, sub-workflow stages) */
 extern ArrayType *pf_await(int64 run, int64 version, ArrayType *ords);
 extern void pf_wait_timeouts(void);
+extern void pf_settle_children(void);
 
 /* pass.c: when the last pass in this process wants the next one (0: none sooner than naptime) */
 extern TimestampTz pf_pass_next_due(void);

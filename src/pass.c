@@ -1,7 +1,8 @@
 /*
  * pass.c - the dispatcher's pass, parflow._dispatch(), in one transaction:
  * runs whose last tasks finished (or failed) at the same moment are
- * finished (or blocked); attempts past their stage's timeout end and their
+ * finished (or blocked), and sub-workflow stages whose child run ended
+ * complete or fail (waits.c); attempts past their stage's timeout end and their
  * agents are told to stop; dispatched tasks nobody claimed in time give
  * their slot back; expired leases are retried or failed; interrupted tasks
  * not given back in time are taken back; wait stages past their timeout
@@ -75,6 +76,9 @@ settle_runs(void)
 	for (i = 0; i < n; i++)
 		if (pf_lock_run(ids[i], false, true))
 			pf_check_blocked(ids[i]);
+
+	/* child runs that ended, for the sub-workflow stages awaiting them */
+	pf_settle_children();
 }
 
 /* ---- attempts that ended ---------------------------------------------------- */

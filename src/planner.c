@@ -163,7 +163,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	/* stages, in spec order; group_ord never decreases along ord */
 	spi_exec_int8(waits_available()
 				  ? "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, "
-				  "       wait_event IS NOT NULL "
+				  "       wait_event IS NOT NULL OR sub_workflow IS NOT NULL "
 				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord"
 				  : "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, false "
 				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord",
@@ -576,9 +576,10 @@ plan_args(FunctionCallInfo fcinfo, char **workflow, int *call_cap)
 	for (i = 0; i < g->nstages; i++)
 		if (g->runs[i] && g->wait[i] && g->cost[i] == 0)
 			ereport(NOTICE,
-					(errmsg("wait stage \"%s\" is planned as taking no time", g->stage_name[i]),
-					 errdetail("It has no estimate, and no run of the workflow has awaited it yet."),
-					 errhint("Give it an \"estimate\" of how long its event usually takes to come.")));
+					(errmsg("stage \"%s\", which no agent works, is planned as taking no time",
+							g->stage_name[i]),
+					 errdetail("It has no estimate, and no run of the workflow has finished it yet."),
+					 errhint("Give it an \"estimate\" of how long its event or its child run usually takes.")));
 	return g;
 }
 

@@ -4,9 +4,9 @@
  * A graph has one node per stage (0 .. nstages-1, in spec order) and one
  * barrier node per group (nstages + group ord) that is done when every stage
  * of its group is done.  Barrier nodes and skipped stages cost nothing and
- * take no capacity: they only pass dependencies on.  A wait stage (it
- * awaits an event, no agent works it) takes its estimate, or no time, but no
- * capacity either.  planner.c loads and
+ * take no capacity: they only pass dependencies on.  A stage no agent
+ * works (a wait stage awaits an event, a sub-workflow stage its child run)
+ * takes its estimate, or no time, but no capacity either.  planner.c loads and
  * checks graphs and serves the SQL functions; schedule.c plans them.
  */
 #ifndef PARFLOW_PLANNER_H
@@ -38,8 +38,9 @@ typedef struct PfGraph
 	int64		nedges;
 	int64	   *cost;			/* microseconds; 0 for barriers and skipped */
 	bool	   *runs;			/* a stage that runs (not a barrier, not skipped) */
-	bool	   *wait;			/* a stage that awaits an event: no capacity */
-	bool		has_wait;		/* some stage that runs is a wait stage */
+	bool	   *wait;			/* no agent works it (it awaits an event or a
+								 * child run): no capacity */
+	bool		has_wait;		/* some stage that runs is such a stage */
 	int		   *group_of;		/* per stage */
 	char	  **stage_name;		/* per stage */
 	char	  **agent;			/* per stage; NULL for a wait stage */

@@ -311,7 +311,11 @@ pf_finish_if_done(int64 run)
 	Datum		v[1] = {Int64GetDatum(run)};
 
 	if (pf_exec(&st_finish, v, NULL, 0) > 0)
+	{
 		pf_announce(run, "succeeded", (Datum) 0, false);
+		/* (a child run's end is for the pass to hand to its parent) */
+		pf_wake_at_commit();
+	}
 }
 
 static PfStmt st_block = {
@@ -327,22 +331,25 @@ static PfStmt st_failures_detail = {
 	1, {JSONBOID}
 };
 
-static PfStmt st_failures_func = {
+static PfStmt st_ext_func = {
 	"SELECT p.oid FROM pg_catalog.pg_proc p "
 	"  JOIN pg_catalog.pg_extension e ON e.extnamespace = p.pronamespace "
-	" WHERE e.extname = 'parflow' AND p.proname = 'parflow_failures' "
-	"   AND p.proargtypes = '20'::pg_catalog.oidvector",
-	0, {0}
+	" WHERE e.extname = 'parflow' AND p.proname = $1 AND p.pronargs = $2",
+	2, {TEXTOID, INT4OID}
 };
 
-/* parflow_failures(bigint), in the extension's schema. */
-static Oid
-failures_func(void)
+/*
+ * A function of the extension's own schema (whatever it is: the callers'
+ * search_path does not name it), by name and number of arguments.
+ */
+Oid
+pf_ext_func(const char *name, int nargs)
 {
+	Datum		v[2] = {CStringGetTextDatum(name), Int32GetDatum(nargs)};
 	bool		isnull;
 
-	if (pf_exec(&st_failures_func, NULL, NULL, 1) != 1)
-		elog(ERROR, "parflow: function parflow_failures(bigint) not found");
+	if (pf_exec(&st_ext_func, v, NULL, 1) != 1)
+		elog(ERROR, "parflow: function %s of %d arguments not found", name, nargs);
 	return DatumGetObjectId(pf_datum(0, 1, &isnull));
 }
 
@@ -366,11 +373,12 @@ pf_check_blocked(int64 run)
 	/* it must see what this transaction wrote, as a statement of SPI's would */
 	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	report = OidFunctionCall1(failures_func(), Int64GetDatum(run));
+	report = OidFunctionCall1(pf_ext_func("parflow_failures", 1), Int64GetDatum(run));
 	PopActiveSnapshot();
 	v[0] = report;
 	pf_exec(&st_failures_detail, v, NULL, 0);
 	pf_announce(run, "blocked", pf_datum(0, 1, &isnull), true);
+	pf_wake_at_commit();
 }
 
 /* ---- a lost attempt ---------------------------------------------------- */

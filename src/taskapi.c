@@ -203,9 +203,8 @@ check_claim_args(FunctionCallInfo fcinfo, int first, PfClaimArgs *a, bool with_m
 /*
  * Claim up to max_tasks dispatched tasks of a kind, in dispatch order, each
  * with a fresh lease token (tasks another claim holds, or whose run an
- * operator holds, are passed over: a claim never waits); the input of each is the run's input, the
- * outputs of the stages it depends on (skipped ones listed apart, with the
- * reason) and, on a route-back, the failing verification.
+ * operator holds, are passed over: a claim never waits); the input of each
+ * is PF_TASK_INPUT (core.h).
  */
 static PfStmt st_claim = {
 	"WITH ok AS (SELECT " PF_MAY_CLAIM " AS ok), "
@@ -222,27 +221,12 @@ static PfStmt st_claim = {
 	"      SELECT u.run_id, u.id, 'running', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) "
 	"        FROM u ORDER BY " PF_DISPATCH_ORDER("u") ") "
 	"SELECT u.id, u.token, u.run_id, s.name, u.attempt, "
-	"       r.input || jsonb_build_object('upstream', coalesce(up.upstream, '{}')) "
-	"       || CASE WHEN up.skipped IS NULL THEN '{}' ELSE jsonb_build_object('skipped', up.skipped) END "
-	"       || CASE WHEN u.feedback IS NULL THEN '{}' ELSE jsonb_build_object('route_back', u.feedback) END, "
+	PF_TASK_INPUT ", "
 	"       s.estimate, u.lease_until, NULL::integer "
 	"  FROM u CROSS JOIN LATERAL (SELECT rr.id, rr.version_id, rr.input FROM parflow.run rr "
 	"                             WHERE rr.id = u.run_id LIMIT 1) r "
 	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name, estimate")
-	" CROSS JOIN LATERAL ( "
-	"   SELECT jsonb_object_agg(ds.name, dt.output) FILTER (WHERE dt.state = 'succeeded') AS upstream, "
-	"          jsonb_object_agg(ds.name, coalesce(dt.error, 'skipped')) FILTER (WHERE dt.state = 'skipped') AS skipped "
-	"     FROM (SELECT d.dep_ord AS ord FROM parflow.stage_dep d "
-	"            WHERE d.version_id = r.version_id AND d.stage_ord = u.stage_ord "
-	"           UNION "
-	"           SELECT s2.ord FROM parflow.group_dep gd "
-	"            CROSS JOIN LATERAL (SELECT st_.ord FROM parflow.stage st_ WHERE st_.version_id = r.version_id "
-	"                                   AND st_.group_ord = gd.dep_ord OFFSET 0) s2 "
-	"            WHERE gd.version_id = r.version_id AND gd.group_ord = u.group_ord) dep "
-	"    CROSS JOIN LATERAL (SELECT t2.state, t2.output, t2.error FROM parflow.task t2 "
-	"                         WHERE t2.run_id = r.id AND t2.stage_ord = dep.ord LIMIT 1) dt "
-	"   " PF_STAGE_OF("ds", "r.version_id", "dep.ord", "name")
-	"    WHERE dt.state IN ('succeeded', 'skipped')) up "
+	PF_TASK_UPSTREAM
 	" ORDER BY " PF_DISPATCH_ORDER("u"),
 	4, {TEXTOID, TEXTOID, INTERVALOID, INT4OID}
 };

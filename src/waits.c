@@ -1,21 +1,27 @@
 /*
- * waits.c - wait stages: a stage with no agent that, once its dependencies
- * are done, awaits an event (task state awaiting) instead of being
- * dispatched, as a human approval or an outside system's webhook.  This
- * file owns that state: beginning to await (an event row and a
- * notification on parflow_orchestrator naming the event, then a signal
- * kept for the run completes it at once), parflow_signal (completes the
- * run's stages awaiting the event with its payload as their output, or
- * keeps it for the next stage to await it), parflow_reject (fails them; a
- * wait stage that verifies a stage sends that stage back with the reason),
- * the timeout the dispatcher's pass enforces, and who may signal
- * (operators, and roles given events with parflow_allow_signal, which also
- * grants them EXECUTE on the two functions).  Signals and rejections take
- * the run's lock exclusively, as operators do, before its row and tasks.
+ * waits.c - the stages no agent works: a wait stage awaits an event (a
+ * human approval, an outside system's webhook), a sub-workflow stage a
+ * child run of another workflow.  Once its dependencies are done such a
+ * task is awaiting instead of ready, and this file owns that state:
+ * beginning to await (an event row and a notification on
+ * parflow_orchestrator; a signal kept for the run completes a wait stage
+ * at once; a sub-workflow stage starts its child run, or retries its
+ * blocked one), parflow_signal (completes the run's stages awaiting the
+ * event with its payload as their output, or keeps it for the next stage
+ * to await it), parflow_reject (fails them; a wait stage that verifies a
+ * stage sends that stage back with the reason), the wait timeouts and the
+ * ends of child runs, which the dispatcher's pass hands to their parents
+ * (never the child's own transaction: it holds the child's lock, and a
+ * parent's operator locks the parent before its children), and who may
+ * signal (operators, and roles given events with parflow_allow_signal,
+ * which also grants them EXECUTE on the two functions).  Signals and
+ * rejections take the run's lock exclusively, as operators do, before its
+ * row and tasks.
  */
 #include "postgres.h"
 
 #include "access/detoast.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
@@ -29,6 +35,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "core.h"
 #include "guc.h"
@@ -50,9 +57,9 @@ connect_spi(void)
 /* ---- completing wait tasks ---------------------------------------------- */
 
 /*
- * Wait tasks $2 of run $1, still awaiting, succeed with output $3 (a
- * signal of event $4 sent by $5; $6: it was kept until they awaited), and
- * leave the run's remaining count.  Returns their stage ords.
+ * Tasks $2 of run $1, still awaiting, succeed with output $3 (event detail
+ * $4: the signal, or the child run), and leave the run's remaining count.
+ * Returns their stage ords.
  */
 static PfStmt st_wait_succeed = {
 	"WITH u AS (UPDATE parflow.task tk SET state = 'succeeded', output = $3, error = NULL, "
@@ -60,29 +67,42 @@ static PfStmt st_wait_succeed = {
 	"            WHERE tk.run_id = $1 AND tk.id = ANY ($2) AND tk.state = 'awaiting' "
 	"           RETURNING tk.id, tk.stage_ord), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
-	"      SELECT $1, u.id, 'succeeded', jsonb_build_object('signal', $4, 'by', $5, 'kept', $6) FROM u), "
+	"      SELECT $1, u.id, 'succeeded', $4 FROM u), "
 	"c AS (SELECT parflow._shard(u.id) AS shard, count(*)::integer AS n FROM u GROUP BY 1), "
 	"rr AS (UPDATE parflow.run_remaining x SET remaining = x.remaining - c.n FROM c "
 	"        WHERE x.run_id = $1 AND x.shard = c.shard) "
 	"SELECT coalesce(array_agg(u.stage_ord ORDER BY u.stage_ord), '{}') FROM u",
-	6, {INT8OID, INT8ARRAYOID, JSONBOID, TEXTOID, TEXTOID, BOOLOID}
+	4, {INT8OID, INT8ARRAYOID, JSONBOID, JSONBOID}
 };
 
 static ArrayType *
-wait_succeed(int64 run, int64 *ids, int n, Datum payload, const char *event,
-			 const char *by, bool kept)
+wait_succeed(int64 run, int64 *ids, int n, Datum output, Datum detail)
 {
-	Datum		v[6];
+	Datum		v[4];
 	bool		isnull;
 
 	v[0] = Int64GetDatum(run);
 	v[1] = pf_int8_array(ids, n);
-	v[2] = payload;
-	v[3] = CStringGetTextDatum(event);
-	v[4] = CStringGetTextDatum(by);
-	v[5] = BoolGetDatum(kept);
+	v[2] = output;
+	v[3] = detail;
 	pf_exec(&st_wait_succeed, v, NULL, 0);
 	return DatumGetArrayTypePCopy(pf_datum(0, 1, &isnull));
+}
+
+static PfStmt st_signal_detail = {
+	"SELECT jsonb_build_object('signal', $1, 'by', $2, 'kept', $3)",
+	3, {TEXTOID, TEXTOID, BOOLOID}
+};
+
+/* The event detail of a task a signal completes. */
+static Datum
+signal_detail(const char *event, const char *by, bool kept)
+{
+	Datum		v[3] = {CStringGetTextDatum(event), CStringGetTextDatum(by), BoolGetDatum(kept)};
+	bool		isnull;
+
+	pf_exec(&st_signal_detail, v, NULL, 1);
+	return datumCopy(pf_datum(0, 1, &isnull), false, -1);
 }
 
 /* ---- beginning to await -------------------------------------------------- */
@@ -96,16 +116,18 @@ static PfStmt st_await_begin = {
 	"                  attempt = tk.attempt + 1 "
 	"            WHERE tk.run_id = $1 AND tk.stage_ord = ANY ($3) AND tk.state = 'awaiting' "
 	"           RETURNING tk.id, tk.stage_ord), "
-	"s AS (SELECT u.id, u.stage_ord, st.name, st.wait_event, st.wait_timeout FROM u"
-	PF_STAGE_OF("st", "$2", "u.stage_ord", "name, wait_event, wait_timeout") "), "
+	"s AS (SELECT u.id, u.stage_ord, st.name, st.wait_event, st.wait_timeout, st.sub_workflow FROM u"
+	PF_STAGE_OF("st", "$2", "u.stage_ord", "name, wait_event, wait_timeout, sub_workflow") "), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
 	"      SELECT $1, s.id, 'awaiting', "
-	"             jsonb_strip_nulls(jsonb_build_object('event', s.wait_event, 'timeout', s.wait_timeout::text)) "
+	"             jsonb_strip_nulls(jsonb_build_object('event', s.wait_event, 'timeout', s.wait_timeout::text, "
+	"                                                  'workflow', s.sub_workflow)) "
 	"        FROM s) "
 	"SELECT s.id, s.wait_event, "
 	"       jsonb_strip_nulls(jsonb_build_object('kind', 'awaiting', 'run', $1, 'task', s.id, 'stage', s.name, "
-	"                                            'event', s.wait_event, 'timeout', s.wait_timeout::text))::text, "
-	"       s.stage_ord "
+	"                                            'event', s.wait_event, 'timeout', s.wait_timeout::text, "
+	"                                            'workflow', s.sub_workflow))::text, "
+	"       s.stage_ord, s.sub_workflow "
 	"  FROM s ORDER BY s.stage_ord",
 	3, {INT8OID, INT8OID, INT4ARRAYOID}
 };
@@ -119,12 +141,15 @@ static PfStmt st_take_kept = {
 	2, {INT8OID, TEXTOID}
 };
 
+static void start_child(int64 run, int64 task, const char *workflow);
+
 /*
- * Wait tasks of stages ords of a run, which have just become awaiting:
- * their event rows, their notifications on parflow_orchestrator (sent at
- * commit, so that a person or a bot is asked), and each one that a kept
- * signal of its event completes at once.  Returns the stage ords so
- * completed, for the caller to release their dependents (pf_done).
+ * Tasks of stages ords of a run, which have just become awaiting: their
+ * event rows, their notifications on parflow_orchestrator (sent at commit,
+ * so that a person or a bot is asked), each wait stage that a kept signal
+ * of its event completes at once, and each sub-workflow stage's child run
+ * started (or its blocked one retried).  Returns the stage ords completed,
+ * for the caller to release their dependents (pf_done).
  */
 ArrayType *
 pf_await(int64 run, int64 version, ArrayType *ords)
@@ -134,6 +159,7 @@ pf_await(int64 run, int64 version, ArrayType *ords)
 				i;
 	int64	   *ids;
 	char	  **events;
+	char	  **workflows;
 	int32	   *ords_of;
 	int32	   *took;
 	int			ntook = 0;
@@ -142,31 +168,269 @@ pf_await(int64 run, int64 version, ArrayType *ords)
 	ids = palloc(sizeof(int64) * Max(n, 1));
 	ords_of = palloc(sizeof(int32) * Max(n, 1));
 	events = palloc(sizeof(char *) * Max(n, 1));
+	workflows = palloc(sizeof(char *) * Max(n, 1));
 	took = palloc(sizeof(int32) * Max(n, 1));
 	for (i = 0; i < n; i++)
 	{
 		ids[i] = pf_int8(i, 1);
 		events[i] = pf_text(i, 2);
 		ords_of[i] = pf_int4(i, 4);
+		workflows[i] = pf_text(i, 5);
 		Async_Notify("parflow_orchestrator", pf_text(i, 3));
 	}
 	for (i = 0; i < n; i++)
 	{
-		Datum		kv[2] = {Int64GetDatum(run), CStringGetTextDatum(events[i])};
+		Datum		kv[2];
 		Datum		payload;
 		char	   *by;
 		bool		isnull;
 		ArrayType  *done;
 
+		if (workflows[i] != NULL)
+		{
+			start_child(run, ids[i], workflows[i]);
+			continue;
+		}
+		kv[0] = Int64GetDatum(run);
+		kv[1] = CStringGetTextDatum(events[i]);
 		if (pf_exec(&st_take_kept, kv, NULL, 1) != 1)
 			continue;
 		payload = datumCopy(pf_datum(0, 1, &isnull), false, -1);
 		by = pf_text(0, 2);
-		done = wait_succeed(run, &ids[i], 1, payload, events[i], by, true);
+		done = wait_succeed(run, &ids[i], 1, payload, signal_detail(events[i], by, true));
 		if (ArrayGetNItems(ARR_NDIM(done), ARR_DIMS(done)) == 1)
 			took[ntook++] = ords_of[i];
 	}
 	return DatumGetArrayTypeP(pf_int4_array(took, ntook));
+}
+
+/* ---- sub-workflows ---------------------------------------------------------- */
+
+/* How deep sub-workflows may nest (a deeper chain is taken for a cycle). */
+#define PF_MAX_NESTING 16
+
+/* A task, with PF_TASK_COLS, by id. */
+static PfStmt st_task = {
+	"SELECT " PF_TASK_COLS " FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id WHERE tk.id = $1",
+	1, {INT8OID}
+};
+
+/* How many runs up the chain of parents from run $1 (itself included). */
+static PfStmt st_depth = {
+	"WITH RECURSIVE up (id, parent, d) AS ( "
+	"    SELECT r.id, r.parent_run, 1 FROM parflow.run r WHERE r.id = $1 "
+	"    UNION ALL "
+	"    SELECT r.id, r.parent_run, up.d + 1 FROM parflow.run r JOIN up ON r.id = up.parent "
+	"     WHERE up.d <= " CppAsString2(PF_MAX_NESTING) ") "
+	"SELECT max(up.d)::integer FROM up",
+	1, {INT8OID}
+};
+
+/* The latest child run of task $1, and its failed stages. */
+static PfStmt st_child = {
+	"SELECT c.id, c.state, ARRAY(SELECT s.name FROM parflow.task t "
+	"                             " PF_STAGE_OF("s", "c.version_id", "t.stage_ord", "name")
+	"                            WHERE t.run_id = c.id AND t.state = 'failed' ORDER BY t.stage_ord) "
+	"  FROM parflow.run c WHERE c.parent_task = $1 ORDER BY c.id DESC LIMIT 1",
+	1, {INT8OID}
+};
+
+/* What a child run of task $1 starts with: the stage's input, the parent's flags, priority and mode. */
+static PfStmt st_child_args = {
+	"SELECT " PF_TASK_INPUT ", r.flags, r.priority, r.parallel "
+	"  FROM (SELECT tk.id, tk.stage_ord, tk.group_ord, tk.feedback FROM parflow.task tk WHERE tk.id = $1) u "
+	" CROSS JOIN LATERAL (SELECT rr.id, rr.version_id, rr.input, rr.flags, rr.priority, rr.parallel "
+	"                       FROM parflow.run rr WHERE rr.id = $2 LIMIT 1) r "
+	PF_TASK_UPSTREAM,
+	2, {INT8OID, INT8OID}
+};
+
+static PfStmt st_adopt = {
+	"WITH u AS (UPDATE parflow.run c SET parent_run = $1, parent_task = $2 WHERE c.id = $3 RETURNING c.id) "
+	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"SELECT $1, $2, 'child_started', jsonb_build_object('child', u.id, 'workflow', $4) FROM u",
+	4, {INT8OID, INT8OID, INT8OID, TEXTOID}
+};
+
+/*
+ * Call a function of the extension (a PL/pgSQL one: it must see what this
+ * transaction wrote, as a statement of SPI's would), arguments NULL where
+ * nulls[i].
+ */
+static Datum
+call_ext(const char *name, int nargs, Datum *args, bool *nulls, bool *isnull)
+{
+	FmgrInfo	flinfo;
+	LOCAL_FCINFO(fcinfo, 8);
+	Datum		result;
+	int			i;
+
+	Assert(nargs <= 8);
+	fmgr_info(pf_ext_func(name, nargs), &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, nargs, InvalidOid, NULL, NULL);
+	for (i = 0; i < nargs; i++)
+	{
+		fcinfo->args[i].value = args[i];
+		fcinfo->args[i].isnull = nulls[i];
+	}
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	result = FunctionCallInvoke(fcinfo);
+	PopActiveSnapshot();
+	CommandCounterIncrement();
+	*isnull = fcinfo->isnull;
+	return result;
+}
+
+/*
+ * A sub-workflow stage (task of run) begins to await: a child run of the
+ * latest version of workflow starts, with the stage's input and the run's
+ * flags, priority and mode; when the task's last child is blocked (the
+ * stage failed with it and is retried), the child's failed stages are
+ * retried instead.  Nested deeper than PF_MAX_NESTING, the stage fails.
+ */
+static void
+start_child(int64 run, int64 task, const char *workflow)
+{
+	Datum		v[4];
+	Datum		args[7];
+	bool		nulls[7] = {false, false, false, false, false, true, true};
+	bool		isnull;
+	int64		child;
+
+	v[0] = Int64GetDatum(task);
+	if (pf_exec(&st_child, v, NULL, 1) == 1 && strcmp(pf_text(0, 2), "blocked") == 0)
+	{
+		int64		blocked = pf_int8(0, 1);
+		ArrayType  *failed = DatumGetArrayTypePCopy(pf_datum(0, 3, &isnull));
+		Datum	   *names;
+		int			nnames,
+					i;
+
+		deconstruct_array(failed, TEXTOID, -1, false, TYPALIGN_INT, &names, NULL, &nnames);
+		for (i = 0; i < nnames; i++)
+		{
+			Datum		rargs[2] = {Int64GetDatum(blocked), names[i]};
+			bool		rnulls[2] = {false, false};
+
+			(void) call_ext("parflow_retry", 2, rargs, rnulls, &isnull);
+		}
+		return;
+	}
+
+	v[0] = Int64GetDatum(run);
+	pf_exec(&st_depth, v, NULL, 1);
+	if (pf_int4(0, 1) >= PF_MAX_NESTING)
+	{
+		PfTask		t;
+
+		v[0] = Int64GetDatum(task);
+		if (pf_exec(&st_task, v, NULL, 1) != 1)
+			elog(ERROR, "parflow: task " INT64_FORMAT " not found", task);
+		pf_load_task(0, &t);
+		pf_retry_or_fail(&t, "sub-workflow",
+						 psprintf("sub-workflows nested deeper than %d runs: does workflow \"%s\" contain itself?",
+								  PF_MAX_NESTING, workflow), false);
+		return;
+	}
+
+	v[0] = Int64GetDatum(task);
+	v[1] = Int64GetDatum(run);
+	if (pf_exec(&st_child_args, v, NULL, 1) != 1)
+		elog(ERROR, "parflow: task " INT64_FORMAT " not found", task);
+	args[0] = CStringGetTextDatum(workflow);
+	args[1] = datumCopy(pf_datum(0, 2, &isnull), false, -1);
+	args[2] = pf_datum(0, 3, &isnull);
+	args[3] = pf_datum(0, 4, &isnull);
+	args[4] = datumCopy(pf_datum(0, 1, &isnull), false, -1);
+	child = DatumGetInt64(call_ext("parflow_start", 7, args, nulls, &isnull));
+
+	v[0] = Int64GetDatum(run);
+	v[1] = Int64GetDatum(task);
+	v[2] = Int64GetDatum(child);
+	v[3] = CStringGetTextDatum(workflow);
+	pf_exec(&st_adopt, v, NULL, 0);
+}
+
+static PfStmt st_any_awaiting = {
+	"SELECT EXISTS (SELECT FROM parflow.task tk WHERE tk.state = 'awaiting')",
+	0, {0}
+};
+
+/* Sub-workflow stages awaiting a child run that has ended (the latest child of each). */
+static PfStmt st_children_done = {
+	"SELECT " PF_TASK_COLS ", c.id, c.state, w.name "
+	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id "
+	" CROSS JOIN LATERAL (SELECT c.id, c.state, c.version_id FROM parflow.run c WHERE c.parent_task = tk.id "
+	"                      ORDER BY c.id DESC LIMIT 1) c "
+	"  JOIN parflow.workflow_version v ON v.id = c.version_id JOIN parflow.workflow w ON w.id = v.workflow_id "
+	" WHERE tk.state = 'awaiting' AND tk.agent IS NULL AND c.state IN ('succeeded', 'blocked', 'cancelled') "
+	"   AND parflow._lock_run(tk.run_id, false, true) "
+	" ORDER BY tk.id FOR UPDATE OF tk SKIP LOCKED",
+	0, {0}
+};
+
+static PfStmt st_child_detail = {
+	"SELECT jsonb_build_object('child', $1, 'workflow', $2)",
+	2, {INT8OID, TEXTOID}
+};
+
+/*
+ * For the dispatcher's pass: sub-workflow stages whose child run ended
+ * complete with parflow_result(child) as their output, or fail when it is
+ * blocked or cancelled.  A parent run held by an operator is left to the
+ * next pass.
+ */
+void
+pf_settle_children(void)
+{
+	int			n,
+				i;
+	PfTask	   *ts;
+	int64	   *child;
+	char	  **state;
+	char	  **wf;
+
+	pf_exec(&st_any_awaiting, NULL, NULL, 1);
+	if (!pf_bool(0, 1))
+		return;
+	n = pf_exec(&st_children_done, NULL, NULL, 0);
+	ts = palloc(sizeof(PfTask) * Max(n, 1));
+	child = palloc(sizeof(int64) * Max(n, 1));
+	state = palloc(sizeof(char *) * Max(n, 1));
+	wf = palloc(sizeof(char *) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		pf_load_task(i, &ts[i]);
+		child[i] = pf_int8(i, PF_TASK_NCOLS + 1);
+		state[i] = pf_text(i, PF_TASK_NCOLS + 2);
+		wf[i] = pf_text(i, PF_TASK_NCOLS + 3);
+	}
+	for (i = 0; i < n; i++)
+	{
+		if (strcmp(state[i], "succeeded") == 0)
+		{
+			Datum		a[1] = {Int64GetDatum(child[i])};
+			bool		an[1] = {false};
+			Datum		dv[2] = {Int64GetDatum(child[i]), CStringGetTextDatum(wf[i])};
+			bool		isnull;
+			Datum		output = call_ext("parflow_result", 1, a, an, &isnull);
+			Datum		detail;
+			ArrayType  *done;
+
+			pf_exec(&st_child_detail, dv, NULL, 1);
+			detail = datumCopy(pf_datum(0, 1, &isnull), false, -1);
+			done = wait_succeed(ts[i].run_id, &ts[i].id, 1, output, detail);
+			pf_done(ts[i].run_id, ts[i].version_id, PointerGetDatum(done));
+			pf_finish_if_done(ts[i].run_id);
+			pf_check_blocked(ts[i].run_id);
+			pf_wake_at_commit();
+		}
+		else
+			pf_retry_or_fail(&ts[i], "sub-workflow",
+							 psprintf("child run " INT64_FORMAT " of workflow \"%s\" is %s", child[i], wf[i],
+									  state[i]), false);
+	}
 }
 
 /* parflow._await(run bigint, ords integer[]): for parflow_start and retries */
@@ -425,7 +689,7 @@ parflow_signal(PG_FUNCTION_ARGS)
 		ids[i] = pf_int8(i, 1);
 	if (n > 0)
 	{
-		ArrayType  *done = wait_succeed(run, ids, n, payload, event, by, false);
+		ArrayType  *done = wait_succeed(run, ids, n, payload, signal_detail(event, by, false));
 
 		pf_done(run, version, PointerGetDatum(done));
 		pf_finish_if_done(run);
@@ -522,11 +786,6 @@ parflow_reject(PG_FUNCTION_ARGS)
 }
 
 /* ---- timeouts ------------------------------------------------------------------ */
-
-static PfStmt st_any_awaiting = {
-	"SELECT EXISTS (SELECT FROM parflow.task tk WHERE tk.state = 'awaiting')",
-	0, {0}
-};
 
 static PfStmt st_wait_timeouts = {
 	"SELECT " PF_TASK_COLS ", s.wait_on_timeout, "

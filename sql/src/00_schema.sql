@@ -90,16 +90,18 @@ CREATE TABLE parflow.stage (
     wait_event       text,
     wait_timeout     interval CHECK (wait_timeout > interval '0'),
     wait_on_timeout  text CHECK (wait_on_timeout IN ('fail', 'skip')),
+    sub_workflow     text,
     UNIQUE (version_id, ord),
     UNIQUE (version_id, name),
     UNIQUE (version_id, group_ord, pos),
-    CONSTRAINT stage_work_check CHECK ((agent IS NULL) = (wait_event IS NOT NULL)
+    CONSTRAINT stage_work_check CHECK (num_nonnulls(agent, wait_event, sub_workflow) = 1
                                        AND (estimate > interval '0' OR agent IS NULL)),
     FOREIGN KEY (version_id, group_ord) REFERENCES parflow.stage_group,
     FOREIGN KEY (version_id, verifies_ord) REFERENCES parflow.stage (version_id, ord)
 );
 COMMENT ON TABLE parflow.stage IS 'Stages of a workflow version; ord is the position in the whole spec (plan order)';
 COMMENT ON COLUMN parflow.stage.wait_event IS 'A wait stage: the event it awaits (parflow_signal, parflow_reject) instead of an agent';
+COMMENT ON COLUMN parflow.stage.sub_workflow IS 'A sub-workflow stage: the workflow whose latest version it runs as a child run, instead of an agent';
 COMMENT ON COLUMN parflow.stage.wait_timeout IS 'A wait stage: how long it awaits its event before wait_on_timeout applies (NULL: for ever)';
 
 -- The stages a dispatch pass must watch for attempts that run too long.
@@ -159,11 +161,16 @@ CREATE TABLE parflow.run (
     started_at    timestamptz,
     finished_at   timestamptz,
     key           text CONSTRAINT run_key_key UNIQUE,
-    not_before    timestamptz
+    not_before    timestamptz,
+    parent_run    bigint REFERENCES parflow.run,
+    parent_task   bigint
 );
 COMMENT ON TABLE parflow.run IS 'One execution of a workflow version; failed counts its tasks failed for good; key makes its start idempotent; nothing is dispatched before not_before';
 CREATE INDEX run_live_idx ON parflow.run (id) WHERE state IN ('running', 'paused');
 CREATE INDEX run_version_idx ON parflow.run (version_id);
+-- A sub-workflow stage's child runs (the latest is the one it awaits).
+CREATE INDEX run_parent_task_idx ON parflow.run (parent_task, id) WHERE parent_task IS NOT NULL;
+COMMENT ON COLUMN parflow.run.parent_task IS 'A child run: the task of the sub-workflow stage (of run parent_run) that started it and awaits it';
 
 CREATE TABLE parflow.task (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -200,7 +207,7 @@ COMMENT ON COLUMN parflow.task.base_attempt IS 'Attempts made before the current
 COMMENT ON COLUMN parflow.task.route_backs IS 'On a verification task: how many times its failure sent the verified stage back';
 COMMENT ON COLUMN parflow.task.feedback IS 'On a routed-back task: the failing verification (name, error, output), given to the next attempt in its input as route_back';
 COMMENT ON COLUMN parflow.task.skip_barrier IS 'Set when a route-back re-opened a task whose group barrier had already passed: its next completion does not count against the barrier again';
-COMMENT ON COLUMN parflow.task.agent IS 'The agent kind that works the task; NULL for a wait stage, which awaits an event instead (its started_at is when it began to await)';
+COMMENT ON COLUMN parflow.task.agent IS 'The agent kind that works the task; NULL for a wait stage or a sub-workflow stage, which awaits an event or a child run instead (its started_at is when it began to await)';
 COMMENT ON COLUMN parflow.task.interrupted_at IS 'When the dispatcher asked the holder to give the task back for a P0 run; the lease is lost after parflow.interrupt_grace';
 -- A run's ready tasks in dispatch order: the hand-over finds the next task
 -- of its run, and the first ready task of every other live run, in one index

@@ -252,19 +252,34 @@ BEGIN
         '{"name": "string", "agent": "string", "estimate": "interval", "depends_on": "strings",
           "when": "string", "verifies": "string", "produces": "strings", "consumes": "strings",
           "max_attempts": "integer", "retry_backoff": "interval", "timeout": "interval",
-          "max_route_backs": "integer", "description": "string", "wait": "object"}',
+          "max_route_backs": "integer", "description": "string", "wait": "object", "workflow": "string"}',
         ARRAY['name']);
     PERFORM parflow._check_names('stage', slabels, snames, 200);
-    -- What does the work: an agent, or (a wait stage) an event.
-    SELECT i, s ? 'agent' AS has_agent INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
-     WHERE (s ? 'agent') = (s ? 'wait') ORDER BY i LIMIT 1;
+    -- What does the work: an agent, an event (a wait stage), or a child run
+    -- of another workflow (a sub-workflow stage).
+    SELECT i, ARRAY(SELECT k FROM unnest(ARRAY['agent', 'wait', 'workflow']) k WHERE s ? k) AS ks INTO r
+      FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE (s ? 'agent')::integer + (s ? 'wait')::integer + (s ? 'workflow')::integer <> 1 ORDER BY i LIMIT 1;
     IF FOUND THEN
-        IF r.has_agent THEN
-            PERFORM parflow._spec_error(format('%s has both "agent" and "wait"', slabels[r.i]), NULL,
-                'A stage is worked by an agent, or awaits an event ("wait") with no agent involved: keep one.');
+        IF cardinality(r.ks) > 1 THEN
+            PERFORM parflow._spec_error(format('%s has both "%s" and "%s"', slabels[r.i], r.ks[1], r.ks[2]), NULL,
+                'A stage is worked by an agent, awaits an event ("wait"), or runs another workflow ("workflow"): keep one.');
         END IF;
         PERFORM parflow._spec_error(format('%s lacks required key "agent"', slabels[r.i]), NULL,
-            'Name the agent kind that works the stage, or give "wait": {"event": ...} for a stage that awaits an approval or an outside event.');
+            'Name the agent kind that works the stage, give "wait": {"event": ...} for a stage that awaits an approval or an outside event, or "workflow" for one that runs another workflow.');
+    END IF;
+    SELECT i, s->>'workflow' AS w INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE s ? 'workflow' AND (s->>'workflow' = wf_name
+           OR NOT EXISTS (SELECT FROM parflow.workflow w WHERE w.name = s->>'workflow'))
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        IF r.w = wf_name THEN
+            PERFORM parflow._spec_error(format('%s runs its own workflow "%s"', slabels[r.i], r.w), NULL,
+                'A sub-workflow stage runs another workflow as a child run; a workflow cannot contain itself.');
+        END IF;
+        near := parflow._nearest(r.w, ARRAY(SELECT w.name FROM parflow.workflow w ORDER BY w.name LIMIT 10000));
+        PERFORM parflow._spec_error(format('%s runs unknown workflow "%s"', slabels[r.i], r.w), NULL,
+            coalesce(format('Did you mean "%s"?', near), 'Define the workflow it runs first.'));
     END IF;
     SELECT i INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
      WHERE s ? 'agent' AND NOT s ? 'estimate' ORDER BY i LIMIT 1;
@@ -299,13 +314,15 @@ BEGIN
         PERFORM parflow._spec_error(format('on_timeout of %s must be "fail" or "skip"', slabels[r.i]),
             format('Found "%s".', r.v));
     END IF;
-    SELECT i, k INTO r FROM unnest(stages) WITH ORDINALITY u(s, i),
+    SELECT i, k, s ? 'wait' AS waits INTO r FROM unnest(stages) WITH ORDINALITY u(s, i),
            unnest(ARRAY['max_attempts', 'retry_backoff', 'timeout']) k
-     WHERE s ? 'wait' AND s ? k ORDER BY i LIMIT 1;
+     WHERE (s ? 'wait' OR s ? 'workflow') AND s ? k ORDER BY i LIMIT 1;
     IF FOUND THEN
-        PERFORM parflow._spec_error(format('%s awaits an event: "%s" does not apply to it', slabels[r.i], r.k), NULL,
-            CASE WHEN r.k = 'timeout' THEN 'Give how long it may await in "wait": {"timeout": ...}.'
-                 ELSE 'No agent works a wait stage, so it makes no attempts: remove the key.' END);
+        PERFORM parflow._spec_error(format('%s %s: "%s" does not apply to it', slabels[r.i],
+                                           CASE WHEN r.waits THEN 'awaits an event' ELSE 'runs a sub-workflow' END, r.k), NULL,
+            CASE WHEN r.k = 'timeout' AND r.waits THEN 'Give how long it may await in "wait": {"timeout": ...}.'
+                 WHEN r.waits THEN 'No agent works a wait stage, so it makes no attempts: remove the key.'
+                 ELSE 'No agent works a sub-workflow stage: its child run''s stages have their own attempts and timeouts.' END);
     END IF;
     SELECT i, s->>'agent' AS a INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
      WHERE btrim(s->>'agent') = '' OR octet_length(s->>'agent') > 55 OR s->>'agent' ~ '[[:cntrl:]]'
@@ -329,7 +346,7 @@ BEGIN
             CASE r.k WHEN 'max_attempts' THEN 1 ELSE 0 END), format('Found %s.', r.v));
     END IF;
     -- Intervals (the casts raise clear errors themselves).
-    PERFORM parflow._interval(s->>'estimate', format('estimate of %s', l), s ? 'wait')
+    PERFORM parflow._interval(s->>'estimate', format('estimate of %s', l), NOT s ? 'agent')
        FROM unnest(stages, slabels) u(s, l) WHERE s ? 'estimate';
     PERFORM parflow._interval(s->>'retry_backoff', format('retry_backoff of %s', l), true, '1 day')
        FROM unnest(stages, slabels) u(s, l) WHERE s ? 'retry_backoff';
@@ -365,7 +382,8 @@ BEGIN
     INSERT INTO parflow.stage (version_id, ord, group_ord, pos, name, agent, estimate, when_flag,
                                depends_on, verifies,
                                produces, consumes, max_attempts, retry_backoff, timeout,
-                               max_route_backs, description, wait_event, wait_timeout, wait_on_timeout)
+                               max_route_backs, description, wait_event, wait_timeout, wait_on_timeout,
+                               sub_workflow)
     SELECT ver_id, (row_number() OVER (ORDER BY gi, si)) - 1, gi - 1, si - 1,
            s->>'name', s->>'agent', coalesce((s->>'estimate')::interval, interval '0'), s->>'when',
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'depends_on', '[]'))), s->>'verifies',
@@ -376,7 +394,8 @@ BEGIN
            (s->>'timeout')::interval,
            coalesce((s->>'max_route_backs')::numeric::integer, 3),
            s->>'description', s->'wait'->>'event', (s->'wait'->>'timeout')::interval,
-           CASE WHEN s->'wait' ? 'timeout' THEN coalesce(s->'wait'->>'on_timeout', 'fail') END
+           CASE WHEN s->'wait' ? 'timeout' THEN coalesce(s->'wait'->>'on_timeout', 'fail') END,
+           s->>'workflow'
       FROM unnest(groups) WITH ORDINALITY u(g, gi), jsonb_array_elements(g->'stages') WITH ORDINALITY e(s, si);
 
     -- Explicit stage dependencies must name other, existing stages.
@@ -420,8 +439,8 @@ BEGIN
      WHERE st.version_id = ver_id AND v.agent IS NULL
      ORDER BY st.ord LIMIT 1;
     IF FOUND THEN
-        PERFORM parflow._spec_error(format('stage "%s" verifies wait stage "%s"', r.name, r.v), NULL,
-            'A failed verification sends the stage it verifies back to its agent, and a wait stage has none: verify the stage whose work is checked.');
+        PERFORM parflow._spec_error(format('stage "%s" verifies stage "%s", which no agent works', r.name, r.v), NULL,
+            'A failed verification sends the stage it verifies back to its agent, and a wait or sub-workflow stage has none: verify the stage whose work is checked.');
     END IF;
 
     -- Every consumed artifact has a producer other than the consumer.

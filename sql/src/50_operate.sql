@@ -19,6 +19,18 @@ END
 $$;
 COMMENT ON FUNCTION parflow._run_get(bigint) IS 'Internal: a run by id; raises 22004 for NULL, 42704 when there is none';
 
+-- The child runs of a run's sub-workflow stages in these states, the
+-- latest of each stage (an earlier one was cancelled or retried past).
+CREATE OR REPLACE FUNCTION parflow._children(p_run bigint, states text[]) RETURNS TABLE(id bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT c.id FROM parflow.task tk
+     CROSS JOIN LATERAL (SELECT c.id, c.state FROM parflow.run c WHERE c.parent_task = tk.id
+                          ORDER BY c.id DESC LIMIT 1) c
+     WHERE tk.run_id = p_run AND tk.agent IS NULL AND c.state = ANY (states)
+     ORDER BY c.id
+$$;
+COMMENT ON FUNCTION parflow._children(bigint, text[]) IS 'Internal: the latest child run of each sub-workflow stage of a run, in the given states';
+
 -- Lock a run and check its state; raises 42704 / 55000.
 CREATE OR REPLACE FUNCTION parflow._run_in(p_run bigint, allowed text[], action text) RETURNS parflow.run
 LANGUAGE plpgsql AS $$
@@ -68,10 +80,12 @@ BEGIN
     INSERT INTO parflow.event (run_id, task_id, kind) SELECT r.id, u.id, 'cancelled' FROM u;
     UPDATE parflow.run rn SET state = 'cancelled', finished_at = clock_timestamp() WHERE rn.id = r.id;
     PERFORM parflow._announce(r.id, 'cancelled');
+    -- and its sub-workflows' child runs (the parent's lock first, then theirs)
+    PERFORM @extschema@.parflow_cancel(c.id) FROM parflow._children(r.id, '{running,paused,blocked}') c;
     PERFORM parflow._wake();
 END
 $$;
-COMMENT ON FUNCTION @extschema@.parflow_cancel(bigint) IS 'Cancel a run: its unfinished tasks are cancelled and agents holding them are told to stop';
+COMMENT ON FUNCTION @extschema@.parflow_cancel(bigint) IS 'Cancel a run: its unfinished tasks are cancelled and agents holding them are told to stop; its sub-workflows'' child runs are cancelled too';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_pause(run bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
@@ -81,9 +95,10 @@ BEGIN
     r := parflow._run_in(run, '{running}', 'pause');
     UPDATE parflow.run rn SET state = 'paused' WHERE rn.id = r.id;
     PERFORM parflow._announce(r.id, 'paused');
+    PERFORM @extschema@.parflow_pause(c.id) FROM parflow._children(r.id, '{running}') c;
 END
 $$;
-COMMENT ON FUNCTION @extschema@.parflow_pause(bigint) IS 'Pause a run: nothing new is dispatched; tasks at work finish';
+COMMENT ON FUNCTION @extschema@.parflow_pause(bigint) IS 'Pause a run: nothing new is dispatched; tasks at work finish; its running child runs are paused too';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_resume(run bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
@@ -93,12 +108,13 @@ BEGIN
     r := parflow._run_in(run, '{paused}', 'resume');
     UPDATE parflow.run rn SET state = 'running' WHERE rn.id = r.id;
     PERFORM parflow._announce(r.id, 'resumed');
+    PERFORM @extschema@.parflow_resume(c.id) FROM parflow._children(r.id, '{paused}') c;
     PERFORM parflow._finish_if_done(r.id);
     PERFORM parflow._check_blocked(r.id);
     PERFORM parflow._wake();
 END
 $$;
-COMMENT ON FUNCTION @extschema@.parflow_resume(bigint) IS 'Resume a paused run';
+COMMENT ON FUNCTION @extschema@.parflow_resume(bigint) IS 'Resume a paused run, and its paused child runs';
 
 -- Re-open failed tasks of a run with fresh attempts: their dependents never
 -- started and wait for them as they were; a blocked run runs again.

@@ -5,10 +5,13 @@
 
 CREATE OR REPLACE VIEW parflow.runs AS
 SELECT r.id AS run, w.name AS workflow, v.version, r.state, r.priority, r.parallel, r.flags,
-       r.created_at, r.started_at, r.finished_at, r.key, r.not_before
+       r.created_at, r.started_at, r.finished_at, r.key, r.not_before, r.parent_run,
+       (SELECT ps.name FROM parflow.task pt JOIN parflow.run pr ON pr.id = pt.run_id
+          JOIN parflow.stage ps ON ps.version_id = pr.version_id AND ps.ord = pt.stage_ord
+         WHERE pt.id = r.parent_task) AS parent_stage
   FROM parflow.run r JOIN parflow.workflow_version v ON v.id = r.version_id
   JOIN parflow.workflow w ON w.id = v.workflow_id;
-COMMENT ON VIEW parflow.runs IS 'Runs: workflow, version, state, priority, mode, flags and times; the key of an idempotent start; the time before which a delayed run dispatches nothing';
+COMMENT ON VIEW parflow.runs IS 'Runs: workflow, version, state, priority, mode, flags and times; the key of an idempotent start; the time before which a delayed run dispatches nothing; for a child run, the run and sub-workflow stage that started it';
 
 CREATE OR REPLACE VIEW parflow.tasks AS
 SELECT t.id AS task, t.run_id AS run, s.name AS stage, t.agent, g.name AS group_name, t.state,
@@ -119,8 +122,15 @@ BEGIN
                            parflow._dur(clock_timestamp() - t.dispatched_at), t.agent);
         RETURN;
     ELSIF t.state = 'awaiting' THEN
-        SELECT s.wait_event, s.wait_timeout, s.wait_on_timeout INTO x FROM parflow.stage s
+        SELECT s.wait_event, s.wait_timeout, s.wait_on_timeout, s.sub_workflow,
+               (SELECT format('%s (%s)', c.id, c.state) FROM parflow.run c WHERE c.parent_task = t.id
+                 ORDER BY c.id DESC LIMIT 1) AS child
+          INTO x FROM parflow.stage s
          WHERE s.version_id = r.version_id AND s.ord = t.stage_ord;
+        IF x.sub_workflow IS NOT NULL THEN
+            RETURN NEXT format('awaiting child run %s of workflow %s since %s', x.child, x.sub_workflow, t.started_at);
+            RETURN;
+        END IF;
         RETURN NEXT format('awaiting event %s since %s%s (parflow_signal, parflow_reject)', x.wait_event, t.started_at,
                            CASE WHEN x.wait_timeout IS NOT NULL
                                 THEN format('; %s at %s', CASE x.wait_on_timeout WHEN 'skip' THEN 'skipped' ELSE 'fails' END,

@@ -42,7 +42,7 @@ describe('bad arguments, before any SQL', () => {
     await assert.rejects(op.run(1).retry(''), /stage name must be a non-empty string/);
     await assert.rejects(op.run(1).signal('ev', 'x' as never), /payload must be a JSON object/);
     await assert.rejects(op.define('wf', { groups: [{ name: 'g', stages: [{ name: 's', agent: 'a' }] }] } as never),
-      /workflow spec is invalid at \/groups\/0\/stages\/0: lacks required key "estimate" \(schema path #\/definitions\/Stage\/else\/required\)/);
+      /workflow spec is invalid at \/groups\/0\/stages\/0: lacks required key "estimate" \(schema path #\/definitions\/Stage\/allOf\/2\/then\/required\)/);
     await op.close();
   });
 });

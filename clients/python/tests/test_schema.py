@@ -84,7 +84,7 @@ def test_bad_arguments_before_any_sql():
             await op.start("wf", flags=["ok", ""])
         with pytest.raises(ArgumentError, match="run must be a positive integer"):
             op.run(-3)
-        with pytest.raises(SpecError, match=r'lacks required key "estimate" \(schema path #/definitions/Stage/else/required\)'):
+        with pytest.raises(SpecError, match=r'lacks required key "estimate" \(schema path #/definitions/Stage/allOf/2/then/required\)'):
             await op.define("wf", {"groups": [{"name": "g", "stages": [{"name": "s", "agent": "a"}]}]})
         await op.close()
     asyncio.run(operator_args())

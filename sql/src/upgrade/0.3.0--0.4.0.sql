@@ -81,8 +81,10 @@ ALTER TABLE parflow.stage ALTER COLUMN agent DROP NOT NULL,
     ADD COLUMN wait_event text,
     ADD COLUMN wait_timeout interval CHECK (wait_timeout > interval '0'),
     ADD COLUMN wait_on_timeout text CHECK (wait_on_timeout IN ('fail', 'skip')),
-    ADD CONSTRAINT stage_work_check CHECK ((agent IS NULL) = (wait_event IS NOT NULL)
+    ADD COLUMN sub_workflow text,
+    ADD CONSTRAINT stage_work_check CHECK (num_nonnulls(agent, wait_event, sub_workflow) = 1
                                            AND (estimate > interval '0' OR agent IS NULL));
+COMMENT ON COLUMN parflow.stage.sub_workflow IS 'A sub-workflow stage: the workflow whose latest version it runs as a child run, instead of an agent';
 COMMENT ON COLUMN parflow.stage.wait_event IS 'A wait stage: the event it awaits (parflow_signal, parflow_reject) instead of an agent';
 COMMENT ON COLUMN parflow.stage.wait_timeout IS 'A wait stage: how long it awaits its event before wait_on_timeout applies (NULL: for ever)';
 ALTER TABLE parflow.task ALTER COLUMN agent DROP NOT NULL,
@@ -90,7 +92,11 @@ ALTER TABLE parflow.task ALTER COLUMN agent DROP NOT NULL,
     ADD CONSTRAINT task_state_check
         CHECK (state IN ('waiting', 'ready', 'dispatched', 'running', 'succeeded',
                          'failed', 'skipped', 'cancelled', 'awaiting'));
-COMMENT ON COLUMN parflow.task.agent IS 'The agent kind that works the task; NULL for a wait stage, which awaits an event instead (its started_at is when it began to await)';
+COMMENT ON COLUMN parflow.task.agent IS 'The agent kind that works the task; NULL for a wait stage or a sub-workflow stage, which awaits an event or a child run instead (its started_at is when it began to await)';
+-- Sub-workflows: a stage that runs another workflow as a child run.
+ALTER TABLE parflow.run ADD COLUMN parent_run bigint REFERENCES parflow.run, ADD COLUMN parent_task bigint;
+CREATE INDEX run_parent_task_idx ON parflow.run (parent_task, id) WHERE parent_task IS NOT NULL;
+COMMENT ON COLUMN parflow.run.parent_task IS 'A child run: the task of the sub-workflow stage (of run parent_run) that started it and awaits it';
 CREATE INDEX task_awaiting_idx ON parflow.task (run_id) WHERE state = 'awaiting';
 CREATE TABLE parflow.signal (
     id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
