@@ -76,27 +76,30 @@ CREATE TEMP TABLE before AS
 SELECT 'workflow' AS t, count(*) AS n, md5(string_agg(x::text, '|' ORDER BY x::text)) AS h FROM parflow.workflow x
 UNION ALL SELECT 'version', count(*), md5(string_agg(x::text, '|' ORDER BY x::text)) FROM parflow.workflow_version x
 UNION ALL SELECT 'stage', count(*), md5(string_agg(x.r::text, '|' ORDER BY x.r::text))
-            FROM (SELECT to_jsonb(x) - '{wait_event,wait_timeout,wait_on_timeout,sub_workflow}'::text[] AS r FROM parflow.stage x) x
+            FROM (SELECT to_jsonb(x) - '{wait_event,wait_timeout,wait_on_timeout,sub_workflow,map_over_ord,map_key,map_max,map_expect}'::text[] AS r FROM parflow.stage x) x
 UNION ALL SELECT 'run', count(*), md5(string_agg(x.r::text, '|' ORDER BY x.r::text))
             FROM (SELECT to_jsonb(x) - '{key,not_before,parent_run,parent_task}'::text[] AS r FROM parflow.run x) x
-UNION ALL SELECT 'task', count(*), md5(string_agg(x::text, '|' ORDER BY x::text)) FROM parflow.task x
+UNION ALL SELECT 'task', count(*), md5(string_agg(x.r::text, '|' ORDER BY x.r::text))
+            FROM (SELECT to_jsonb(x) - '{item,map_item}'::text[] AS r FROM parflow.task x) x
 UNION ALL SELECT 'event', count(*), md5(string_agg(x::text, '|' ORDER BY x::text)) FROM parflow.event x;
 SELECT to_regproc('parflow_gantt') IS NULL AS no_gantt_in_010;
 
 ALTER EXTENSION parflow UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'parflow';
--- every row is still there, unchanged (a run's key, not_before, parent_run and parent_task, and a
--- stage's wait_event, wait_timeout, wait_on_timeout and sub_workflow, new in 0.4.0, are
--- compared apart: NULL for what was there before)
+-- every row is still there, unchanged (the columns new in 0.4.0 are
+-- compared apart: a run's key, not_before, parent_run and parent_task, a
+-- stage's wait_*, sub_workflow and map_*, a task's item and map_item; NULL
+-- for what was there before)
 SELECT b.t, b.n, a.h = b.h AS unchanged
   FROM before b JOIN (
     SELECT 'workflow' AS t, md5(string_agg(x::text, '|' ORDER BY x::text)) AS h FROM parflow.workflow x
     UNION ALL SELECT 'version', md5(string_agg(x::text, '|' ORDER BY x::text)) FROM parflow.workflow_version x
     UNION ALL SELECT 'stage', md5(string_agg(x.r::text, '|' ORDER BY x.r::text))
-                FROM (SELECT to_jsonb(x) - '{wait_event,wait_timeout,wait_on_timeout,sub_workflow}'::text[] AS r FROM parflow.stage x) x
+                FROM (SELECT to_jsonb(x) - '{wait_event,wait_timeout,wait_on_timeout,sub_workflow,map_over_ord,map_key,map_max,map_expect}'::text[] AS r FROM parflow.stage x) x
     UNION ALL SELECT 'run', md5(string_agg(x.r::text, '|' ORDER BY x.r::text))
                 FROM (SELECT to_jsonb(x) - '{key,not_before,parent_run,parent_task}'::text[] AS r FROM parflow.run x) x
-    UNION ALL SELECT 'task', md5(string_agg(x::text, '|' ORDER BY x::text)) FROM parflow.task x
+    UNION ALL SELECT 'task', md5(string_agg(x.r::text, '|' ORDER BY x.r::text))
+                FROM (SELECT to_jsonb(x) - '{item,map_item}'::text[] AS r FROM parflow.task x) x
     UNION ALL SELECT 'event', md5(string_agg(x::text, '|' ORDER BY x::text)) FROM parflow.event x) a USING (t)
  ORDER BY b.t;
 SELECT count(*) AS runs_with_key_or_delay FROM parflow.run WHERE key IS NOT NULL OR not_before IS NOT NULL;

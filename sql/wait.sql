@@ -239,6 +239,98 @@ SELECT parflow._dispatch();
 SELECT pg_temp.states(:f4), (SELECT state FROM parflow.runs WHERE run = :f4);
 SELECT parflow_cancel(:f4);
 
+-- Map stages: one task per element of an array another stage's output holds.
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "agent": "x", "estimate": "1 min"}',
+    '{"name": "b", "wait": {"event": "e"}, "map": {"over": "a"}, "depends_on": ["a"]}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "agent": "x", "estimate": "1 min"}',
+    '{"name": "b", "agent": "x", "estimate": "1 min", "map": {"key": "k"}, "depends_on": ["a"]}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "agent": "x", "estimate": "1 min"}',
+    '{"name": "b", "agent": "x", "estimate": "1 min", "map": {"over": "aa"}, "depends_on": ["a"]}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "agent": "x", "estimate": "1 min"}',
+    '{"name": "b", "agent": "x", "estimate": "1 min", "map": {"over": "b"}, "depends_on": ["a"]}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "agent": "x", "estimate": "1 min"}',
+    '{"name": "b", "agent": "x", "estimate": "1 min", "map": {"over": "a"}}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "agent": "x", "estimate": "1 min"}',
+    '{"name": "b", "agent": "x", "estimate": "1 min", "map": {"over": "a", "max": 20000}, "depends_on": ["a"]}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "agent": "x", "estimate": "1 min"}',
+    '{"name": "b", "agent": "x", "estimate": "1 min", "map": {"over": "a", "max": 5, "expect": 6}, "depends_on": ["a"]}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "agent": "x", "estimate": "1 min"}',
+    '{"name": "b", "agent": "x", "estimate": "1 min", "map": {"over": "a", "key": " "}, "depends_on": ["a"]}')) $$);
+SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "agent": "x", "estimate": "1 min"}',
+    '{"name": "b", "agent": "x", "estimate": "1 min", "map": {"over": "a"}, "depends_on": ["a"]}',
+    '{"name": "c", "agent": "x", "estimate": "1 min", "verifies": "b"}')) $$);
+SELECT parflow_define('split', '{"groups": [
+  {"name": "plan", "stages": [{"name": "research", "agent": "mr", "estimate": "10 min"}]},
+  {"name": "work", "stages": [{"name": "impl", "agent": "mb", "estimate": "10 min",
+                               "map": {"over": "research", "key": "subtasks", "max": 6, "expect": 6}}]},
+  {"name": "done", "stages": [{"name": "merge", "agent": "mm", "estimate": "5 min"}]}]}') > 0 AS defined;
+-- planned as 6 instances of 10 min under the cap of 4: two rounds
+SELECT stage, est_start, est_finish FROM parflow_plan('split');
+
+-- three elements: three instances, each with its item and index; the
+-- dependents see the outputs in index order, whatever order they came in
+-- (the earlier runs are cancelled: their tasks at work would hold slots)
+SELECT count(parflow_cancel(run)) >= 0 AS cleared FROM parflow.runs WHERE state IN ('running', 'paused', 'blocked');
+SELECT parflow_start('split', parallel => true) AS m1 \gset
+SELECT pg_temp.work('mr', '{"subtasks": ["auth", {"svc": "billing"}, 7]}');
+SELECT stage, state, agent, item FROM parflow.tasks WHERE run = :m1 ORDER BY task;
+SELECT item, why FROM parflow.waiting WHERE run = :m1 AND stage = 'impl' ORDER BY task;
+SELECT parflow._dispatch();
+CREATE TEMP TABLE held AS SELECT * FROM parflow_claim('mb', 'w', '5 min', 10);
+SELECT stage, item, input -> 'item' AS elem, input -> 'index' AS idx, input -> 'upstream' ? 'research' AS sees_research
+  FROM held ORDER BY item;
+SELECT parflow_complete(task, token, jsonb_build_object('done', item)) FROM held WHERE item = 2;
+SELECT * FROM parflow_complete_many((SELECT array_agg(task ORDER BY item DESC) FROM held WHERE item < 2),
+                                    (SELECT array_agg(token ORDER BY item DESC) FROM held WHERE item < 2),
+                                    (SELECT array_agg(jsonb_build_object('done', item) ORDER BY item DESC) FROM held WHERE item < 2));
+SELECT pg_temp.states(:m1);
+SELECT output FROM parflow.task WHERE run_id = :m1 AND stage_ord = 1 AND item IS NULL;
+SELECT parflow._dispatch();
+SELECT input -> 'upstream' -> 'impl' AS impl FROM parflow_claim('mm', 'w');
+DROP TABLE held;
+
+-- an empty array succeeds at once with []; too many, or not an array, fails the stage
+SELECT parflow_start('split', parallel => true) AS m2 \gset
+SELECT pg_temp.work('mr', '{"subtasks": []}');
+SELECT pg_temp.states(:m2), (SELECT output FROM parflow.task WHERE run_id = :m2 AND stage_ord = 1);
+SELECT parflow_start('split', parallel => true) AS m3 \gset
+SELECT pg_temp.work('mr', '{"subtasks": [1, 2, 3, 4, 5, 6, 7]}');
+SELECT parflow_start('split', parallel => true) AS m4 \gset
+SELECT pg_temp.work('mr', '{"subtasks": {"a": 1}}');
+SELECT parflow_start('split', parallel => true) AS m5 \gset
+SELECT pg_temp.work('mr', '{"other": 1}');
+SET parflow.max_map_width = 2;
+SELECT parflow_start('split', parallel => true) AS m6 \gset
+SELECT pg_temp.work('mr', '{"subtasks": [1, 2, 3]}');
+RESET parflow.max_map_width;
+SELECT t.run, t.state, tk.error FROM parflow.tasks t JOIN parflow.task tk ON tk.id = t.task
+ WHERE t.run IN (:m3, :m4, :m5, :m6) AND t.stage = 'impl' ORDER BY t.run;
+SELECT count(*) AS no_instances FROM parflow.tasks WHERE run IN (:m2, :m3, :m4, :m5, :m6) AND item IS NOT NULL;
+
+-- an instance that fails for good: the others go on, the dependents never
+-- start, the run blocks; parflow_retry re-opens the failed instance
+SELECT parflow_start('split', parallel => true) AS m7 \gset
+SELECT pg_temp.work('mr', '{"subtasks": ["x", "y"]}');
+SELECT parflow._dispatch();
+CREATE TEMP TABLE held AS SELECT * FROM parflow_claim('mb', 'w', '5 min', 10);
+SELECT parflow_fail(task, token, 'cannot build y', false) FROM held WHERE item = 1;
+SELECT parflow_complete(task, token, '{"ok": 0}') FROM held WHERE item = 0;
+DROP TABLE held;
+SELECT pg_temp.states(:m7), (SELECT state FROM parflow.runs WHERE run = :m7);
+SELECT jsonb_path_query(parflow_failures(:m7), '$[*] ? (@.item == 1).last_error') AS instance_error;
+SELECT item, why FROM parflow.waiting WHERE run = :m7 AND stage = 'impl' ORDER BY task;
+SELECT parflow_retry(:m7, 'impl');
+SELECT pg_temp.states(:m7), (SELECT state FROM parflow.runs WHERE run = :m7);
+SELECT pg_temp.work('mb', '{"ok": 1}');
+SELECT pg_temp.work('mm');
+SELECT state FROM parflow.runs WHERE run = :m7;
+SELECT stage, item, state FROM parflow.tasks WHERE run = :m7 ORDER BY task;
+-- once it expanded in parflow.learn_min_runs runs (3, 0 and 2 instances), the
+-- plan counts on the median width instead of expect
+SELECT o.stage_ord, o.samples, o.width
+  FROM parflow._observed_width((SELECT max(id) FROM parflow.workflow_version
+                                 WHERE workflow_id = (SELECT id FROM parflow.workflow WHERE name = 'split'))) o;
+
 -- Who may signal: operators, and roles given events (* for all).
 CREATE ROLE pf_wait_bot LOGIN;
 CREATE ROLE pf_wait_ci LOGIN;

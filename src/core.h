@@ -57,17 +57,20 @@
  * The input a task's work is given (an agent's claim, a sub-workflow's
  * child run): the run's input, the outputs of the stages it depends on
  * (skipped ones listed apart, with the reason) and, on a route-back, the
- * failing verification.  The upstream outputs add to those the run's input
- * brings (a child run's input is its parent stage's), its own first.  PF_TASK_INPUT is the expression; it needs the
- * join PF_TASK_UPSTREAM (alias up), a task u (stage_ord, group_ord,
- * feedback) and its run r (id, version_id, input).
+ * failing verification; a map instance's, its element (item) and index.
+ * The upstream outputs add to those the run's input brings (a child run's
+ * input is its parent stage's), its own first.  PF_TASK_INPUT is the
+ * expression; it needs the join PF_TASK_UPSTREAM (alias up), a task u
+ * (stage_ord, group_ord, feedback, item, map_item) and its run r (id,
+ * version_id, input).
  */
 #define PF_TASK_INPUT \
 	"r.input || jsonb_build_object('upstream', " \
 	"    CASE WHEN jsonb_typeof(r.input -> 'upstream') = 'object' THEN r.input -> 'upstream' ELSE '{}' END " \
 	"    || coalesce(up.upstream, '{}')) " \
 	"|| CASE WHEN up.skipped IS NULL THEN '{}' ELSE jsonb_build_object('skipped', up.skipped) END " \
-	"|| CASE WHEN u.feedback IS NULL THEN '{}' ELSE jsonb_build_object('route_back', u.feedback) END"
+	"|| CASE WHEN u.feedback IS NULL THEN '{}' ELSE jsonb_build_object('route_back', u.feedback) END " \
+	"|| CASE WHEN u.item IS NULL THEN '{}' ELSE jsonb_build_object('item', u.map_item, 'index', u.item) END"
 #define PF_TASK_UPSTREAM \
 	" CROSS JOIN LATERAL ( " \
 	"   SELECT jsonb_object_agg(ds.name, dt.output) FILTER (WHERE dt.state = 'succeeded') AS upstream, " \
@@ -80,7 +83,7 @@
 	"                                   AND st_.group_ord = gd.dep_ord OFFSET 0) s2 " \
 	"            WHERE gd.version_id = r.version_id AND gd.group_ord = u.group_ord) dep " \
 	"    CROSS JOIN LATERAL (SELECT t2.state, t2.output, t2.error FROM parflow.task t2 " \
-	"                         WHERE t2.run_id = r.id AND t2.stage_ord = dep.ord LIMIT 1) dt " \
+	"                         WHERE t2.run_id = r.id AND t2.stage_ord = dep.ord AND t2.item IS NULL LIMIT 1) dt " \
 	"   " PF_STAGE_OF("ds", "r.version_id", "dep.ord", "name") \
 	"    WHERE dt.state IN ('succeeded', 'skipped')) up "
 
@@ -162,6 +165,7 @@ extern Datum pf_int8_array(int64 *v, int n);
 extern ArrayType *pf_await(int64 run, int64 version, ArrayType *ords);
 extern void pf_wait_timeouts(void);
 extern void pf_settle_children(void);
+extern void pf_instances_done(int64 run, int64 version, Datum ids);
 
 /* pass.c: when the last pass in this process wants the next one (0: none sooner than naptime) */
 extern TimestampTz pf_pass_next_due(void);

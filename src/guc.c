@@ -26,6 +26,7 @@ int			pf_interrupt_grace_ms = 30000;
 int			pf_retention_min = 30 * 24 * 60;
 int			pf_learn_min_runs = 3;
 int			pf_plan_effort = 50;
+int			pf_max_map_width = 10000;
 
 /* Define the parflow.* parameters; called once from _PG_init. */
 void
@@ -129,6 +130,15 @@ pf_guc_init(void)
 							50, 0, 60000,
 							PGC_USERSET,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("parflow.max_map_width",
+							"Most instances a map stage may run.",
+							"A map stage's own \"max\" may not exceed it; an array longer than either fails the stage.",
+							&pf_max_map_width,
+							10000, 1, 1000000,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("parflow");

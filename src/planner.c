@@ -129,6 +129,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	int		   *gstart;
 	int		   *gend;
 	int		   *verifies;
+	int		   *expect;
 	uint64		i;
 	int			j;
 
@@ -163,9 +164,9 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	/* stages, in spec order; group_ord never decreases along ord */
 	spi_exec_int8(waits_available()
 				  ? "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, "
-				  "       wait_event IS NOT NULL OR sub_workflow IS NOT NULL "
+				  "       wait_event IS NOT NULL OR sub_workflow IS NOT NULL, coalesce(map_expect, 1) "
 				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord"
-				  : "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, false "
+				  : "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, false, 1 "
 				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord",
 				  version_id);
 	g->nstages = (int) SPI_processed;
@@ -173,6 +174,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	g->cost = MemoryContextAllocZero(outer, sizeof(int64) * g->nnodes);
 	g->runs = MemoryContextAllocZero(outer, sizeof(bool) * g->nnodes);
 	g->wait = MemoryContextAllocZero(outer, sizeof(bool) * g->nnodes);
+	expect = palloc(sizeof(int) * Max(g->nstages, 1));
 	g->group_of = MemoryContextAlloc(outer, sizeof(int) * Max(g->nstages, 1));
 	g->stage_name = MemoryContextAlloc(outer, sizeof(char *) * Max(g->nstages, 1));
 	g->agent = MemoryContextAlloc(outer, sizeof(char *) * Max(g->nstages, 1));
@@ -204,6 +206,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 		agent = SPI_getvalue(tup, desc, 4);
 		g->agent[i] = agent ? MemoryContextStrdup(outer, agent) : NULL;
 		g->wait[i] = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+		expect[i] = get_int4(tup, desc, 9, &isnull);
 		if (when != NULL && flags != NULL)
 		{
 			runs = false;
@@ -253,6 +256,38 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 
 	for (j = 0; j < g->nstages; j++)
 		g->has_wait |= g->runs[j] && g->wait[j];
+
+	/*
+	 * A map stage runs as many instances as its array has elements, known
+	 * only at run time: it is planned as "expect" instances (1 by default;
+	 * once it expanded in enough runs of the workflow, their median,
+	 * parflow._observed_width) sharing the caps, as one stage that takes
+	 * ceil(expect / width) times as long, width being as many as can run at
+	 * once.
+	 */
+	if (pf_learn_min_runs > 0 && waits_available())
+	{
+		spi_exec_int8("SELECT o.stage_ord, o.width FROM parflow._observed_width($1) o", version_id);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			int			ord = get_int4(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			int			w = get_int4(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+
+			if (ord >= 0 && ord < g->nstages && !isnull)
+				expect[ord] = Max(w, 1);
+		}
+	}
+	{
+		int			width = pf_max_parallel_stages;
+
+		if (g->wf_max_parallel > 0)
+			width = Min(width, g->wf_max_parallel);
+		width = Max(width, 1);
+		for (j = 0; j < g->nstages; j++)
+			if (expect[j] > 1)
+				g->cost[j] *= (expect[j] + Min(expect[j], width) - 1) / Min(expect[j], width);
+	}
 
 	/* Every schedule's times stay below the total work: it must fit. */
 	{

@@ -177,7 +177,7 @@ pf_announce(int64 run, const char *kind, Datum detail, bool has_detail)
 	"                           AND t.state = 'waiting' " \
 	"                          THEN CASE WHEN t.agent IS NULL THEN 'awaiting' ELSE 'ready' END " \
 	"                          ELSE t.state END " \
-	"       WHERE t.run_id = $1 AND t.stage_ord = ANY ((SELECT m.ords FROM m)::integer[]) " \
+	"       WHERE t.run_id = $1 AND t.stage_ord = ANY ((SELECT m.ords FROM m)::integer[]) AND t.item IS NULL " \
 	"         AND NOT (t.state = 'skipped' AND t.pending = 0) " \
 	"      RETURNING t.id, t.stage_ord, t.state, t.pending, t.agent IS NULL AS awaits), " \
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind) " \
@@ -203,7 +203,7 @@ static PfStmt st_release_edges = {
  */
 static PfStmt st_barriers = {
 	"WITH c AS (SELECT t.group_ord, count(*)::integer AS n FROM parflow.task t "
-	"            WHERE t.run_id = $1 AND t.stage_ord = ANY ($3) AND NOT t.skip_barrier "
+	"            WHERE t.run_id = $1 AND t.stage_ord = ANY ($3) AND t.item IS NULL AND NOT t.skip_barrier "
 	"              AND EXISTS (SELECT FROM parflow.group_dep gd "
 	"                           WHERE gd.version_id = $2 AND gd.dep_ord = t.group_ord) "
 	"            GROUP BY t.group_ord), "
@@ -217,7 +217,7 @@ static PfStmt st_barriers = {
 /* through the barriers of groups just done */
 static PfStmt st_release_groups = {
 	"WITH d AS (SELECT t.stage_ord, count(*)::integer AS n FROM parflow.group_dep gd "
-	"             JOIN parflow.task t ON t.run_id = $1 AND t.group_ord = gd.group_ord "
+	"             JOIN parflow.task t ON t.run_id = $1 AND t.group_ord = gd.group_ord AND t.item IS NULL "
 	"            WHERE gd.version_id = $2 AND gd.dep_ord = ANY ($3) GROUP BY t.stage_ord), "
 	PF_RELEASE_TAIL,
 	3, {INT8OID, INT8OID, INT4ARRAYOID}
@@ -518,7 +518,7 @@ static PfStmt st_reopen_barrier = {
 static PfStmt st_recount_dependents = {
 	"UPDATE parflow.task tk SET pending = tk.pending + 1 FROM parflow.stage_dep d "
 	" WHERE d.version_id = $2 AND d.dep_ord = $3 "
-	"   AND tk.run_id = $1 AND tk.stage_ord = d.stage_ord AND tk.state <> 'skipped'",
+	"   AND tk.run_id = $1 AND tk.stage_ord = d.stage_ord AND tk.item IS NULL AND tk.state <> 'skipped'",
 	3, {INT8OID, INT8OID, INT4OID}
 };
 

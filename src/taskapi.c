@@ -216,13 +216,13 @@ static PfStmt st_claim = {
 	"             started_at = clock_timestamp(), finished_at = NULL, interrupted_at = NULL "
 	"        FROM c WHERE tk.id = c.id "
 	"      RETURNING tk.id, tk.token, tk.run_id, tk.stage_ord, tk.group_ord, tk.attempt, "
-	"                tk.lease_until, tk.feedback, tk.priority, tk.rank, tk.worker), "
+	"                tk.lease_until, tk.feedback, tk.priority, tk.rank, tk.worker, tk.item, tk.map_item), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
 	"      SELECT u.run_id, u.id, 'running', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) "
 	"        FROM u ORDER BY " PF_DISPATCH_ORDER("u") ") "
 	"SELECT u.id, u.token, u.run_id, s.name, u.attempt, "
 	PF_TASK_INPUT ", "
-	"       s.estimate, u.lease_until, NULL::integer "
+	"       s.estimate, u.lease_until, u.item "
 	"  FROM u CROSS JOIN LATERAL (SELECT rr.id, rr.version_id, rr.input FROM parflow.run rr "
 	"                             WHERE rr.id = u.run_id LIMIT 1) r "
 	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name, estimate")
@@ -479,12 +479,15 @@ parflow_heartbeat(PG_FUNCTION_ARGS)
  * the task handed the slot.
  */
 static void
-complete_held(PfTask *t, int64 left, bool has_dependents, bool handover, int64 *handed)
+complete_held(PfTask *t, int64 left, bool has_dependents, bool instance, bool handover, int64 *handed)
 {
 	int32		ord = t->stage_ord;
 
 	*handed = 0;
-	if (has_dependents)
+	/* a map instance's dependents are its stage's: they wait for every instance */
+	if (instance)
+		pf_instances_done(t->run_id, t->version_id, pf_int8_array(&t->id, 1));
+	else if (has_dependents)
 		pf_done(t->run_id, t->version_id, pf_int4_array(&ord, 1));
 	if (left <= 0)
 		pf_finish_if_done(t->run_id);
@@ -516,7 +519,7 @@ static PfStmt st_complete = {
 	"              AND parflow._lock_run(tk.run_id) "
 	"        RETURNING tk.id, tk.run_id, tk.stage_ord, tk.group_ord, tk.agent, NULL::text, NULL::boolean, "
 	"                  NULL::boolean, NULL::text, tk.attempt, tk.base_attempt, tk.route_backs, tk.worker, "
-	"                  false, r.version_id, r.state, r.max_parallel, r.failed, NULL::boolean), "
+	"                  false, r.version_id, r.state, r.max_parallel, r.failed, NULL::boolean, tk.item), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
 	"      SELECT u.run_id, u.id, 'succeeded', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) FROM u), "
 	"rr AS (UPDATE parflow.run_remaining x SET remaining = x.remaining - 1 FROM u "
@@ -526,7 +529,8 @@ static PfStmt st_complete = {
 	"       + coalesce((SELECT sum(x.remaining) FROM parflow.run_remaining x "
 	"                    WHERE x.run_id = u.run_id AND x.shard <> parflow._shard(u.id)), 0), "
 	"       EXISTS (SELECT FROM parflow.stage_dep d WHERE d.version_id = u.version_id AND d.dep_ord = u.stage_ord) "
-	"       OR EXISTS (SELECT FROM parflow.group_dep gd WHERE gd.version_id = u.version_id AND gd.dep_ord = u.group_ord) "
+	"       OR EXISTS (SELECT FROM parflow.group_dep gd WHERE gd.version_id = u.version_id AND gd.dep_ord = u.group_ord), "
+	"       u.item IS NOT NULL "
 	"  FROM u",
 	3, {INT8OID, UUIDOID, JSONBOID}
 };
@@ -564,7 +568,9 @@ complete_call(FunctionCallInfo fcinfo, int arg)
 		elog(ERROR, "parflow: task " INT64_FORMAT " could not be completed", PG_GETARG_INT64(0));
 	}
 	load_held(0, &t, NULL);
-	complete_held(&t, pf_int8(0, PF_HELD_COLS + 1), pf_bool(0, PF_HELD_COLS + 2), true, &handed);
+	/* (column PF_HELD_COLS + 1 of st_complete is the task's item) */
+	complete_held(&t, pf_int8(0, PF_HELD_COLS + 2), pf_bool(0, PF_HELD_COLS + 3), pf_bool(0, PF_HELD_COLS + 4),
+				  true, &handed);
 }
 
 /* parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}') */
@@ -624,11 +630,13 @@ static PfStmt st_succeed_many = {
 	"             token = NULL, lease_until = NULL, finished_at = clock_timestamp(), error = NULL, "
 	"             interrupted_at = NULL "
 	"        FROM x WHERE tk.id = x.id AND tk.id = ANY ($1) "
-	"      RETURNING tk.run_id, tk.id, tk.worker, tk.attempt, tk.stage_ord), "
+	"      RETURNING tk.run_id, tk.id, tk.worker, tk.attempt, tk.stage_ord, tk.item), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
 	"      SELECT u.run_id, u.id, 'succeeded', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) "
 	"        FROM u ORDER BY u.id) "
-	"SELECT u.run_id, r.version_id, r.failed, array_agg(u.stage_ord ORDER BY u.stage_ord) "
+	"SELECT u.run_id, r.version_id, r.failed, "
+	"       coalesce(array_agg(u.stage_ord ORDER BY u.stage_ord) FILTER (WHERE u.item IS NULL), '{}'), "
+	"       coalesce(array_agg(u.id ORDER BY u.id) FILTER (WHERE u.item IS NOT NULL), '{}') "
 	"  FROM u JOIN parflow.run r ON r.id = u.run_id GROUP BY u.run_id, r.version_id, r.failed "
 	" ORDER BY u.run_id",
 	2, {INT8ARRAYOID, JSONBARRAYOID}
@@ -714,6 +722,7 @@ complete_batch(int64 *ids, Datum *outputs, bool *nulls, int n)
 			   *versions;
 	int32	   *failed;
 	Datum	   *ords;
+	Datum	   *instances;
 	bool		isnull;
 
 	v[0] = pf_int8_array(ids, n);
@@ -724,15 +733,20 @@ complete_batch(int64 *ids, Datum *outputs, bool *nulls, int n)
 	versions = palloc(sizeof(int64) * Max(nruns, 1));
 	failed = palloc(sizeof(int32) * Max(nruns, 1));
 	ords = palloc(sizeof(Datum) * Max(nruns, 1));
+	instances = palloc(sizeof(Datum) * Max(nruns, 1));
 	for (r = 0; r < nruns; r++)
 	{
 		runs[r] = pf_int8(r, 1);
 		versions[r] = pf_int8(r, 2);
 		failed[r] = pf_int4(r, 3);
 		ords[r] = PointerGetDatum(DatumGetArrayTypePCopy(pf_datum(r, 4, &isnull)));
+		instances[r] = PointerGetDatum(DatumGetArrayTypePCopy(pf_datum(r, 5, &isnull)));
 	}
 	for (r = 0; r < nruns; r++)
+	{
 		pf_done(runs[r], versions[r], ords[r]);
+		pf_instances_done(runs[r], versions[r], instances[r]);
+	}
 
 	/* st_remaining_many returns the same runs, in the same order */
 	if (pf_exec(&st_remaining_many, v, NULL, 0) != nruns)

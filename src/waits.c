@@ -1,12 +1,14 @@
 /*
  * waits.c - the stages no agent works: a wait stage awaits an event (a
  * human approval, an outside system's webhook), a sub-workflow stage a
- * child run of another workflow.  Once its dependencies are done such a
+ * child run of another workflow, and a map stage's own task its instances
+ * (one task per element of an array, each worked by the stage's agent).  Once its dependencies are done such a
  * task is awaiting instead of ready, and this file owns that state:
  * beginning to await (an event row and a notification on
  * parflow_orchestrator; a signal kept for the run completes a wait stage
  * at once; a sub-workflow stage starts its child run, or retries its
- * blocked one), parflow_signal (completes the run's stages awaiting the
+ * blocked one; a map stage makes its instances and then waits, counting
+ * them in pending, until the last one succeeds), parflow_signal (completes the run's stages awaiting the
  * event with its payload as their output, or keeps it for the next stage
  * to await it), parflow_reject (fails them; a wait stage that verifies a
  * stage sends that stage back with the reason), the wait timeouts and the
@@ -116,8 +118,9 @@ static PfStmt st_await_begin = {
 	"                  attempt = tk.attempt + 1 "
 	"            WHERE tk.run_id = $1 AND tk.stage_ord = ANY ($3) AND tk.state = 'awaiting' "
 	"           RETURNING tk.id, tk.stage_ord), "
-	"s AS (SELECT u.id, u.stage_ord, st.name, st.wait_event, st.wait_timeout, st.sub_workflow FROM u"
-	PF_STAGE_OF("st", "$2", "u.stage_ord", "name, wait_event, wait_timeout, sub_workflow") "), "
+	"s AS (SELECT u.id, u.stage_ord, st.name, st.wait_event, st.wait_timeout, st.sub_workflow, "
+	"             st.map_over_ord IS NOT NULL AS maps FROM u"
+	PF_STAGE_OF("st", "$2", "u.stage_ord", "name, wait_event, wait_timeout, sub_workflow, map_over_ord") "), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
 	"      SELECT $1, s.id, 'awaiting', "
 	"             jsonb_strip_nulls(jsonb_build_object('event', s.wait_event, 'timeout', s.wait_timeout::text, "
@@ -127,7 +130,7 @@ static PfStmt st_await_begin = {
 	"       jsonb_strip_nulls(jsonb_build_object('kind', 'awaiting', 'run', $1, 'task', s.id, 'stage', s.name, "
 	"                                            'event', s.wait_event, 'timeout', s.wait_timeout::text, "
 	"                                            'workflow', s.sub_workflow))::text, "
-	"       s.stage_ord, s.sub_workflow "
+	"       s.stage_ord, s.sub_workflow, s.maps "
 	"  FROM s ORDER BY s.stage_ord",
 	3, {INT8OID, INT8OID, INT4ARRAYOID}
 };
@@ -142,6 +145,7 @@ static PfStmt st_take_kept = {
 };
 
 static void start_child(int64 run, int64 task, const char *workflow);
+static bool expand_map(int64 run, int64 version, int64 task);
 
 /*
  * Tasks of stages ords of a run, which have just become awaiting: their
@@ -161,10 +165,12 @@ pf_await(int64 run, int64 version, ArrayType *ords)
 	char	  **events;
 	char	  **workflows;
 	int32	   *ords_of;
+	bool	   *maps;
 	int32	   *took;
 	int			ntook = 0;
 
 	n = pf_exec(&st_await_begin, v, NULL, 0);
+	maps = palloc(sizeof(bool) * Max(n, 1));
 	ids = palloc(sizeof(int64) * Max(n, 1));
 	ords_of = palloc(sizeof(int32) * Max(n, 1));
 	events = palloc(sizeof(char *) * Max(n, 1));
@@ -176,7 +182,10 @@ pf_await(int64 run, int64 version, ArrayType *ords)
 		events[i] = pf_text(i, 2);
 		ords_of[i] = pf_int4(i, 4);
 		workflows[i] = pf_text(i, 5);
-		Async_Notify("parflow_orchestrator", pf_text(i, 3));
+		maps[i] = pf_bool(i, 6);
+		/* (a map stage is not announced: its instances go to its agent) */
+		if (!maps[i])
+			Async_Notify("parflow_orchestrator", pf_text(i, 3));
 	}
 	for (i = 0; i < n; i++)
 	{
@@ -189,6 +198,12 @@ pf_await(int64 run, int64 version, ArrayType *ords)
 		if (workflows[i] != NULL)
 		{
 			start_child(run, ids[i], workflows[i]);
+			continue;
+		}
+		if (maps[i])
+		{
+			if (expand_map(run, version, ids[i]))
+				took[ntook++] = ords_of[i];
 			continue;
 		}
 		kv[0] = Int64GetDatum(run);
@@ -238,7 +253,8 @@ static PfStmt st_child = {
 /* What a child run of task $1 starts with: the stage's input, the parent's flags, priority and mode. */
 static PfStmt st_child_args = {
 	"SELECT " PF_TASK_INPUT ", r.flags, r.priority, r.parallel "
-	"  FROM (SELECT tk.id, tk.stage_ord, tk.group_ord, tk.feedback FROM parflow.task tk WHERE tk.id = $1) u "
+	"  FROM (SELECT tk.id, tk.stage_ord, tk.group_ord, tk.feedback, tk.item, tk.map_item "
+	"          FROM parflow.task tk WHERE tk.id = $1) u "
 	" CROSS JOIN LATERAL (SELECT rr.id, rr.version_id, rr.input, rr.flags, rr.priority, rr.parallel "
 	"                       FROM parflow.run rr WHERE rr.id = $2 LIMIT 1) r "
 	PF_TASK_UPSTREAM,
@@ -350,6 +366,174 @@ start_child(int64 run, int64 task, const char *workflow)
 	v[2] = Int64GetDatum(child);
 	v[3] = CStringGetTextDatum(workflow);
 	pf_exec(&st_adopt, v, NULL, 0);
+}
+
+/* ---- map stages ------------------------------------------------------------ */
+
+/*
+ * The array a map stage's task $3 (run $1, version $2) runs over: the
+ * output of its "over" stage at its key (a skipped "over" gives nothing to
+ * map), its limit (its max, within parflow.max_map_width $4), and what to
+ * say when it is not an array or too long.
+ */
+static PfStmt st_map_source = {
+	"SELECT x.v, jsonb_typeof(x.v) = 'array' AND jsonb_array_length(x.v) <= x.lim, "
+	"       CASE WHEN jsonb_typeof(x.v) = 'array' "
+	"            THEN format('map stage \"%s\": stage \"%s\" gave %s elements%s, more than its limit of %s', "
+	"                        x.ms, x.os, jsonb_array_length(x.v), x.at, x.lim) "
+	"            ELSE format('map stage \"%s\": the output of stage \"%s\"%s is %s, not an array', "
+	"                        x.ms, x.os, x.at, parflow._json_kind(x.v)) END, "
+	"       jsonb_typeof(x.v) = 'array' AND jsonb_array_length(x.v) = 0, x.agent "
+	"  FROM (SELECT ms.name AS ms, os.name AS os, ms.agent, "
+	"               coalesce(format(' at key \"%s\"', ms.map_key), '') AS at, least(coalesce(ms.map_max, $4), $4) AS lim, "
+	"               CASE WHEN ot.state = 'skipped' THEN '[]'::jsonb WHEN ms.map_key IS NULL THEN ot.output "
+	"                    ELSE ot.output -> ms.map_key END AS v "
+	"          FROM parflow.task mt "
+	"          JOIN parflow.stage ms ON ms.version_id = $2 AND ms.ord = mt.stage_ord "
+	"          JOIN parflow.stage os ON os.version_id = $2 AND os.ord = ms.map_over_ord "
+	"          JOIN parflow.task ot ON ot.run_id = $1 AND ot.stage_ord = ms.map_over_ord AND ot.item IS NULL "
+	"         WHERE mt.id = $3) x",
+	4, {INT8OID, INT8OID, INT8OID, INT4OID}
+};
+
+/*
+ * The instances of map task $2 of run $1: one ready task of agent $3 per
+ * element of $4 (its index in item, the element in map_item), counted in
+ * the run's remaining shards; the map task waits for them in pending.
+ */
+static PfStmt st_map_expand = {
+	"WITH t AS (SELECT tk.run_id, tk.stage_ord, tk.group_ord, tk.priority, tk.rank FROM parflow.task tk WHERE tk.id = $2), "
+	"i AS (INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, pending, priority, rank, item, map_item) "
+	"      SELECT t.run_id, t.stage_ord, t.group_ord, $3, 'ready', 0, t.priority, t.rank, (e.n - 1)::integer, e.v "
+	"        FROM t, jsonb_array_elements($4) WITH ORDINALITY e(v, n) ORDER BY e.n "
+	"      RETURNING id, item), "
+	"ev AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"       SELECT $1, i.id, 'ready', jsonb_build_object('item', i.item) FROM i ORDER BY i.id), "
+	"rr AS (INSERT INTO parflow.run_remaining AS x (run_id, shard, remaining) "
+	"       SELECT $1, parflow._shard(i.id), count(*)::integer FROM i GROUP BY 2 "
+	"       ON CONFLICT (run_id, shard) DO UPDATE SET remaining = x.remaining + excluded.remaining), "
+	"m AS (UPDATE parflow.task tk SET state = 'waiting', pending = (SELECT count(*) FROM i), started_at = NULL "
+	"       WHERE tk.id = $2 RETURNING tk.id) "
+	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"SELECT $1, m.id, 'mapped', jsonb_build_object('instances', jsonb_array_length($4)) FROM m",
+	4, {INT8OID, INT8OID, TEXTOID, JSONBOID}
+};
+
+static PfStmt st_map_detail = {
+	"SELECT jsonb_build_object('instances', $1)",
+	1, {INT4OID}
+};
+
+/*
+ * A map stage's task (of run) begins to await: the array it maps over
+ * becomes its instances, ready for its agent, and the task waits for them;
+ * an empty array completes it at once with [] (returns true); what is not
+ * an array, or longer than its limit, fails it for good.
+ */
+static bool
+expand_map(int64 run, int64 version, int64 task)
+{
+	Datum		v[4];
+	bool		isnull;
+	Datum		arr;
+
+	v[0] = Int64GetDatum(run);
+	v[1] = Int64GetDatum(version);
+	v[2] = Int64GetDatum(task);
+	v[3] = Int32GetDatum(pf_max_map_width);
+	if (pf_exec(&st_map_source, v, NULL, 1) != 1)
+		elog(ERROR, "parflow: map task " INT64_FORMAT " has no source", task);
+	if (!pf_bool(0, 2))
+	{
+		PfTask		t;
+		char	   *msg = pf_text(0, 3);
+
+		v[0] = Int64GetDatum(task);
+		if (pf_exec(&st_task, v, NULL, 1) != 1)
+			elog(ERROR, "parflow: task " INT64_FORMAT " not found", task);
+		pf_load_task(0, &t);
+		pf_retry_or_fail(&t, "map", msg, false);
+		return false;
+	}
+	if (pf_bool(0, 4))
+	{
+		Datum		dv[1] = {Int32GetDatum(0)};
+		Datum		empty = DirectFunctionCall1(jsonb_in, CStringGetDatum("[]"));
+		ArrayType  *done;
+
+		pf_exec(&st_map_detail, dv, NULL, 1);
+		done = wait_succeed(run, &task, 1, empty, datumCopy(pf_datum(0, 1, &isnull), false, -1));
+		return ArrayGetNItems(ARR_NDIM(done), ARR_DIMS(done)) == 1;
+	}
+	arr = datumCopy(pf_datum(0, 1, &isnull), false, -1);
+	v[0] = Int64GetDatum(run);
+	v[1] = Int64GetDatum(task);
+	v[2] = CStringGetTextDatum(pf_text(0, 5));
+	v[3] = arr;
+	pf_exec(&st_map_expand, v, NULL, 0);
+	pf_wake_at_commit();
+	return false;
+}
+
+/*
+ * Instances $2 of run $1 succeeded: their map tasks count them off, and
+ * those with none left are returned.
+ */
+static PfStmt st_instances_off = {
+	"WITH i AS (SELECT t.stage_ord, count(*)::integer AS n FROM parflow.task t "
+	"            WHERE t.id = ANY ($2) AND t.item IS NOT NULL GROUP BY 1), "
+	"u AS (UPDATE parflow.task tm SET pending = tm.pending - i.n FROM i "
+	"       WHERE tm.run_id = $1 AND tm.stage_ord = i.stage_ord AND tm.item IS NULL AND tm.state = 'waiting' "
+	"      RETURNING tm.id, tm.pending) "
+	"SELECT coalesce(array_agg(u.id ORDER BY u.id) FILTER (WHERE u.pending = 0), '{}') FROM u",
+	2, {INT8OID, INT8ARRAYOID}
+};
+
+/* Map tasks $2 of run $1 succeed with their instances' outputs, in index order. */
+static PfStmt st_map_succeed = {
+	"WITH u AS (UPDATE parflow.task tm SET state = 'succeeded', finished_at = clock_timestamp(), error = NULL, "
+	"                  output = (SELECT coalesce(jsonb_agg(x.output ORDER BY x.item), '[]') FROM parflow.task x "
+	"                             WHERE x.run_id = $1 AND x.stage_ord = tm.stage_ord AND x.item IS NOT NULL) "
+	"            WHERE tm.run_id = $1 AND tm.id = ANY ($2) AND tm.state = 'waiting' AND tm.pending = 0 "
+	"           RETURNING tm.id, tm.stage_ord, jsonb_array_length(tm.output) AS n), "
+	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"      SELECT $1, u.id, 'succeeded', jsonb_build_object('instances', u.n) FROM u), "
+	"c AS (SELECT parflow._shard(u.id) AS shard, count(*)::integer AS n FROM u GROUP BY 1), "
+	"rr AS (UPDATE parflow.run_remaining x SET remaining = x.remaining - c.n FROM c "
+	"        WHERE x.run_id = $1 AND x.shard = c.shard) "
+	"SELECT coalesce(array_agg(u.stage_ord ORDER BY u.stage_ord), '{}') FROM u",
+	2, {INT8OID, INT8ARRAYOID}
+};
+
+/*
+ * Map instances ids (an int8[] of tasks of run that just succeeded; other
+ * tasks among them are ignored): each map task whose last instance this
+ * was succeeds with the array of its instances' outputs, and its
+ * dependents are released.  Concurrent completions of one map's instances
+ * queue on the map task's row, so exactly one of them sees none left.
+ */
+void
+pf_instances_done(int64 run, int64 version, Datum ids)
+{
+	ArrayType  *a = DatumGetArrayTypeP(ids);
+	Datum		v[2];
+	bool		isnull;
+	Datum		maps;
+	ArrayType  *done;
+
+	if (ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a)) == 0)
+		return;
+	v[0] = Int64GetDatum(run);
+	v[1] = ids;
+	pf_exec(&st_instances_off, v, NULL, 1);
+	maps = PointerGetDatum(DatumGetArrayTypePCopy(pf_datum(0, 1, &isnull)));
+	if (ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(maps)), ARR_DIMS(DatumGetArrayTypeP(maps))) == 0)
+		return;
+	v[1] = maps;
+	pf_exec(&st_map_succeed, v, NULL, 1);
+	done = DatumGetArrayTypePCopy(pf_datum(0, 1, &isnull));
+	pf_done(run, version, PointerGetDatum(done));
+	pf_finish_if_done(run);
 }
 
 static PfStmt st_any_awaiting = {

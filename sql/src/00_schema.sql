@@ -91,6 +91,10 @@ CREATE TABLE parflow.stage (
     wait_timeout     interval CHECK (wait_timeout > interval '0'),
     wait_on_timeout  text CHECK (wait_on_timeout IN ('fail', 'skip')),
     sub_workflow     text,
+    map_over_ord     integer,
+    map_key          text,
+    map_max          integer CHECK (map_max >= 1),
+    map_expect       integer CHECK (map_expect >= 1),
     UNIQUE (version_id, ord),
     UNIQUE (version_id, name),
     UNIQUE (version_id, group_ord, pos),
@@ -101,6 +105,7 @@ CREATE TABLE parflow.stage (
 );
 COMMENT ON TABLE parflow.stage IS 'Stages of a workflow version; ord is the position in the whole spec (plan order)';
 COMMENT ON COLUMN parflow.stage.wait_event IS 'A wait stage: the event it awaits (parflow_signal, parflow_reject) instead of an agent';
+COMMENT ON COLUMN parflow.stage.map_over_ord IS 'A map stage: the stage (one of its dependencies) whose output, at map_key (NULL: the output itself), is the array it runs once per element of, up to map_max; planned as map_expect instances';
 COMMENT ON COLUMN parflow.stage.sub_workflow IS 'A sub-workflow stage: the workflow whose latest version it runs as a child run, instead of an agent';
 COMMENT ON COLUMN parflow.stage.wait_timeout IS 'A wait stage: how long it awaits its event before wait_on_timeout applies (NULL: for ever)';
 
@@ -200,7 +205,9 @@ CREATE TABLE parflow.task (
     error          text,
     feedback       jsonb,
     skip_barrier   boolean NOT NULL DEFAULT false,
-    UNIQUE (run_id, stage_ord)
+    item           integer,
+    map_item       jsonb,
+    UNIQUE NULLS NOT DISTINCT (run_id, stage_ord, item)
 );
 COMMENT ON TABLE parflow.task IS 'One stage inside one run: the row that moves through the state machine; pending counts unfinished dependencies';
 COMMENT ON COLUMN parflow.task.base_attempt IS 'Attempts made before the current round (a route-back or an operator retry starts a new round with max_attempts fresh attempts)';
@@ -208,6 +215,7 @@ COMMENT ON COLUMN parflow.task.route_backs IS 'On a verification task: how many 
 COMMENT ON COLUMN parflow.task.feedback IS 'On a routed-back task: the failing verification (name, error, output), given to the next attempt in its input as route_back';
 COMMENT ON COLUMN parflow.task.skip_barrier IS 'Set when a route-back re-opened a task whose group barrier had already passed: its next completion does not count against the barrier again';
 COMMENT ON COLUMN parflow.task.agent IS 'The agent kind that works the task; NULL for a wait stage or a sub-workflow stage, which awaits an event or a child run instead (its started_at is when it began to await)';
+COMMENT ON COLUMN parflow.task.item IS 'A map instance: its index in the array it was made from (map_item is the element); NULL for every other task, a map stage''s own (which counts its instances left in pending) included';
 COMMENT ON COLUMN parflow.task.interrupted_at IS 'When the dispatcher asked the holder to give the task back for a P0 run; the lease is lost after parflow.interrupt_grace';
 -- A run's ready tasks in dispatch order: the hand-over finds the next task
 -- of its run, and the first ready task of every other live run, in one index

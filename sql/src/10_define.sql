@@ -252,7 +252,8 @@ BEGIN
         '{"name": "string", "agent": "string", "estimate": "interval", "depends_on": "strings",
           "when": "string", "verifies": "string", "produces": "strings", "consumes": "strings",
           "max_attempts": "integer", "retry_backoff": "interval", "timeout": "interval",
-          "max_route_backs": "integer", "description": "string", "wait": "object", "workflow": "string"}',
+          "max_route_backs": "integer", "description": "string", "wait": "object", "workflow": "string",
+          "map": "object"}',
         ARRAY['name']);
     PERFORM parflow._check_names('stage', slabels, snames, 200);
     -- What does the work: an agent, an event (a wait stage), or a child run
@@ -345,6 +346,37 @@ BEGIN
         PERFORM parflow._spec_error(format('%s of %s must be at least %s', r.k, slabels[r.i],
             CASE r.k WHEN 'max_attempts' THEN 1 ELSE 0 END), format('Found %s.', r.v));
     END IF;
+    -- A map stage: {"over": S, "key": K, "max": M, "expect": E}, worked by an agent.
+    PERFORM parflow._check_shape(ARRAY(SELECT format('map of %s', l) FROM unnest(stages, slabels) u(s, l)
+                                        WHERE s ? 'map'),
+                                 ARRAY(SELECT s->'map' FROM unnest(stages) s WHERE s ? 'map'),
+                                 '{"over": "string", "key": "string", "max": "integer", "expect": "integer"}',
+                                 ARRAY['over']);
+    SELECT i INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE s ? 'map' AND NOT s ? 'agent' ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('map of %s needs an agent', slabels[r.i]), NULL,
+            'A map stage runs its agent once per element of an array; wait and sub-workflow stages cannot be mapped.');
+    END IF;
+    SELECT i, k, (s->'map'->>k)::numeric AS v INTO r
+      FROM unnest(stages) WITH ORDINALITY u(s, i), unnest(ARRAY['max', 'expect']) k
+     WHERE s->'map' ? k AND ((s->'map'->>k)::numeric < 1
+                             OR (k = 'max' AND (s->'map'->>k)::numeric > current_setting('parflow.max_map_width')::integer)
+                             OR (k = 'expect' AND (s->'map'->>k)::numeric
+                                 > coalesce((s->'map'->>'max')::numeric, current_setting('parflow.max_map_width')::integer)))
+     ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('%s of map of %s must be between 1 and %s', r.k, slabels[r.i],
+                CASE WHEN r.k = 'max' THEN current_setting('parflow.max_map_width') ELSE 'its max' END),
+            format('Found %s.', r.v),
+            CASE WHEN r.k = 'max' THEN 'parflow.max_map_width bounds every map stage''s max.' END);
+    END IF;
+    SELECT i INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+     WHERE s ? 'map' AND btrim(s->'map'->>'key') = '' ORDER BY i LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('key of map of %s must not be empty', slabels[r.i]), NULL,
+            'Name the key of the other stage''s output that holds the array, or leave "key" out to map over the output itself.');
+    END IF;
     -- Intervals (the casts raise clear errors themselves).
     PERFORM parflow._interval(s->>'estimate', format('estimate of %s', l), NOT s ? 'agent')
        FROM unnest(stages, slabels) u(s, l) WHERE s ? 'estimate';
@@ -383,7 +415,7 @@ BEGIN
                                depends_on, verifies,
                                produces, consumes, max_attempts, retry_backoff, timeout,
                                max_route_backs, description, wait_event, wait_timeout, wait_on_timeout,
-                               sub_workflow)
+                               sub_workflow, map_key, map_max, map_expect)
     SELECT ver_id, (row_number() OVER (ORDER BY gi, si)) - 1, gi - 1, si - 1,
            s->>'name', s->>'agent', coalesce((s->>'estimate')::interval, interval '0'), s->>'when',
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'depends_on', '[]'))), s->>'verifies',
@@ -395,7 +427,8 @@ BEGIN
            coalesce((s->>'max_route_backs')::numeric::integer, 3),
            s->>'description', s->'wait'->>'event', (s->'wait'->>'timeout')::interval,
            CASE WHEN s->'wait' ? 'timeout' THEN coalesce(s->'wait'->>'on_timeout', 'fail') END,
-           s->>'workflow'
+           s->>'workflow', s->'map'->>'key', (s->'map'->>'max')::numeric::integer,
+           CASE WHEN s ? 'map' THEN coalesce((s->'map'->>'expect')::numeric::integer, 1) END
       FROM unnest(groups) WITH ORDINALITY u(g, gi), jsonb_array_elements(g->'stages') WITH ORDINALITY e(s, si);
 
     -- Explicit stage dependencies must name other, existing stages.
@@ -441,6 +474,30 @@ BEGIN
     IF FOUND THEN
         PERFORM parflow._spec_error(format('stage "%s" verifies stage "%s", which no agent works', r.name, r.v), NULL,
             'A failed verification sends the stage it verifies back to its agent, and a wait or sub-workflow stage has none: verify the stage whose work is checked.');
+    END IF;
+
+    -- map over: another, existing stage; a map stage neither verifies nor is verified.
+    UPDATE parflow.stage st SET map_over_ord = o.ord
+      FROM unnest(stages) WITH ORDINALITY u(s, i) JOIN parflow.stage o ON o.version_id = ver_id AND o.name = s->'map'->>'over'
+     WHERE s ? 'map' AND st.version_id = ver_id AND st.ord = i - 1;
+    SELECT u.i, s->'map'->>'over' AS o INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
+      JOIN parflow.stage st ON st.version_id = ver_id AND st.ord = u.i - 1
+     WHERE s ? 'map' AND (st.map_over_ord IS NULL OR st.map_over_ord = st.ord) ORDER BY u.i LIMIT 1;
+    IF FOUND THEN
+        IF r.o = snames[r.i] THEN
+            PERFORM parflow._spec_error(format('%s maps over itself', slabels[r.i]), NULL,
+                'A map stage runs once per element of an array in the output of a stage it depends on.');
+        END IF;
+        near := parflow._nearest(r.o, snames);
+        PERFORM parflow._spec_error(format('%s maps over unknown stage "%s"', slabels[r.i], r.o), NULL,
+            CASE WHEN near IS NOT NULL THEN format('Did you mean "%s"?', near) END);
+    END IF;
+    SELECT st.name, v.name AS v INTO r FROM parflow.stage st JOIN parflow.stage v ON v.version_id = ver_id
+        AND (v.ord = st.verifies_ord OR st.ord = v.verifies_ord)
+     WHERE st.version_id = ver_id AND st.map_over_ord IS NOT NULL ORDER BY st.ord LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('map stage "%s" cannot verify or be verified (by "%s")', r.name, r.v), NULL,
+            'A route-back would send every instance back; verify the stage that maps over its output instead.');
     END IF;
 
     -- Every consumed artifact has a producer other than the consumer.
@@ -601,6 +658,19 @@ BEGIN
            CASE WHEN c ? 'stages' THEN ARRAY(SELECT DISTINCT array_position(snames, x) - 1
                                                FROM jsonb_array_elements_text(c->'stages') x ORDER BY 1) END
       FROM unnest(crules) WITH ORDINALITY u(c, i);
+
+    -- A map stage's "over" is one of its dependencies: a stage edge, or a
+    -- stage of a group its group waits for.
+    SELECT st.name, o.name AS o INTO r FROM parflow.stage st JOIN parflow.stage o ON o.version_id = ver_id AND o.ord = st.map_over_ord
+     WHERE st.version_id = ver_id AND st.map_over_ord IS NOT NULL
+       AND NOT EXISTS (SELECT FROM parflow.stage_dep d WHERE d.version_id = ver_id AND d.stage_ord = st.ord AND d.dep_ord = o.ord)
+       AND NOT EXISTS (SELECT FROM parflow.group_dep gd WHERE gd.version_id = ver_id AND gd.group_ord = st.group_ord
+                          AND gd.dep_ord = o.group_ord)
+     ORDER BY st.ord LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('map stage "%s" maps over "%s", which is not one of its dependencies', r.name, r.o), NULL,
+            format('Add "%s" to its depends_on, or put it in a group its group depends on.', r.o));
+    END IF;
 
     -- Cycles, through group barriers and stage edges alike (raises).
     PERFORM parflow._check_version(ver_id);

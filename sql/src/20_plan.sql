@@ -63,6 +63,32 @@ $$;
 COMMENT ON FUNCTION parflow._observed(bigint) IS
     'Internal: the observed median duration of the stages of a version that finished in at least parflow.learn_min_runs runs';
 
+-- How many instances each map stage of a version ran (the median over every
+-- run of its workflow, by stage name), once it expanded in at least
+-- parflow.learn_min_runs runs; nothing when that is 0.
+CREATE OR REPLACE FUNCTION parflow._observed_width(p_version bigint)
+RETURNS TABLE(stage_ord integer, samples integer, width integer)
+LANGUAGE sql STABLE AS $$
+    SELECT s.ord, o.n, o.w
+      FROM parflow.stage s
+      JOIN (SELECT s2.name, count(*)::integer AS n,
+                   percentile_disc(0.5) WITHIN GROUP (ORDER BY jsonb_array_length(t.output))::integer AS w
+              FROM parflow.workflow_version v2
+              JOIN parflow.run r ON r.version_id = v2.id
+              JOIN parflow.task t ON t.run_id = r.id AND t.state = 'succeeded' AND t.item IS NULL
+                                 AND t.agent IS NULL AND jsonb_typeof(t.output) = 'array'
+             CROSS JOIN LATERAL (SELECT st.name FROM parflow.stage st
+                                  WHERE st.version_id = v2.id AND st.ord = t.stage_ord
+                                    AND st.map_over_ord IS NOT NULL LIMIT 1) s2
+             WHERE v2.workflow_id = (SELECT v.workflow_id FROM parflow.workflow_version v WHERE v.id = p_version)
+             GROUP BY s2.name) o ON o.name = s.name
+     WHERE s.version_id = p_version AND s.map_over_ord IS NOT NULL
+       AND current_setting('parflow.learn_min_runs')::integer > 0
+       AND o.n >= current_setting('parflow.learn_min_runs')::integer
+$$;
+COMMENT ON FUNCTION parflow._observed_width(bigint) IS
+    'Internal: the median number of instances of the map stages of a version that expanded in at least parflow.learn_min_runs runs';
+
 CREATE OR REPLACE FUNCTION @extschema@.parflow_estimates(workflow text)
 RETURNS TABLE(stage text, agent text, declared interval, observed interval, samples integer,
               used interval, source text)

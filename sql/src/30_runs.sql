@@ -110,7 +110,8 @@ BEGIN
                 WHEN x.agent IS NULL THEN 'awaiting' ELSE 'ready' END,
            x.why->>'reason', x.pending, parflow_start.priority, x.rank,
            CASE WHEN x.why IS NULL AND x.pending = 0 THEN delay END
-      FROM (SELECT s.ord, s.group_ord, s.agent, rk.rank, sk.why,
+      -- (a map stage's own task has no agent: it waits for its instances)
+      FROM (SELECT s.ord, s.group_ord, CASE WHEN s.map_over_ord IS NULL THEN s.agent END AS agent, rk.rank, sk.why,
                    (SELECT count(*) FROM parflow.stage_dep d WHERE d.version_id = ver AND d.stage_ord = s.ord)
                    + (SELECT count(*) FROM parflow.group_dep gd
                        WHERE gd.version_id = ver AND gd.group_ord = s.group_ord) AS pending
@@ -169,7 +170,9 @@ BEGIN
                                                               'error', e.detail->'error') ORDER BY e.id), '[]')
                             FROM parflow.event e WHERE e.run_id = run AND e.task_id = t.id
                              AND e.kind IN ('retry', 'failed')))
-             ORDER BY t.stage_ord), '[]')
+             -- a map instance: its index
+             || CASE WHEN t.item IS NOT NULL THEN jsonb_build_object('item', t.item) ELSE '{}' END
+             ORDER BY t.stage_ord, t.item NULLS FIRST), '[]')
       INTO rep
       FROM parflow.task t JOIN parflow.run r ON r.id = t.run_id
       JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
@@ -206,7 +209,7 @@ LANGUAGE sql STABLE AS $$
                'skipped', coalesce(jsonb_object_agg(s.name, t.error ORDER BY s.ord)
                                    FILTER (WHERE t.state = 'skipped'), '{}'))
       FROM parflow.stage_group g
-      JOIN parflow.task t ON t.run_id = p_run AND t.group_ord = g.ord
+      JOIN parflow.task t ON t.run_id = p_run AND t.group_ord = g.ord AND t.item IS NULL
       JOIN parflow.stage s ON s.version_id = ver AND s.ord = t.stage_ord
      WHERE g.version_id = ver AND g.ord = p_group
      GROUP BY g.name
@@ -245,7 +248,7 @@ BEGIN
                'run', r.id, 'workflow', w.name, 'version', v.version, 'state', r.state, 'input', r.input,
                'outputs', (SELECT coalesce(jsonb_object_agg(s.name, t.output ORDER BY s.ord), '{}')
                              FROM parflow.task t JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
-                            WHERE t.run_id = r.id AND t.state = 'succeeded'),
+                            WHERE t.run_id = r.id AND t.state = 'succeeded' AND t.item IS NULL),
                'groups', (SELECT jsonb_agg(parflow._group_json(r.id, r.version_id, g.ord) ORDER BY g.ord)
                             FROM parflow.stage_group g WHERE g.version_id = r.version_id))
       INTO res

@@ -163,9 +163,20 @@ BEGIN
         RAISE EXCEPTION 'stage must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     SELECT tk.* INTO t FROM parflow.task tk JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord
-     WHERE tk.run_id = r.id AND s.name = stage FOR UPDATE OF tk;
+     WHERE tk.run_id = r.id AND s.name = stage AND tk.item IS NULL FOR UPDATE OF tk;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'run % has no stage "%"', r.id, stage USING ERRCODE = 'undefined_object';
+    END IF;
+    -- a map stage waiting for its instances: its failed instances
+    IF t.state IN ('waiting', 'cancelled') AND EXISTS (SELECT FROM parflow.task i WHERE i.run_id = r.id
+                                AND i.stage_ord = t.stage_ord AND i.item IS NOT NULL AND i.state = 'failed') THEN
+        PERFORM parflow._reopen(r, ARRAY(SELECT i.id FROM parflow.task i WHERE i.run_id = r.id AND i.stage_ord = t.stage_ord
+                                            AND i.item IS NOT NULL AND i.state = 'failed')
+                                   || ARRAY(SELECT tk.id FROM parflow.task tk
+                                             WHERE tk.run_id = r.id AND tk.group_ord = t.group_ord
+                                               AND tk.state = 'cancelled'),
+                                jsonb_build_object('retried', stage));
+        RETURN;
     END IF;
     IF t.state <> 'failed' THEN
         RAISE EXCEPTION 'stage "%" of run % has not failed', stage, r.id

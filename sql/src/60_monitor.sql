@@ -14,12 +14,12 @@ SELECT r.id AS run, w.name AS workflow, v.version, r.state, r.priority, r.parall
 COMMENT ON VIEW parflow.runs IS 'Runs: workflow, version, state, priority, mode, flags and times; the key of an idempotent start; the time before which a delayed run dispatches nothing; for a child run, the run and sub-workflow stage that started it';
 
 CREATE OR REPLACE VIEW parflow.tasks AS
-SELECT t.id AS task, t.run_id AS run, s.name AS stage, t.agent, g.name AS group_name, t.state,
-       t.attempt, t.worker, t.dispatched_at, t.started_at, t.finished_at
+SELECT t.id AS task, t.run_id AS run, s.name AS stage, coalesce(t.agent, s.agent) AS agent, g.name AS group_name,
+       t.state, t.attempt, t.worker, t.dispatched_at, t.started_at, t.finished_at, t.item
   FROM parflow.task t JOIN parflow.run r ON r.id = t.run_id
   JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
   JOIN parflow.stage_group g ON g.version_id = r.version_id AND g.ord = t.group_ord;
-COMMENT ON VIEW parflow.tasks IS 'Tasks: one per stage of each run, with state, attempt, worker and times';
+COMMENT ON VIEW parflow.tasks IS 'Tasks: one per stage of each run, with state, attempt, worker and times; a map stage''s instances besides, each with its index (item)';
 
 CREATE OR REPLACE VIEW parflow.events AS
 SELECT e.id AS event, e.at, e.run_id AS run, e.task_id AS task, e.kind, e.detail
@@ -95,9 +95,18 @@ BEGIN
         RETURN NEXT format('run blocked by %s failed stage(s) (parflow_failures, parflow_retry)', r.failed);
         RETURN;
     END IF;
+    IF t.state = 'waiting' AND t.item IS NULL AND t.agent IS NULL AND t.pending > 0
+       AND EXISTS (SELECT FROM parflow.task i WHERE i.run_id = r.id AND i.stage_ord = t.stage_ord AND i.item IS NOT NULL) THEN
+        SELECT count(*) AS n, count(*) FILTER (WHERE i.state = 'succeeded') AS ok,
+               count(*) FILTER (WHERE i.state = 'failed') AS failed INTO x
+          FROM parflow.task i WHERE i.run_id = r.id AND i.stage_ord = t.stage_ord AND i.item IS NOT NULL;
+        RETURN NEXT format('map instances: %s of %s succeeded%s', x.ok, x.n,
+                           CASE WHEN x.failed > 0 THEN format(', %s failed (parflow_retry)', x.failed) ELSE '' END);
+        RETURN;
+    END IF;
     IF t.state = 'waiting' THEN
         FOR x IN SELECT ds.name, dt.state FROM parflow.stage_dep d
-                   JOIN parflow.task dt ON dt.run_id = r.id AND dt.stage_ord = d.dep_ord
+                   JOIN parflow.task dt ON dt.run_id = r.id AND dt.stage_ord = d.dep_ord AND dt.item IS NULL
                    JOIN parflow.stage ds ON ds.version_id = r.version_id AND ds.ord = d.dep_ord
                   WHERE d.version_id = r.version_id AND d.stage_ord = t.stage_ord
                     AND dt.state NOT IN ('succeeded', 'skipped')
@@ -201,13 +210,13 @@ $$;
 COMMENT ON FUNCTION parflow._why(parflow.task, parflow.run) IS 'Internal: the reasons a task that has not started waits (for the view parflow.waiting, whose readers cannot read the tables)';
 
 CREATE OR REPLACE VIEW parflow.waiting AS
-SELECT t.id AS task, t.run_id AS run, s.name AS stage, t.agent, t.state, w.why
+SELECT t.id AS task, t.run_id AS run, s.name AS stage, t.agent, t.state, w.why, t.item
   FROM parflow.task t JOIN parflow.run r ON r.id = t.run_id
   JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
  CROSS JOIN LATERAL parflow._why(t, r) w(why)
  WHERE t.state IN ('waiting', 'ready', 'dispatched', 'awaiting') AND r.state IN ('running', 'paused', 'blocked');
 COMMENT ON VIEW parflow.waiting IS
-    'What each task that has not started waits for (why): a dependency or group, a cap (and the runs sharing it), an affinity or concurrency rule, a paused or blocked run, a delayed start, backoff, an agent to claim it, the event a wait stage awaits';
+    'What each task that has not started waits for (why): a dependency or group, a cap (and the runs sharing it), an affinity or concurrency rule, a paused or blocked run, a delayed start, backoff, an agent to claim it, the event or child run a stage awaits, a map stage''s instances';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_gantt(run bigint, width integer DEFAULT 60) RETURNS SETOF text
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
@@ -238,10 +247,11 @@ BEGIN
                        parflow._dur(make_interval(secs => total / width)));
     RETURN NEXT rpad('stage', namew) || ' |' || rpad('0', width - length(parflow._dur(make_interval(secs => total))))
                 || parflow._dur(make_interval(secs => total)) || '| start    took';
-    FOR x IN SELECT s.name, t.state, t.started_at, coalesce(t.finished_at, clock_timestamp()) AS fin
+    FOR x IN SELECT s.name || coalesce('[' || t.item || ']', '') AS name, t.state, t.started_at,
+                    coalesce(t.finished_at, clock_timestamp()) AS fin
                FROM parflow.task t JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
               WHERE t.run_id = r.id
-              ORDER BY t.started_at NULLS LAST, t.stage_ord LOOP
+              ORDER BY t.started_at NULLS LAST, t.stage_ord, t.item NULLS FIRST LOOP
         IF x.started_at IS NULL OR x.state IN ('skipped', 'waiting', 'ready', 'dispatched') THEN
             bar := repeat(' ', width);
         ELSE
@@ -301,8 +311,9 @@ BEGIN
                                 row_h - 6, x.state, parflow._xml(x.name), parflow._dur(x.fin - x.started_at),
                                 parflow._dur(x.started_at - r.started_at)) END), '' ORDER BY x.i)
       INTO body
-      FROM (SELECT s.name, t.state, t.started_at, coalesce(t.finished_at, clock_timestamp()) AS fin,
-                   row_number() OVER (ORDER BY t.started_at NULLS LAST, t.stage_ord) AS i
+      FROM (SELECT s.name || coalesce('[' || t.item || ']', '') AS name, t.state, t.started_at,
+                   coalesce(t.finished_at, clock_timestamp()) AS fin,
+                   row_number() OVER (ORDER BY t.started_at NULLS LAST, t.stage_ord, t.item NULLS FIRST) AS i
               FROM parflow.task t JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
              WHERE t.run_id = r.id) x;
     SELECT string_agg(format('<line x1="%s" y1="32" x2="%s" y2="%s" class="g"/><text x="%s" y="28" class="t">%s</text>',

@@ -82,8 +82,11 @@ ALTER TABLE parflow.stage ALTER COLUMN agent DROP NOT NULL,
     ADD COLUMN wait_timeout interval CHECK (wait_timeout > interval '0'),
     ADD COLUMN wait_on_timeout text CHECK (wait_on_timeout IN ('fail', 'skip')),
     ADD COLUMN sub_workflow text,
+    ADD COLUMN map_over_ord integer, ADD COLUMN map_key text,
+    ADD COLUMN map_max integer CHECK (map_max >= 1), ADD COLUMN map_expect integer CHECK (map_expect >= 1),
     ADD CONSTRAINT stage_work_check CHECK (num_nonnulls(agent, wait_event, sub_workflow) = 1
                                            AND (estimate > interval '0' OR agent IS NULL));
+COMMENT ON COLUMN parflow.stage.map_over_ord IS 'A map stage: the stage (one of its dependencies) whose output, at map_key (NULL: the output itself), is the array it runs once per element of, up to map_max; planned as map_expect instances';
 COMMENT ON COLUMN parflow.stage.sub_workflow IS 'A sub-workflow stage: the workflow whose latest version it runs as a child run, instead of an agent';
 COMMENT ON COLUMN parflow.stage.wait_event IS 'A wait stage: the event it awaits (parflow_signal, parflow_reject) instead of an agent';
 COMMENT ON COLUMN parflow.stage.wait_timeout IS 'A wait stage: how long it awaits its event before wait_on_timeout applies (NULL: for ever)';
@@ -98,6 +101,11 @@ ALTER TABLE parflow.run ADD COLUMN parent_run bigint REFERENCES parflow.run, ADD
 CREATE INDEX run_parent_task_idx ON parflow.run (parent_task, id) WHERE parent_task IS NOT NULL;
 COMMENT ON COLUMN parflow.run.parent_task IS 'A child run: the task of the sub-workflow stage (of run parent_run) that started it and awaits it';
 CREATE INDEX task_awaiting_idx ON parflow.task (run_id) WHERE state = 'awaiting';
+-- Map stages: a task per element (item, map_item), beside the stage's own task.
+ALTER TABLE parflow.task ADD COLUMN item integer, ADD COLUMN map_item jsonb,
+    DROP CONSTRAINT task_run_id_stage_ord_key,
+    ADD CONSTRAINT task_run_id_stage_ord_item_key UNIQUE NULLS NOT DISTINCT (run_id, stage_ord, item);
+COMMENT ON COLUMN parflow.task.item IS 'A map instance: its index in the array it was made from (map_item is the element); NULL for every other task, a map stage''s own (which counts its instances left in pending) included';
 CREATE TABLE parflow.signal (
     id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id   bigint NOT NULL REFERENCES parflow.run,
