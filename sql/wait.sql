@@ -175,10 +175,14 @@ SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "wo
 SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "workflow": "qa_suite", "wait": {"event": "e"}}')) $$);
 SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "workflow": "qa_suite", "max_attempts": 2}')) $$);
 SELECT pg_temp.err($$ SELECT parflow_define('bad', pg_temp.wf('{"name": "a", "workflow": 7}')) $$);
+SELECT parflow_define('cyc_a', pg_temp.wf('{"name": "a", "agent": "x", "estimate": "1 min"}')) > 0 AS defined;
+SELECT parflow_define('cyc_b', pg_temp.wf('{"name": "b", "workflow": "cyc_a"}')) > 0 AS defined;
+SELECT pg_temp.err($$ SELECT parflow_define('cyc_a', pg_temp.wf('{"name": "a", "workflow": "cyc_b"}')) $$);
 SELECT parflow_define('feature', '{"groups": [
   {"name": "build", "stages": [{"name": "build", "agent": "backend", "estimate": "30 min"}]},
   {"name": "check", "stages": [{"name": "qa", "workflow": "qa_suite"}]},
   {"name": "ship", "stages": [{"name": "ship", "agent": "devops", "estimate": "5 min"}]}]}') > 0 AS defined;
+-- qa has no estimate: it is planned as qa_suite's plan (15 min)
 SET client_min_messages = notice;
 SELECT stage, agent, est_start, est_finish FROM parflow_plan('feature');
 SET client_min_messages = warning;

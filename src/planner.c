@@ -110,6 +110,9 @@ build_csr(int n, int64 m, const int *from, const int *to,
 	*adj_out = adj;
 }
 
+/* How many graphs of sub-workflows are being loaded, one inside the other. */
+static int	load_depth = 0;
+
 /*
  * Load the graph of a workflow version.  flags decides which conditional
  * stages run (NULL: all of them, as for validation).  Allocates in the
@@ -130,6 +133,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	int		   *gend;
 	int		   *verifies;
 	int		   *expect;
+	char	  **child;
 	uint64		i;
 	int			j;
 
@@ -164,9 +168,10 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	/* stages, in spec order; group_ord never decreases along ord */
 	spi_exec_int8(waits_available()
 				  ? "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, "
-				  "       wait_event IS NOT NULL OR sub_workflow IS NOT NULL, coalesce(map_expect, 1) "
+				  "       wait_event IS NOT NULL OR sub_workflow IS NOT NULL, coalesce(map_expect, 1), "
+				  "       CASE WHEN estimate = '0' THEN sub_workflow END "
 				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord"
-				  : "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, false, 1 "
+				  : "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, false, 1, NULL "
 				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord",
 				  version_id);
 	g->nstages = (int) SPI_processed;
@@ -175,6 +180,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	g->runs = MemoryContextAllocZero(outer, sizeof(bool) * g->nnodes);
 	g->wait = MemoryContextAllocZero(outer, sizeof(bool) * g->nnodes);
 	expect = palloc(sizeof(int) * Max(g->nstages, 1));
+	child = MemoryContextAllocZero(outer, sizeof(char *) * Max(g->nstages, 1));
 	g->group_of = MemoryContextAlloc(outer, sizeof(int) * Max(g->nstages, 1));
 	g->stage_name = MemoryContextAlloc(outer, sizeof(char *) * Max(g->nstages, 1));
 	g->agent = MemoryContextAlloc(outer, sizeof(char *) * Max(g->nstages, 1));
@@ -207,6 +213,11 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 		g->agent[i] = agent ? MemoryContextStrdup(outer, agent) : NULL;
 		g->wait[i] = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 		expect[i] = get_int4(tup, desc, 9, &isnull);
+		{
+			char	   *c = SPI_getvalue(tup, desc, 10);
+
+			child[i] = c ? MemoryContextStrdup(outer, c) : NULL;
+		}
 		if (when != NULL && flags != NULL)
 		{
 			runs = false;
@@ -405,6 +416,32 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	/* gstart and gend went with SPI's memory context */
 	pfree(from);
 	pfree(to);
+
+	/*
+	 * A sub-workflow stage without an estimate of its own is planned as its
+	 * child's planned makespan (critical-path order, the same flags; parflow_define
+	 * refuses cycles of workflows, and the depth is bounded besides).
+	 */
+	for (j = 0; j < g->nstages; j++)
+		if (child[j] != NULL && g->runs[j] && load_depth < 16)
+		{
+			PfGraph    *cg;
+			PfSchedule *cs;
+
+			load_depth++;
+			PG_TRY();
+			{
+				cg = pf_graph_load(pf_current_version(child[j]), flags);
+				pf_graph_check(cg, child[j]);
+				cs = pf_schedule(cg, pf_effective_cap(cg, 0), PF_POLICY_CP);
+				g->cost[j] = cs->makespan;
+			}
+			PG_FINALLY();
+			{
+				load_depth--;
+			}
+			PG_END_TRY();
+		}
 	return g;
 }
 

@@ -398,7 +398,7 @@ static PfStmt st_retry_task = {
 	"                  finished_at = CASE WHEN $2 = 'failed' THEN clock_timestamp() END "
 	"            WHERE id = $1 RETURNING run_id, id) "
 	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
-	"SELECT u.run_id, u.id, CASE $2 WHEN 'ready' THEN 'retry' ELSE 'failed' END, "
+	"SELECT u.run_id, u.id, CASE WHEN $2 = 'ready' THEN 'retry' WHEN $6 = 'rejected' THEN 'rejected' ELSE 'failed' END, "
 	"       jsonb_build_object('why', $6, 'attempt', $7, 'max_attempts', $8, 'worker', $9, 'error', $3) "
 	"  FROM u",
 	9, {INT8OID, TEXTOID, TEXTOID, INTERVALOID, FLOAT8OID, TEXTOID, INT4OID, INT4OID, TEXTOID}

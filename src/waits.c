@@ -69,24 +69,29 @@ static PfStmt st_wait_succeed = {
 	"            WHERE tk.run_id = $1 AND tk.id = ANY ($2) AND tk.state = 'awaiting' "
 	"           RETURNING tk.id, tk.stage_ord), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
-	"      SELECT $1, u.id, 'succeeded', $4 FROM u), "
+	"      SELECT $1, u.id, $5, $4 FROM u), "
 	"c AS (SELECT parflow._shard(u.id) AS shard, count(*)::integer AS n FROM u GROUP BY 1), "
 	"rr AS (UPDATE parflow.run_remaining x SET remaining = x.remaining - c.n FROM c "
 	"        WHERE x.run_id = $1 AND x.shard = c.shard) "
 	"SELECT coalesce(array_agg(u.stage_ord ORDER BY u.stage_ord), '{}') FROM u",
-	4, {INT8OID, INT8ARRAYOID, JSONBOID, JSONBOID}
+	5, {INT8OID, INT8ARRAYOID, JSONBOID, JSONBOID, TEXTOID}
 };
 
+/*
+ * The event of the transition is kind: signalled (a signal), succeeded (a
+ * child run, an empty map).
+ */
 static ArrayType *
-wait_succeed(int64 run, int64 *ids, int n, Datum output, Datum detail)
+wait_succeed(int64 run, int64 *ids, int n, Datum output, Datum detail, const char *kind)
 {
-	Datum		v[4];
+	Datum		v[5];
 	bool		isnull;
 
 	v[0] = Int64GetDatum(run);
 	v[1] = pf_int8_array(ids, n);
 	v[2] = output;
 	v[3] = detail;
+	v[4] = CStringGetTextDatum(kind);
 	pf_exec(&st_wait_succeed, v, NULL, 0);
 	return DatumGetArrayTypePCopy(pf_datum(0, 1, &isnull));
 }
@@ -212,7 +217,7 @@ pf_await(int64 run, int64 version, ArrayType *ords)
 			continue;
 		payload = datumCopy(pf_datum(0, 1, &isnull), false, -1);
 		by = pf_text(0, 2);
-		done = wait_succeed(run, &ids[i], 1, payload, signal_detail(events[i], by, true));
+		done = wait_succeed(run, &ids[i], 1, payload, signal_detail(events[i], by, true), "signalled");
 		if (ArrayGetNItems(ARR_NDIM(done), ARR_DIMS(done)) == 1)
 			took[ntook++] = ords_of[i];
 	}
@@ -415,7 +420,7 @@ static PfStmt st_map_expand = {
 	"m AS (UPDATE parflow.task tk SET state = 'waiting', pending = (SELECT count(*) FROM i), started_at = NULL "
 	"       WHERE tk.id = $2 RETURNING tk.id) "
 	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
-	"SELECT $1, m.id, 'mapped', jsonb_build_object('instances', jsonb_array_length($4)) FROM m",
+	"SELECT $1, m.id, 'expanded', jsonb_build_object('instances', jsonb_array_length($4)) FROM m",
 	4, {INT8OID, INT8OID, TEXTOID, JSONBOID}
 };
 
@@ -462,7 +467,7 @@ expand_map(int64 run, int64 version, int64 task)
 		ArrayType  *done;
 
 		pf_exec(&st_map_detail, dv, NULL, 1);
-		done = wait_succeed(run, &task, 1, empty, datumCopy(pf_datum(0, 1, &isnull), false, -1));
+		done = wait_succeed(run, &task, 1, empty, datumCopy(pf_datum(0, 1, &isnull), false, -1), "succeeded");
 		return ArrayGetNItems(ARR_NDIM(done), ARR_DIMS(done)) == 1;
 	}
 	arr = datumCopy(pf_datum(0, 1, &isnull), false, -1);
@@ -604,7 +609,7 @@ pf_settle_children(void)
 
 			pf_exec(&st_child_detail, dv, NULL, 1);
 			detail = datumCopy(pf_datum(0, 1, &isnull), false, -1);
-			done = wait_succeed(ts[i].run_id, &ts[i].id, 1, output, detail);
+			done = wait_succeed(ts[i].run_id, &ts[i].id, 1, output, detail, "succeeded");
 			pf_done(ts[i].run_id, ts[i].version_id, PointerGetDatum(done));
 			pf_finish_if_done(ts[i].run_id);
 			pf_check_blocked(ts[i].run_id);
@@ -873,7 +878,7 @@ parflow_signal(PG_FUNCTION_ARGS)
 		ids[i] = pf_int8(i, 1);
 	if (n > 0)
 	{
-		ArrayType  *done = wait_succeed(run, ids, n, payload, signal_detail(event, by, false));
+		ArrayType  *done = wait_succeed(run, ids, n, payload, signal_detail(event, by, false), "signalled");
 
 		pf_done(run, version, PointerGetDatum(done));
 		pf_finish_if_done(run);

@@ -282,6 +282,22 @@ BEGIN
         PERFORM parflow._spec_error(format('%s runs unknown workflow "%s"', slabels[r.i], r.w), NULL,
             coalesce(format('Did you mean "%s"?', near), 'Define the workflow it runs first.'));
     END IF;
+    -- ... and no workflow it runs, through the latest versions, runs this one.
+    WITH RECURSIVE latest AS (
+        SELECT DISTINCT ON (w.name) w.name, v.id FROM parflow.workflow w
+          JOIN parflow.workflow_version v ON v.workflow_id = w.id ORDER BY w.name, v.version DESC),
+    walk (wf, path) AS (
+        SELECT DISTINCT s->>'workflow', ARRAY[wf_name, s->>'workflow'] FROM unnest(stages) s WHERE s ? 'workflow'
+        UNION ALL
+        SELECT st.sub_workflow, walk.path || st.sub_workflow
+          FROM walk JOIN latest l ON l.name = walk.wf
+          JOIN parflow.stage st ON st.version_id = l.id AND st.sub_workflow IS NOT NULL
+         WHERE walk.wf <> wf_name AND (st.sub_workflow = wf_name OR NOT st.sub_workflow = ANY (walk.path)))
+    SELECT array_to_string(path, ' -> ') AS p INTO r FROM walk WHERE wf = wf_name LIMIT 1;
+    IF FOUND THEN
+        PERFORM parflow._spec_error(format('workflow "%s" would contain itself: %s', wf_name, r.p), NULL,
+            'A sub-workflow stage runs another workflow as a child run: break the cycle.');
+    END IF;
     SELECT i INTO r FROM unnest(stages) WITH ORDINALITY u(s, i)
      WHERE s ? 'agent' AND NOT s ? 'estimate' ORDER BY i LIMIT 1;
     IF FOUND THEN

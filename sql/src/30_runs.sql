@@ -169,7 +169,7 @@ BEGIN
                                                               'worker', e.detail->'worker', 'why', e.detail->'why',
                                                               'error', e.detail->'error') ORDER BY e.id), '[]')
                             FROM parflow.event e WHERE e.run_id = run AND e.task_id = t.id
-                             AND e.kind IN ('retry', 'failed')))
+                             AND e.kind IN ('retry', 'failed', 'rejected')))
              -- a map instance: its index
              || CASE WHEN t.item IS NOT NULL THEN jsonb_build_object('item', t.item) ELSE '{}' END
              ORDER BY t.stage_ord, t.item NULLS FIRST), '[]')

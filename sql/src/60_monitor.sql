@@ -406,6 +406,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_t
         SELECT k.kind, coalesce((SELECT n FROM parflow.event_tally et WHERE et.kind = k.kind), 0)
                        + (SELECT count(*) FROM parflow.event e WHERE e.kind = k.kind) AS n
           FROM unnest(ARRAY['dispatched', 'succeeded', 'retry', 'failed', 'route_back', 'interrupt',
+                            'awaiting', 'signalled', 'rejected', 'expanded', 'child_started',
                             'preempted', 'released', 'unclaimed']) k(kind)),
     handoff AS (
         SELECT avg(extract(epoch FROM d.at - rd.at)) AS s
