@@ -8,10 +8,15 @@
 # test answers like a person would: it approves the design, rejects the first
 # review (build goes back to its agent with the reason) and approves the
 # second.  The run succeeds with every agent stage done once per round, and
-# nothing was dispatched to an agent for a wait stage.
+# nothing was dispatched to an agent for a wait stage.  Then a crash while a
+# stage awaits (kill -9 of the dispatcher, then an immediate shutdown and a
+# start): the signal sent after the restart still completes the stage, and
+# the run finishes.
 set -u -o pipefail
 # shellcheck source=test/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
+# shellcheck source=test/cluster.sh
+source "$PF_ROOT/test/cluster.sh"
 e2e_init 62_wait 'e2e_wait%'
 
 e2e_define e2e_wait '{"groups": [
@@ -85,4 +90,24 @@ e2e_check_eq "research: dispatched and done once" "
     SELECT count(*) FILTER (WHERE e.kind = 'dispatched') || ' ' || count(*) FILTER (WHERE e.kind = 'succeeded')
       FROM parflow.event e JOIN parflow.tasks t ON t.task = e.task_id
      WHERE e.run_id = $run AND t.stage = 'research'" "1 1"
+
+# --- a crash while stages await ------------------------------------------------
+run3="$(e2e_start "SELECT parflow_start('e2e_wait', parallel => true)")" || e2e_die "start 3"
+pf_wait_for "SELECT state = 'awaiting' FROM parflow.tasks WHERE run = $run3 AND stage = 'approve'" 30 ||
+    e2e_die "run $run3: approve never awaited"
+pid="$(e2e_q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'parflow dispatcher'")"
+kill -KILL "$pid" || e2e_die "kill -9 dispatcher $pid"
+sleep 1
+pf_wait_for "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'parflow dispatcher'" 30 ||
+    e2e_fail "the dispatcher did not come back after kill -9"
+e2e_log "server: pg_ctl stop -m immediate"
+pf_cluster_restart immediate || e2e_die "restart"
+e2e_check_eq "after the crashes: approve still awaits" "
+    SELECT state FROM parflow.tasks WHERE run = $run3 AND stage = 'approve'" awaiting
+e2e_check_eq "after the crashes: a signal completes it" "SELECT parflow_signal($run3, 'design_approved')" 1
+pf_wait_for "SELECT state = 'awaiting' FROM parflow.tasks WHERE run = $run3 AND stage = 'review'" 30 ||
+    e2e_fail "run $run3: review never awaited after the restart"
+e2e_check_eq "after the crashes: the review is signalled" "SELECT parflow_signal($run3, 'review')" 1
+e2e_log "run $run3: $(e2e_wait_run "$run3" 30)"
+e2e_expect_run "$run3" succeeded
 e2e_finish
