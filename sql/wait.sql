@@ -293,6 +293,17 @@ SELECT parflow._dispatch();
 SELECT input -> 'upstream' -> 'impl' AS impl FROM parflow_claim('mm', 'w');
 DROP TABLE held;
 
+-- drawn: a map stage twice in DOT, its instances one Gantt row each; a wait
+-- stage a diamond, a sub-workflow stage a box3d (D: the planned duration,
+-- learned from the runs above, and whether it is critical, left out)
+SELECT regexp_replace(regexp_replace(line, ', [0-9][0-9a-z.]*"', ', D"'), ', color=red, penwidth=2', '') AS line
+  FROM regexp_split_to_table(parflow_dot('split'), E'\n') line WHERE line ~ 'impl';
+SELECT regexp_replace(regexp_replace(line, ', [0-9][0-9a-z.]*"', ', D"'), ', color=red, penwidth=2', '') AS line
+  FROM regexp_split_to_table(parflow_dot('approve'), E'\n') line WHERE line ~ 'diamond';
+SELECT regexp_replace(regexp_replace(line, ', [0-9][0-9a-z.]*"', ', D"'), ', color=red, penwidth=2', '') AS line
+  FROM regexp_split_to_table(parflow_dot('feature'), E'\n') line WHERE line ~ 'box3d';
+SELECT count(*) AS gantt_instance_rows FROM parflow_gantt(:m1) g WHERE g ~ '^impl\[[0-9]\]';
+
 -- an empty array succeeds at once with []; too many, or not an array, fails the stage
 SELECT parflow_start('split', parallel => true) AS m2 \gset
 SELECT pg_temp.work('mr', '{"subtasks": []}');

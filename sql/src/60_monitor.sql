@@ -357,12 +357,22 @@ BEGIN
                        || format('    label=%s; style=dashed;', parflow._dot_id(x.name))
                        || format('    %s [shape=point, width=0.08];', parflow._dot_id('group:' || x.name));
         lines := lines || ARRAY(
-            SELECT format('    %s [label=%s%s];', parflow._dot_id(s.name),
-                          parflow._dot_id(s.name || E'\n' || s.agent || ', '
+            -- a wait stage is a diamond, a sub-workflow stage a box3d, a map
+            -- stage a box drawn twice (its instances)
+            SELECT format('    %s [label=%s%s%s];', parflow._dot_id(s.name),
+                          parflow._dot_id(s.name || E'\n'
+                                          || CASE WHEN s.wait_event IS NOT NULL THEN 'awaits ' || s.wait_event
+                                                  WHEN s.sub_workflow IS NOT NULL THEN 'runs ' || s.sub_workflow
+                                                  WHEN s.map_over_ord IS NOT NULL
+                                                  THEN s.agent || ' x' || s.map_expect || ' (map)'
+                                                  ELSE s.agent END || ', '
                                           || CASE WHEN plan ? s.name
                                                   THEN parflow._dur(make_interval(secs => (plan->s.name->>'f')::float8
                                                                                          - (plan->s.name->>'s')::float8))
                                                   ELSE 'skipped' END),
+                          CASE WHEN s.wait_event IS NOT NULL THEN ', shape=diamond'
+                               WHEN s.sub_workflow IS NOT NULL THEN ', shape=box3d'
+                               WHEN s.map_over_ord IS NOT NULL THEN ', peripheries=2' ELSE '' END,
                           CASE WHEN NOT plan ? s.name THEN ', style="rounded,dashed", fontcolor=gray, color=gray'
                                WHEN (plan->s.name->>'c')::boolean THEN ', color=red, penwidth=2' ELSE '' END)
               FROM parflow.stage s WHERE s.version_id = ver AND s.group_ord = x.ord ORDER BY s.ord);
