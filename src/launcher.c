@@ -372,6 +372,7 @@ typedef struct DbEntry
 	bool		absent;			/* the extension was not there at the last look */
 	bool		skip_logged;	/* "cannot connect" was logged */
 	bool		warned;			/* a WARNING about not starting it was logged */
+	bool		probe_again;	/* told of the extension while a look was under way */
 	BackgroundWorkerHandle *handle; /* its dispatcher, NULL when none */
 	TimestampTz started;
 	TimestampTz next_try;		/* no start before this */
@@ -481,6 +482,23 @@ scan_databases(HTAB *dbs)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/*
+ * The extension may have appeared in a database: look at once, or, when a
+ * dispatcher is starting there (it may have looked before the commit), once
+ * it has stopped for want of the extension.
+ */
+static void
+probe_soon(DbEntry *e)
+{
+	if (e->handle != NULL)
+		e->probe_again = true;
+	else if (e->absent)
+	{
+		e->absent = false;
+		e->next_try = 0;
+	}
+}
+
 /* Databases in which the extension may have appeared: look at once. */
 static void
 take_probe_requests(HTAB *dbs)
@@ -503,23 +521,14 @@ take_probe_requests(HTAB *dbs)
 	for (i = 0; i < n; i++)
 	{
 		e = hash_search(dbs, &probe[i], HASH_FIND, NULL);
-		if (e != NULL && e->absent)
-		{
-			e->absent = false;
-			e->next_try = 0;
-		}
+		if (e != NULL)
+			probe_soon(e);
 	}
 	if (!all)
 		return;
 	hash_seq_init(&seq, dbs);
 	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		if (e->absent)
-		{
-			e->absent = false;
-			e->next_try = 0;
-		}
-	}
+		probe_soon(e);
 }
 
 /* Free the slot of a database no dispatcher runs in any more. */
@@ -547,9 +556,11 @@ dispatcher_stopped(DbEntry *e, TimestampTz now)
 	e->handle = NULL;
 	if (state == PF_DISP_NO_EXTENSION)
 	{
-		e->absent = true;
+		e->absent = !e->probe_again;
 		e->stops = 0;
-		e->next_try = TimestampTzPlusMilliseconds(now, (int64) pf_naptime_ms * PF_ABSENT_NAPS);
+		e->next_try = e->probe_again ? 0 :
+			TimestampTzPlusMilliseconds(now, (int64) pf_naptime_ms * PF_ABSENT_NAPS);
+		e->probe_again = false;
 		free_slot(e->dboid);
 		return;
 	}
@@ -607,6 +618,7 @@ start_dispatcher(DbEntry *e, TimestampTz now)
 		return;
 	}
 
+	e->probe_again = false;		/* it sees every commit made until now */
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	started = pf_dispatcher_start((int) (slot - pf_shared->slots), e->dboid, e->name, &e->handle);
 	MemoryContextSwitchTo(old);

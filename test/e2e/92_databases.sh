@@ -26,6 +26,9 @@ source "$(dirname "$0")/lib.sh"
 pf_cluster_start "parflow.database = ''" "parflow.max_databases = 4" \
     "parflow.naptime = 200ms" "max_worker_processes = 16" "log_min_messages = log" ||
     { echo "FAIL: private cluster did not start"; exit 1; }
+# shellcheck disable=SC2317 # run at exit, through pf_on_exit
+log_on_fail() { [ "$E2E_FAIL" -eq 0 ] || pf_cluster_log_tail 60; }
+pf_on_exit log_on_fail
 e2e_init 92_databases 'e92%'
 
 SCALE=0.001        # 1 estimated minute = 60 ms

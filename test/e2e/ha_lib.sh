@@ -27,6 +27,14 @@ ha_primary_start() {
         "log_min_messages = log" "$@" ||
         { echo "FAIL: the primary did not start"; exit 1; }
     HA_PRIMARY_PORT="$PGPORT"
+    pf_on_exit ha_log_on_fail
+}
+
+# shellcheck disable=SC2317 # run at exit, through pf_on_exit
+ha_log_on_fail() {
+    [ "$E2E_FAIL" -gt 0 ] || return 0
+    pf_cluster_log_tail 40
+    [ -n "${HA_STANDBY_LOG:-}" ] && { echo "---- standby log"; tail -n 40 "$HA_STANDBY_LOG"; }
 }
 
 # shellcheck disable=SC2317 # run at exit, through pf_on_exit
