@@ -16,6 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HA_STAGES="${HA_STAGES:-36}"
 HA_WORK_S="${HA_WORK_S:-0.3}"
 HA_AGENTS="${HA_AGENTS:-3}"
+HA_LEASE="${HA_LEASE:-4 s}"    # longer than the outage, or leases expire in it
 HA_WF=e2e_ha
 HA_STANDBY_DIRS=()
 
@@ -99,7 +100,7 @@ ha_agents() {
     : >"$E2E_DIR/work.log"
     chmod 666 "$E2E_DIR/work.log"
     for ((i = 1; i <= HA_AGENTS; i++)); do
-        e2e_agent "ha$i" e2e_ha --concurrency 2 --lease '4 s' --poll 0.5 \
+        e2e_agent "ha$i" e2e_ha --concurrency 2 --lease "$HA_LEASE" --poll 0.5 \
             --exec "sleep $HA_WORK_S; echo \"\$PARFLOW_RUN \$PARFLOW_STAGE \$PARFLOW_ATTEMPT \$PARFLOW_WORKER\" >> $E2E_DIR/work.log; echo '{}'" \
             "$conninfo"
     done
