@@ -321,9 +321,18 @@ pf_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 	Node	   *stmt = pstmt->utilityStmt;
 	Oid			hold = InvalidOid;
 	bool		created_ext;
+	bool		dropped_ext = false;
 
 	created_ext = IsA(stmt, CreateExtensionStmt) &&
 		strcmp(((CreateExtensionStmt *) stmt)->extname, "parflow") == 0;
+	if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
+	{
+		ListCell   *lc;
+
+		foreach(lc, ((DropStmt *) stmt)->objects)
+			if (IsA(lfirst(lc), String) && strcmp(strVal(lfirst(lc)), "parflow") == 0)
+				dropped_ext = true;
+	}
 	if (pf_shared != NULL)
 	{
 		hold = database_to_hold(stmt);
@@ -359,6 +368,8 @@ pf_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 	}
 	else if (IsA(stmt, CreatedbStmt))
 		probe_at_commit(InvalidOid);	/* its template may have had the extension */
+	else if (dropped_ext)
+		pf_wake_at_commit();	/* its pass finds the extension gone and stops */
 }
 
 /* --- the launcher ---------------------------------------------------------- */
@@ -428,10 +439,13 @@ clear_stale_holds(void)
 	LWLockRelease(pf_shared->lock);
 }
 
+static bool named_missing_logged = false;
+
 /* Mark the databases to serve (wanted) from pg_database. */
 static void
 scan_databases(HTAB *dbs)
 {
+	bool		named_found = false;
 	HASH_SEQ_STATUS seq;
 	DbEntry    *e;
 	Relation	rel;
@@ -453,9 +467,10 @@ scan_databases(HTAB *dbs)
 		bool		found;
 
 		CHECK_FOR_INTERRUPTS();
-		if (db->datistemplate || database_is_invalid_form(db))
-			continue;
 		if (pf_database[0] != '\0' && strcmp(NameStr(db->datname), pf_database) != 0)
+			continue;
+		named_found = true;
+		if (db->datistemplate || database_is_invalid_form(db))
 			continue;
 		e = hash_search(dbs, &db->oid, HASH_ENTER, &found);
 		if (!found)
@@ -480,6 +495,12 @@ scan_databases(HTAB *dbs)
 	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
+
+	if (pf_database[0] != '\0' && !named_found && !named_missing_logged)
+		ereport(LOG,
+				(errmsg("parflow launcher serves no database: database \"%s\" (parflow.database) does not exist",
+						pf_database)));
+	named_missing_logged = pf_database[0] != '\0' && !named_found;
 }
 
 /*
