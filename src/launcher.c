@@ -60,6 +60,13 @@
 /* A dispatcher that served this long before it stopped is restarted at once. */
 #define PF_RESTART_RESET_MS 60000
 
+/*
+ * Dispatchers starting at once (most of them, at server start, only look
+ * for the extension and exit): more wait for the next round, so that a
+ * server with many databases does not run out of background workers.
+ */
+#define PF_MAX_STARTING 4
+
 /* How long a utility command waits for a dispatcher to go. */
 #define PF_STOP_WAIT_MS 10000
 
@@ -248,9 +255,11 @@ warn_if_not_served(void)
 		return;
 	}
 	LWLockAcquire(pf_shared->lock, LW_SHARED);
+	/* slots that serve: one that only looks for the extension will be free */
 	for (i = 0; i < pf_shared->n_slots; i++)
 		used += OidIsValid(pf_shared->slots[i].dboid) &&
-			pf_shared->slots[i].dboid != MyDatabaseId;
+			pf_shared->slots[i].dboid != MyDatabaseId &&
+			pf_shared->slots[i].state == PF_DISP_SERVING;
 	LWLockRelease(pf_shared->lock);
 	if (used >= pf_shared->n_slots)
 		ereport(WARNING,
@@ -674,7 +683,17 @@ reconcile(HTAB *dbs)
 	DbEntry    *e;
 	TimestampTz now = GetCurrentTimestamp();
 	long		wait_ms = pf_naptime_ms;
+	int			starting = 0;
 	int			i;
+
+	/* dispatchers not serving yet */
+	hash_seq_init(&seq, dbs);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		PfDbSlot   *slot = e->handle != NULL ? pf_slot_of(e->dboid) : NULL;
+
+		starting += slot != NULL && slot->state == PF_DISP_STARTING;
+	}
 
 	hash_seq_init(&seq, dbs);
 	while ((e = hash_seq_search(&seq)) != NULL)
@@ -699,8 +718,12 @@ reconcile(HTAB *dbs)
 				(void) hash_search(dbs, &e->dboid, HASH_REMOVE, NULL);
 			continue;
 		}
-		if (e->next_try <= now && !pf_db_held(e->dboid))
+		if (e->next_try <= now && !pf_db_held(e->dboid) && starting < PF_MAX_STARTING)
+		{
 			start_dispatcher(e, now);
+			starting += e->handle != NULL;
+		}
+		/* the stop of one that is starting wakes us */
 		if (e->handle == NULL && e->next_try > now)
 			wait_ms = Min(wait_ms, Max(1, TimestampDifferenceMilliseconds(now, e->next_try)));
 	}
