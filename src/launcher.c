@@ -651,10 +651,14 @@ start_dispatcher(DbEntry *e, TimestampTz now)
 	e->probe_again = false;		/* it sees every commit made until now */
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	started = pf_dispatcher_start((int) (slot - pf_shared->slots), e->dboid, e->name, &e->handle);
+	elog(DEBUG1, "parflow launcher %s the dispatcher of database \"%s\" (slot %d)",
+		 started ? "registered" : "could not register", e->name, (int) (slot - pf_shared->slots));
 	MemoryContextSwitchTo(old);
 	if (!started)
 	{
+		/* the slot goes back: it serves nothing */
 		e->handle = NULL;
+		free_slot(e->dboid);
 		if (!e->warned)
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),

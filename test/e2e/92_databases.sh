@@ -19,13 +19,14 @@
 # others keep their PIDs and go on dispatching; kill -9 of one dispatcher
 # makes the postmaster restart every process (PostgreSQL's rule for any
 # backend dying that way), and every database is served again afterwards;
-# parflow.max_databases out of range is refused.
+# parflow.max_databases out of range is refused; with too few background
+# workers the databases not served get a WARNING naming max_worker_processes.
 set -u -o pipefail
 # shellcheck source=test/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 pf_cluster_start "parflow.database = ''" "parflow.max_databases = 4" \
-    "parflow.naptime = 200ms" "max_worker_processes = 16" "log_min_messages = log" ||
+    "parflow.naptime = 200ms" "max_worker_processes = 16" ||
     { echo "FAIL: private cluster did not start"; exit 1; }
 # shellcheck disable=SC2317 # run at exit, through pf_on_exit
 log_on_fail() { [ "$E2E_FAIL" -eq 0 ] || pf_cluster_log_tail 60; }
@@ -275,5 +276,21 @@ for v in 0 1025; do
         e2e_fail "parflow.max_databases = $v is refused" "$out"
     fi
 done
+
+# --- too few background workers: a WARNING that says which setting -------------
+# the logical replication launcher, pg_cron's and parflow's take three of
+# four: one database is served
+e2e_q -d postgres -c "ALTER SYSTEM SET max_worker_processes = 4" >/dev/null || e2e_fail "ALTER SYSTEM max_worker_processes"
+pf_cluster_restart fast || e2e_die "restart with max_worker_processes = 4"
+sleep 2
+n="$(e2e_q -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'parflow dispatcher'")"
+e2e_check_eq "with max_worker_processes = 4, one database is served" "SELECT $n" "1"
+if grep -q 'WARNING:  could not start the parflow dispatcher for database' "$PF_LOG" &&
+    grep -q 'HINT:  Each database served takes one background worker, and the launcher one more: raise max_worker_processes' "$PF_LOG"; then
+    e2e_pass "the others get a WARNING naming max_worker_processes"
+else
+    e2e_fail "the others get a WARNING naming max_worker_processes" "$(grep -i 'parflow' "$PF_LOG" | tail -n 5)"
+fi
+e2e_q -d postgres -c "ALTER SYSTEM RESET max_worker_processes" >/dev/null
 
 e2e_finish
