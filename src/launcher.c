@@ -9,7 +9,7 @@
  * The launcher looks at such a database again when a backend tells it that
  * the extension may have appeared (CREATE EXTENSION parflow, CREATE
  * DATABASE, told at commit through the utility hook below) and otherwise
- * every PF_ABSENT_NAPS naptimes.  A dispatcher that stops for any other
+ * after a few naptimes, then every PF_ABSENT_NAPS.  A dispatcher that stops for any other
  * reason is restarted, at once the first time and then with a growing delay,
  * while the others go on.  The utility hook also makes DROP DATABASE, ALTER
  * DATABASE RENAME / SET TABLESPACE and CREATE DATABASE ... TEMPLATE work at
@@ -51,8 +51,14 @@
 #include "launcher.h"
 #include "shmem.h"
 
-/* A database without the extension is looked at again after this many naptimes. */
+/*
+ * A database without the extension is looked at again after this many
+ * naptimes; the first few times after a few only (a backend's word may have
+ * crossed the look while the launcher was starting).
+ */
 #define PF_ABSENT_NAPS 60
+#define PF_ABSENT_NAPS_FIRST 5
+#define PF_ABSENT_FIRST_LOOKS 3
 
 /* The longest delay before restarting a dispatcher that keeps stopping. */
 #define PF_RESTART_MAX_MS 60000
@@ -393,6 +399,7 @@ typedef struct DbEntry
 	bool		skip_logged;	/* "cannot connect" was logged */
 	bool		warned;			/* a WARNING about not starting it was logged */
 	bool		probe_again;	/* told of the extension while a look was under way */
+	int			looks;			/* looks that found no extension */
 	BackgroundWorkerHandle *handle; /* its dispatcher, NULL when none */
 	TimestampTz started;
 	TimestampTz next_try;		/* no start before this */
@@ -589,7 +596,10 @@ dispatcher_stopped(DbEntry *e, TimestampTz now)
 		e->absent = !e->probe_again;
 		e->stops = 0;
 		e->next_try = e->probe_again ? 0 :
-			TimestampTzPlusMilliseconds(now, (int64) pf_naptime_ms * PF_ABSENT_NAPS);
+			TimestampTzPlusMilliseconds(now, (int64) pf_naptime_ms *
+										(e->looks < PF_ABSENT_FIRST_LOOKS ?
+										 PF_ABSENT_NAPS_FIRST : PF_ABSENT_NAPS));
+		e->looks++;
 		e->probe_again = false;
 		free_slot(e->dboid);
 		return;
