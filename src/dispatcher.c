@@ -1,32 +1,34 @@
 /*
- * dispatcher.c - the dispatcher background worker.  This file owns the
- * worker's life: registration at preload time, start-up (one copy only, its
- * latch published in shared memory), and the loop that sleeps on its latch
+ * dispatcher.c - a database's dispatcher background worker.  This file owns
+ * the worker's life: its start by the launcher (launcher.c) for one database
+ * and one slot of shared memory, start-up (one copy per database, its latch
+ * published in the database's slot), and the loop that sleeps on its latch
  * and, woken, sends the notifications handed to it and runs a dispatch pass
- * when one is wanted, each in one short transaction. The pass itself (end
+ * when one is wanted, each in one short transaction.  The pass itself (end
  * attempts past their timeout, expire leases, pick ready tasks under every
- * cap, mark them dispatched, NOTIFY their agents) is parflow._dispatch(),
- * set-based SQL; NOTIFYs are delivered when the pass commits.  A pass that
- * fails is rolled back whole and logged with its cause, and the next pass
- * retries: no task is marked dispatched without its notification.  Before
- * each pass the worker sends, in a transaction of their own, the
- * notifications that committing completions handed over to it (a completion
- * that passed its slot straight to the next task, see shmem.c), each once
- * its completion has committed: that is the shortest way from a completion
- * to its successor's agent.  When notes were lost (a full ring, a prepared
+ * cap, mark them dispatched, NOTIFY their agents) is parflow._dispatch();
+ * NOTIFYs are delivered when the pass commits.  A pass that fails is rolled
+ * back whole and logged with its cause, and the next pass retries: no task
+ * is marked dispatched without its notification.  Before each pass the
+ * worker sends, in a transaction of their own, the notifications that
+ * committing completions handed over to it (a completion that passed its
+ * slot straight to the next task, see shmem.c), each once its completion
+ * has committed: that is the shortest way from a completion to its
+ * successor's agent.  When notes were lost (a full ring, a prepared
  * transaction, a failed send, a restart) it resends the notification of
  * every dispatched task.  A pass runs when a commit asked for one
  * (parflow._wake()), at the start time of a delayed run, and at least every
- * parflow.naptime. Its commits never
- * wait for a synchronous standby.  The worker tolerates a database where the
- * extension does not exist yet, and the postmaster restarts it after a
- * crash.
+ * parflow.naptime.  Its commits never wait for a synchronous standby.  When
+ * the extension is not (or no longer) in its database, or a utility command
+ * holds the database, the worker says so in its slot and exits; the
+ * launcher decides what comes next.
  */
 #include "postgres.h"
 
 #include "access/transam.h"
 #include "access/xact.h"
 #include "commands/async.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -52,35 +54,53 @@
 #include "core.h"
 #include "dispatcher.h"
 #include "guc.h"
+#include "launcher.h"
 #include "shmem.h"
 
-/* Register the worker; called from _PG_init while preloading. */
-void
-pf_dispatcher_register(void)
+/*
+ * Start the dispatcher of database dboid in shared memory slot slot_no, for
+ * the launcher (which the postmaster tells when it stops: the worker is
+ * never restarted by the postmaster, the launcher decides).  Returns false
+ * when no background worker slot is free.
+ */
+bool
+pf_dispatcher_start(int slot_no, Oid dboid, const char *dbname,
+					BackgroundWorkerHandle **handle)
 {
 	BackgroundWorker worker;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 1;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "parflow");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "parflow_dispatcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "parflow dispatcher");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "parflow dispatcher for database %s", dbname);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "parflow dispatcher");
-	worker.bgw_notify_pid = 0;
-	RegisterBackgroundWorker(&worker);
+	worker.bgw_main_arg = Int32GetDatum(slot_no);
+	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
+	worker.bgw_notify_pid = MyProcPid;
+	return RegisterDynamicBackgroundWorker(&worker, handle);
 }
+
+static PfDbSlot *my_slot = NULL;
 
 static void
 dispatcher_detach(int code, Datum arg)
 {
-	if (pf_shared != NULL && pf_shared->dispatcher_pid == MyProcPid)
+	if (my_slot != NULL && my_slot->dispatcher_pid == MyProcPid)
 	{
-		pf_shared->dispatcher_latch = NULL;
-		pf_shared->dispatcher_db = InvalidOid;
-		pf_shared->dispatcher_pid = 0;
+		my_slot->dispatcher_latch = NULL;
+		my_slot->dispatcher_pid = 0;
 	}
+}
+
+/* Leave, saying why in the slot, for the launcher. */
+static void
+dispatcher_exit(PfDispState why)
+{
+	my_slot->state = why;
+	proc_exit(0);
 }
 
 /* What became of a transaction that handed notes over before its commit. */
@@ -182,7 +202,7 @@ send_notes(void)
 		CommitTransactionCommand();
 		resend_all = false;
 		pgstat_report_activity(STATE_IDLE, NULL);
-		pg_atomic_fetch_add_u64(&pf_shared->notes_sent, sent);
+		pg_atomic_fetch_add_u64(&my_slot->notes_sent, sent);
 	}
 
 	for (i = 0; i < n; i++)
@@ -227,7 +247,7 @@ dispatch_pass(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	pg_atomic_fetch_add_u64(&pf_shared->passes, 1);
+	pg_atomic_fetch_add_u64(&my_slot->passes, 1);
 	return n;
 }
 
@@ -258,6 +278,28 @@ guarded(int (*step) (void), MemoryContext ctx, const char *failed, const char *w
 	return n;
 }
 
+static char db_name[NAMEDATALEN] = "?";	/* for log lines */
+
+/*
+ * Whether the extension exists in this database, in a transaction of its
+ * own; also notes the database's name.
+ */
+static bool
+extension_here(void)
+{
+	bool		here;
+	char	   *name;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	here = OidIsValid(get_extension_oid("parflow", true));
+	name = get_database_name(MyDatabaseId);
+	if (name != NULL)
+		strlcpy(db_name, name, NAMEDATALEN);
+	CommitTransactionCommand();
+	return here;
+}
+
 void
 parflow_dispatcher_main(Datum main_arg)
 {
@@ -266,6 +308,8 @@ parflow_dispatcher_main(Datum main_arg)
 	bool		pass_due = true;	/* one pass at start */
 	int			n = 0;			/* the last pass's result */
 	int			nap_ms = pf_naptime_ms; /* the longest time between passes */
+	int			slot_no = DatumGetInt32(main_arg);
+	Oid			dboid;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -276,27 +320,43 @@ parflow_dispatcher_main(Datum main_arg)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("parflow dispatcher started without shared memory"),
 				 errhint("Add parflow to shared_preload_libraries in postgresql.conf and restart the server.")));
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	if (slot_no < 0 || slot_no >= pf_shared->n_slots)
+		elog(ERROR, "parflow dispatcher started for slot %d of %d", slot_no, pf_shared->n_slots);
 
-	/* One dispatcher only. */
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	if (pf_shared->dispatcher_pid != 0 && pf_shared->dispatcher_pid != MyProcPid &&
-		kill(pf_shared->dispatcher_pid, 0) == 0)
+	/* One dispatcher per database: the slot the launcher gave us. */
+	LWLockAcquire(pf_shared->lock, LW_EXCLUSIVE);
+	my_slot = &pf_shared->slots[slot_no];
+	if (my_slot->dboid != dboid ||
+		(my_slot->dispatcher_pid != 0 && my_slot->dispatcher_pid != MyProcPid &&
+		 kill(my_slot->dispatcher_pid, 0) == 0))
 	{
-		pid_t		other = pf_shared->dispatcher_pid;
-
-		LWLockRelease(AddinShmemInitLock);
+		LWLockRelease(pf_shared->lock);
 		ereport(LOG,
-				(errmsg("parflow dispatcher already running with PID %d; this one exits", (int) other)));
+				(errmsg("parflow dispatcher for database OID %u is not needed; it exits", dboid)));
+		my_slot = NULL;
 		proc_exit(0);
 	}
-	pf_shared->dispatcher_pid = MyProcPid;
-	pf_shared->dispatcher_latch = MyLatch;
-	LWLockRelease(AddinShmemInitLock);
+	my_slot->dispatcher_pid = MyProcPid;
+	my_slot->state = PF_DISP_STARTING;
+	LWLockRelease(pf_shared->lock);
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 
-	BackgroundWorkerInitializeConnection(pf_database, NULL, 0);
-	pf_shared->dispatcher_db = MyDatabaseId;
+	/*
+	 * By OID, so that a rename does not matter; a database dropped meanwhile
+	 * ends this process here (FATAL), and the launcher forgets it.
+	 */
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("parflow dispatcher");
+
+	/* DROP or RENAME DATABASE waits for us to go (see launcher.c) */
+	if (pf_db_held(dboid))
+		dispatcher_exit(PF_DISP_HELD);
+	if (!extension_here())
+		dispatcher_exit(PF_DISP_NO_EXTENSION);
+
+	my_slot->dispatcher_latch = MyLatch;
+	my_slot->state = PF_DISP_SERVING;
 
 	/*
 	 * Never wait for a synchronous standby: what the dispatcher writes is
@@ -304,7 +364,7 @@ parflow_dispatcher_main(Datum main_arg)
 	 * for the standby, brings it there first.
 	 */
 	SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_OVERRIDE);
-	ereport(LOG, (errmsg("parflow dispatcher started for database \"%s\"", pf_database)));
+	ereport(LOG, (errmsg("parflow dispatcher started for database \"%s\"", db_name)));
 
 	pass_ctx = AllocSetContextCreate(TopMemoryContext, "parflow dispatch pass",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -336,15 +396,21 @@ parflow_dispatcher_main(Datum main_arg)
 		 * every parflow.naptime: a wake-up that only brought notes to send
 		 * (a completion that handed its slot over) needs none.
 		 */
-		wanted = pg_atomic_exchange_u32(&pf_shared->pass_wanted, 0) != 0;
+		wanted = pg_atomic_exchange_u32(&my_slot->pass_wanted, 0) != 0;
 		now = GetCurrentTimestamp();
 		if (wanted || pass_due || TimestampDifferenceExceeds(last_pass, now, nap_ms))
 		{
 			n = guarded(dispatch_pass, pass_ctx,
 						"parflow dispatch pass rolled back: nothing was dispatched",
 						"The pass is retried within parflow.naptime.");
-			/* without the extension, look again less often */
-			nap_ms = n < 0 ? Max(pf_naptime_ms, 1000) : pf_naptime_ms;
+			if (n < 0)
+			{
+				ereport(LOG,
+						(errmsg("parflow dispatcher for database \"%s\" stops: the extension is gone",
+								db_name)));
+				dispatcher_exit(PF_DISP_NO_EXTENSION);
+			}
+			nap_ms = pf_naptime_ms;
 			last_pass = GetCurrentTimestamp();
 			pass_due = false;
 		}

@@ -1,8 +1,8 @@
 /*
  * guc.c - parflow's configuration parameters.  This file owns every
  * parflow.* GUC: their variables, defaults, ranges and contexts.  Settings
- * that only the postmaster can change (the database the dispatcher serves)
- * are defined only while the library is preloaded; the others are defined
+ * that only the postmaster can change (which databases are served, how many
+ * at most) are defined only while the library is preloaded; the others are defined
  * whenever the library is loaded, so that the SQL functions see them too.
  */
 #include "postgres.h"
@@ -16,6 +16,7 @@
 #include "guc.h"
 
 char	   *pf_database = NULL;
+int			pf_max_databases = 16;
 int			pf_max_parallel_stages = 4;
 bool		pf_parallel_default = false;
 bool		pf_fair_share = true;
@@ -33,14 +34,29 @@ void
 pf_guc_init(void)
 {
 	if (process_shared_preload_libraries_in_progress)
+	{
 		DefineCustomStringVariable("parflow.database",
-								   "Database whose runs the parflow dispatcher serves.",
-								   NULL,
+								   "Database whose runs the parflow dispatchers serve.",
+								   "Empty: every database in which the extension exists, each with a dispatcher of its own.",
 								   &pf_database,
-								   "postgres",
+								   "",
 								   PGC_POSTMASTER,
 								   GUC_SUPERUSER_ONLY,
 								   NULL, NULL, NULL);
+
+		/*
+		 * Bounded because each served database has a slot in shared memory
+		 * (its notification ring, about 280 kB) sized at server start.
+		 */
+		DefineCustomIntVariable("parflow.max_databases",
+								"Maximum number of databases served by a dispatcher at once.",
+								"Each dispatcher also takes one of max_worker_processes.",
+								&pf_max_databases,
+								16, 1, 1024,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+	}
 
 	DefineCustomIntVariable("parflow.max_parallel_stages",
 							"Maximum number of tasks dispatched or running at once in the database.",

@@ -5,6 +5,7 @@
 #define PARFLOW_GUC_H
 
 extern char *pf_database;
+extern int	pf_max_databases;
 extern int	pf_max_parallel_stages;
 extern bool pf_parallel_default;
 extern bool pf_fair_share;

@@ -1,7 +1,8 @@
 /*
  * parflow.c - the module's entry point.  It declares the module magic and
  * initialises each area in turn: configuration parameters first, then (when
- * the library is preloaded) the shared state and the dispatcher.  Everything
+ * the library is preloaded) the shared state and the launcher, which starts
+ * the dispatchers.  Everything
  * else lives in the file of its concern.
  */
 #include "postgres.h"
@@ -9,8 +10,8 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
-#include "dispatcher.h"
 #include "guc.h"
+#include "launcher.h"
 #include "shmem.h"
 
 PG_MODULE_MAGIC;
@@ -22,6 +23,5 @@ _PG_init(void)
 {
 	pf_guc_init();
 	pf_shmem_init();
-	if (process_shared_preload_libraries_in_progress)
-		pf_dispatcher_register();
+	pf_launcher_init();
 }

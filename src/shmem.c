@@ -1,17 +1,20 @@
 /*
  * shmem.c - parflow's shared memory and the commit-time wake-up.  This file
- * owns the small shared struct that tells backends where the dispatcher's
- * latch is, and the transaction callback through which any transaction that
- * changed task states (parflow._wake()) sets that latch when it commits, so
- * that the dispatcher reacts within a millisecond instead of at its next
- * safety-net poll.  It also owns the ring of dispatch notifications that
- * committing transactions hand to the dispatcher: a completion that passes
- * its slot straight to the next task (parflow._handover) marks that task
- * dispatched itself, and the NOTIFY is queued here (dropped with the
- * subtransaction that aborts) and handed to the dispatcher just before the
- * commit, for it to send once the transaction has committed: only the
- * dispatcher sends dispatch NOTIFYs.  Without shared_preload_libraries there
- * is no shared state and no dispatcher, and waking and queueing are no-ops.
+ * owns the shared struct: the launcher's latch, the databases that utility
+ * commands hold free of dispatchers, and one slot per served database
+ * (parflow.max_databases of them) with its dispatcher's latch, counters and
+ * ring of notes.  Through a transaction callback, any transaction that
+ * changed task states (parflow._wake()) sets its own database's dispatcher's
+ * latch when it commits, so that the dispatcher reacts within a millisecond
+ * instead of at its next safety-net poll.  The ring holds the dispatch
+ * notifications that committing transactions hand to their database's
+ * dispatcher: a completion that passes its slot straight to the next task
+ * (parflow._handover) marks that task dispatched itself, and the NOTIFY is
+ * queued here (dropped with the subtransaction that aborts) and handed over
+ * just before the commit, for the dispatcher to send once the transaction
+ * has committed: only dispatchers send dispatch NOTIFYs.  Without
+ * shared_preload_libraries there is no shared state and no dispatcher, and
+ * waking and queueing are no-ops.
  */
 #include "postgres.h"
 
@@ -27,6 +30,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 
+#include "guc.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(parflow_wake);
@@ -47,13 +51,37 @@ static int	local_levels[PF_NOTE_LOCAL];
 static int	n_local = 0;
 static bool notes_in_flight = false;	/* handed over before the commit */
 
+static Size
+pf_shmem_size(void)
+{
+	return MAXALIGN(add_size(offsetof(PfShared, slots),
+							 mul_size(sizeof(PfDbSlot), pf_max_databases)));
+}
+
 static void
 pf_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(PfShared)));
-	RequestNamedLWLockTranche("parflow", 1);
+	RequestAddinShmemSpace(pf_shmem_size());
+	/* one for the struct, one per slot's ring */
+	RequestNamedLWLockTranche("parflow", 1 + pf_max_databases);
+}
+
+/* Make a slot free (dboid invalid) or assign it to a database, zeroed. */
+void
+pf_slot_reset(PfDbSlot *slot, Oid dboid)
+{
+	slot->dboid = dboid;
+	slot->dispatcher_pid = 0;
+	slot->dispatcher_latch = NULL;
+	slot->state = PF_DISP_STARTING;
+	pg_atomic_write_u32(&slot->pass_wanted, 0);
+	pg_atomic_write_u64(&slot->passes, 0);
+	pg_atomic_write_u64(&slot->notes_sent, 0);
+	slot->note_head = 0;
+	slot->note_count = 0;
+	slot->note_lost = false;
 }
 
 static void
@@ -65,19 +93,25 @@ pf_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	pf_shared = ShmemInitStruct("parflow", sizeof(PfShared), &found);
+	pf_shared = ShmemInitStruct("parflow", pf_shmem_size(), &found);
 	if (!found)
 	{
-		pf_shared->dispatcher_pid = 0;
-		pf_shared->dispatcher_latch = NULL;
-		pf_shared->dispatcher_db = InvalidOid;
-		pg_atomic_init_u32(&pf_shared->pass_wanted, 0);
-		pg_atomic_init_u64(&pf_shared->passes, 0);
-		pg_atomic_init_u64(&pf_shared->notes_sent, 0);
-		pf_shared->note_lock = &(GetNamedLWLockTranche("parflow"))->lock;
-		pf_shared->note_head = 0;
-		pf_shared->note_count = 0;
-		pf_shared->note_lost = false;
+		LWLockPadded *locks = GetNamedLWLockTranche("parflow");
+		int			i;
+
+		memset(pf_shared, 0, pf_shmem_size());
+		pf_shared->lock = &locks[0].lock;
+		pf_shared->n_slots = pf_max_databases;
+		for (i = 0; i < pf_shared->n_slots; i++)
+		{
+			PfDbSlot   *slot = &pf_shared->slots[i];
+
+			pg_atomic_init_u32(&slot->pass_wanted, 0);
+			pg_atomic_init_u64(&slot->passes, 0);
+			pg_atomic_init_u64(&slot->notes_sent, 0);
+			slot->note_lock = &locks[1 + i].lock;
+			pf_slot_reset(slot, InvalidOid);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -94,6 +128,40 @@ pf_shmem_init(void)
 	shmem_startup_hook = pf_shmem_startup;
 }
 
+/* The slot of a database, or NULL when no dispatcher is meant to serve it. */
+PfDbSlot *
+pf_slot_of(Oid dboid)
+{
+	int			i;
+
+	if (pf_shared == NULL || !OidIsValid(dboid))
+		return NULL;
+	for (i = 0; i < pf_shared->n_slots; i++)
+		if (pf_shared->slots[i].dboid == dboid)
+			return &pf_shared->slots[i];
+	return NULL;
+}
+
+/*
+ * The slot of this backend's database.  Read without a lock: the launcher
+ * reassigns a slot only once its dispatcher has gone, and the ring's lock
+ * checks again before notes go in.
+ */
+PfDbSlot *
+pf_my_slot(void)
+{
+	static int	cached = -1;
+	PfDbSlot   *slot;
+
+	if (pf_shared == NULL || !OidIsValid(MyDatabaseId))
+		return NULL;
+	if (cached >= 0 && pf_shared->slots[cached].dboid == MyDatabaseId)
+		return &pf_shared->slots[cached];
+	slot = pf_slot_of(MyDatabaseId);
+	cached = slot == NULL ? -1 : (int) (slot - pf_shared->slots);
+	return slot;
+}
+
 /*
  * Move the transaction's notes into the shared ring, each marked with xid
  * (invalid: already committed).  Must not fail (it may run after the
@@ -103,32 +171,46 @@ pf_shmem_init(void)
 static void
 push_local_notes(TransactionId xid)
 {
+	PfDbSlot   *db = pf_my_slot();
 	int			i;
 
-	LWLockAcquire(pf_shared->note_lock, LW_EXCLUSIVE);
-	for (i = 0; i < n_local; i++)
+	/* the database's dispatcher went away meanwhile: its successor resends */
+	if (db == NULL)
+	{
+		n_local = 0;
+		return;
+	}
+	LWLockAcquire(db->note_lock, LW_EXCLUSIVE);
+	for (i = 0; i < n_local && db->dboid == MyDatabaseId; i++)
 	{
 		PfNote	   *slot;
 
-		if (pf_shared->note_count >= PF_NOTE_RING)
+		if (db->note_count >= PF_NOTE_RING)
 		{
-			pf_shared->note_lost = true;
+			db->note_lost = true;
 			break;
 		}
-		slot = &pf_shared->notes[(pf_shared->note_head + pf_shared->note_count) % PF_NOTE_RING];
+		slot = &db->notes[(db->note_head + db->note_count) % PF_NOTE_RING];
 		memcpy(slot, &local_notes[i], sizeof(PfNote));
 		slot->xid = xid;
-		pf_shared->note_count++;
+		db->note_count++;
 	}
-	LWLockRelease(pf_shared->note_lock);
+	LWLockRelease(db->note_lock);
 	n_local = 0;
 }
 
+/* Wake this database's dispatcher, asking for a pass when pass is true. */
 static void
-set_dispatcher_latch(void)
+set_dispatcher_latch(bool pass)
 {
-	Latch	   *latch = pf_shared->dispatcher_latch;
+	PfDbSlot   *db = pf_my_slot();
+	Latch	   *latch;
 
+	if (db == NULL)
+		return;
+	if (pass)
+		pg_atomic_write_u32(&db->pass_wanted, 1);
+	latch = db->dispatcher_latch;
 	if (latch != NULL)
 		SetLatch(latch);
 }
@@ -157,25 +239,22 @@ pf_xact_callback(XactEvent event, void *arg)
 			{
 				push_local_notes(GetTopTransactionIdIfAny());
 				notes_in_flight = true;
-				set_dispatcher_latch();
+				set_dispatcher_latch(false);
 			}
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			/* the dispatcher may have found us still committing: now we are not */
 			if (notes_in_flight)
-				set_dispatcher_latch();
+				set_dispatcher_latch(false);
 			notes_in_flight = false;
 			if (n_local > 0)
 			{
 				push_local_notes(InvalidTransactionId);
-				set_dispatcher_latch();
+				set_dispatcher_latch(false);
 			}
 			if (wake_pending)
-			{
-				pg_atomic_write_u32(&pf_shared->pass_wanted, 1);
-				set_dispatcher_latch();
-			}
+				set_dispatcher_latch(true);
 			wake_pending = false;
 			break;
 		case XACT_EVENT_PREPARE:
@@ -186,11 +265,13 @@ pf_xact_callback(XactEvent event, void *arg)
 			 * dispatched task's notification at its next wake-up, and the
 			 * claim timeout is the backstop.
 			 */
-			if (n_local > 0)
+			if (n_local > 0 && pf_my_slot() != NULL)
 			{
-				LWLockAcquire(pf_shared->note_lock, LW_EXCLUSIVE);
-				pf_shared->note_lost = true;
-				LWLockRelease(pf_shared->note_lock);
+				PfDbSlot   *db = pf_my_slot();
+
+				LWLockAcquire(db->note_lock, LW_EXCLUSIVE);
+				db->note_lost = true;
+				LWLockRelease(db->note_lock);
 			}
 			wake_pending = false;
 			n_local = 0;
@@ -198,7 +279,7 @@ pf_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			if (notes_in_flight)
-				set_dispatcher_latch();
+				set_dispatcher_latch(false);
 			notes_in_flight = false;
 			wake_pending = false;
 			n_local = 0;
@@ -270,8 +351,9 @@ pf_wake_at_commit(void)
 bool
 pf_note_possible(void)
 {
-	return pf_shared != NULL && pf_shared->dispatcher_latch != NULL &&
-		pf_shared->dispatcher_db == MyDatabaseId && n_local < PF_NOTE_LOCAL;
+	PfDbSlot   *db = pf_my_slot();
+
+	return db != NULL && db->dispatcher_latch != NULL && n_local < PF_NOTE_LOCAL;
 }
 
 /*
@@ -297,24 +379,31 @@ pf_note_at_commit(const char *channel, const char *payload)
 }
 
 /*
- * The dispatcher's side: take up to max waiting notes, oldest first; *lost
- * says (once) that notes were dropped since the last call.
+ * The dispatcher's side: take up to max notes waiting for this database,
+ * oldest first; *lost says (once) that notes were dropped since the last
+ * call (always, when the database has no slot).
  */
 int
 pf_notes_take(PfNote *out, int max, bool *lost)
 {
+	PfDbSlot   *db = pf_my_slot();
 	int			n = 0;
 
-	LWLockAcquire(pf_shared->note_lock, LW_EXCLUSIVE);
-	while (n < max && pf_shared->note_count > 0)
+	if (db == NULL)
 	{
-		memcpy(&out[n++], &pf_shared->notes[pf_shared->note_head], sizeof(PfNote));
-		pf_shared->note_head = (pf_shared->note_head + 1) % PF_NOTE_RING;
-		pf_shared->note_count--;
+		*lost = true;
+		return 0;
 	}
-	*lost = pf_shared->note_lost;
-	pf_shared->note_lost = false;
-	LWLockRelease(pf_shared->note_lock);
+	LWLockAcquire(db->note_lock, LW_EXCLUSIVE);
+	while (n < max && db->note_count > 0)
+	{
+		memcpy(&out[n++], &db->notes[db->note_head], sizeof(PfNote));
+		db->note_head = (db->note_head + 1) % PF_NOTE_RING;
+		db->note_count--;
+	}
+	*lost = db->note_lost;
+	db->note_lost = false;
+	LWLockRelease(db->note_lock);
 	return n;
 }
 
@@ -337,18 +426,20 @@ parflow_note_dispatch(PG_FUNCTION_ARGS)
 
 /*
  * parflow._dispatcher_counts() returns bigint[]: the dispatch passes run and
- * the hand-over notifications sent since the server started (NULL without
- * shared memory).
+ * the hand-over notifications sent in this database since its dispatcher's
+ * slot was assigned (NULL without shared memory or when no dispatcher is
+ * meant to serve the database).
  */
 Datum
 parflow_dispatcher_counts(PG_FUNCTION_ARGS)
 {
+	PfDbSlot   *db = pf_my_slot();
 	Datum		v[2];
 
-	if (pf_shared == NULL)
+	if (db == NULL)
 		PG_RETURN_NULL();
-	v[0] = Int64GetDatum((int64) pg_atomic_read_u64(&pf_shared->passes));
-	v[1] = Int64GetDatum((int64) pg_atomic_read_u64(&pf_shared->notes_sent));
+	v[0] = Int64GetDatum((int64) pg_atomic_read_u64(&db->passes));
+	v[1] = Int64GetDatum((int64) pg_atomic_read_u64(&db->notes_sent));
 	PG_RETURN_ARRAYTYPE_P(construct_array(v, 2, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 

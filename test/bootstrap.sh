@@ -2,8 +2,9 @@
 # test/bootstrap.sh -- install what building and testing parflow needs.
 #
 # Checks the Debian packages (PostgreSQL 15 server and headers, pg_cron, pgTAP
-# and pg_prove, a C toolchain and libpq, Node.js and npm, and psycopg 3,
-# pytest and jsonschema for the system python3) and installs only the missing ones,
+# and pg_prove, pg_auto_failover for test/e2e/96_auto_failover.sh, a C
+# toolchain and libpq, Node.js and npm, and psycopg 3, pytest and jsonschema
+# for the system python3) and installs only the missing ones,
 # with a single `apt-get update` first.  When everything is present it touches
 # neither apt nor the network and returns at once.  Needs root, or sudo.
 set -euo pipefail
@@ -14,6 +15,7 @@ packages=(
     "postgresql-server-dev-${pg_major}"
     "postgresql-${pg_major}-cron"
     "postgresql-${pg_major}-pgtap"
+    "postgresql-${pg_major}-auto-failover"
     libtap-parser-sourcehandler-pgtap-perl
     libpq-dev
     python3-psycopg

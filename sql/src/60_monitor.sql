@@ -408,8 +408,8 @@ COMMENT ON FUNCTION @extschema@.parflow_dot(text, text[]) IS
     'Graphviz DOT of the plan of the latest version of a workflow: groups as clusters, stage edges, critical path in red, skipped stages dashed';
 
 -- Counters for scraping: runs and tasks by state, events by kind (those
--- housekeeping deleted included), hand-off latency, the dispatcher's passes
--- and hand-over notifications since the server started.
+-- housekeeping deleted included), hand-off latency, this database's
+-- dispatcher and its passes and hand-over notifications.
 CREATE OR REPLACE FUNCTION @extschema@.parflow_metrics() RETURNS TABLE(metric text, value double precision)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
     WITH ev AS (
@@ -439,14 +439,15 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_t
     SELECT 'parflow_max_parallel_stages', current_setting('parflow.max_parallel_stages')::float8
     UNION ALL
     SELECT 'parflow_dispatcher_up',
-           (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'parflow dispatcher')::float8
+           (SELECT count(*) FROM pg_stat_activity
+             WHERE backend_type = 'parflow dispatcher' AND datname = current_database())::float8
     UNION ALL
     SELECT 'parflow_dispatch_passes_total', coalesce((parflow._dispatcher_counts())[1], 0)::float8
     UNION ALL
     SELECT 'parflow_handover_notifications_total', coalesce((parflow._dispatcher_counts())[2], 0)::float8
 $$;
 COMMENT ON FUNCTION @extschema@.parflow_metrics() IS
-    'Counters for scraping (Prometheus-style names): runs and tasks by state, events by kind (dispatches, retries, route-backs, interrupts...), mean hand-off latency over the last 1000 dispatches, dispatcher up, dispatch passes and hand-over notifications since the server started';
+    'Counters for scraping (Prometheus-style names): runs and tasks by state, events by kind (dispatches, retries, route-backs, interrupts...), mean hand-off latency over the last 1000 dispatches, this database''s dispatcher up, its dispatch passes and hand-over notifications since it was first started';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_housekeeping() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$

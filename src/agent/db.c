@@ -464,7 +464,12 @@ connect_step(double now)
 	process_notifies(now);
 }
 
-/* True if RES says the connection itself failed (or is going away). */
+/*
+ * True if RES says the connection itself failed (or is going away), or that
+ * the server is read-only (25006: a standby, or a primary demoted by a
+ * failover): the reconnect finds the primary through a multi-host conninfo
+ * with target_session_attrs=read-write, and the report is sent again there.
+ */
 static bool
 conn_error(const PGresult *res)
 {
@@ -472,7 +477,8 @@ conn_error(const PGresult *res)
 
 	if (PQstatus(conn) == CONNECTION_BAD || state == NULL)
 		return true;
-	return strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0;
+	return strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+		strcmp(state, "25006") == 0;
 }
 
 /* Errors worth sending again: serialization, deadlock, resources. */
