@@ -34,6 +34,7 @@ PG_FUNCTION_INFO_V1(parflow_estimate);
 PG_FUNCTION_INFO_V1(parflow_plan_stats);
 PG_FUNCTION_INFO_V1(parflow_check_version);
 PG_FUNCTION_INFO_V1(parflow_ranks);
+PG_FUNCTION_INFO_V1(parflow_run_plan);
 
 /* ----------------------------------------------------------------
  * Loading
@@ -112,6 +113,9 @@ build_csr(int n, int64 m, const int *from, const int *to,
 
 /* How many graphs of sub-workflows are being loaded, one inside the other. */
 static int	load_depth = 0;
+
+/* A run whose expanded map stages count as their real widths (0: none). */
+static int64 load_run = 0;
 
 /*
  * Load the graph of a workflow version.  flags decides which conditional
@@ -289,6 +293,31 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 				expect[ord] = Max(w, 1);
 		}
 	}
+	if (load_run != 0)
+	{
+		/* a run's map stages that expanded: their real widths */
+		spi_exec_int8("SELECT t.stage_ord, "
+					  "       CASE WHEN t.state = 'succeeded' THEN jsonb_array_length(t.output) "
+					  "            ELSE (SELECT count(*) FROM parflow.task i WHERE i.run_id = t.run_id "
+					  "                     AND i.stage_ord = t.stage_ord AND i.item IS NOT NULL) END::integer "
+					  "  FROM parflow.task t WHERE t.run_id = $1 AND t.item IS NULL AND t.agent IS NULL "
+					  "   AND EXISTS (SELECT FROM parflow.event e WHERE e.run_id = t.run_id AND e.task_id = t.id "
+					  "                  AND e.kind IN ('expanded', 'succeeded'))",
+					  load_run);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			int			ord = get_int4(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			int			w = get_int4(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+
+			if (ord >= 0 && ord < g->nstages && !isnull && expect[ord] > 0)
+			{
+				expect[ord] = w;
+				if (w == 0)
+					g->cost[ord] = 0;
+			}
+		}
+	}
 	{
 		int			width = pf_max_parallel_stages;
 
@@ -427,7 +456,10 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 		{
 			PfGraph    *cg;
 			PfSchedule *cs;
+			int64		run = load_run;
 
+			/* (a run's real map widths are its own version's, not its children's) */
+			load_run = 0;
 			load_depth++;
 			PG_TRY();
 			{
@@ -439,6 +471,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 			PG_FINALLY();
 			{
 				load_depth--;
+				load_run = run;
 			}
 			PG_END_TRY();
 		}
@@ -843,4 +876,51 @@ parflow_ranks(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * parflow._run_plan(run bigint) returns interval: the planned makespan of a
+ * run's workflow version under its flags and mode, its map stages that
+ * expanded counted as their real widths (the others as planned).
+ */
+Datum
+parflow_run_plan(PG_FUNCTION_ARGS)
+{
+	int64		run = PG_GETARG_INT64(0);
+	int64		version;
+	ArrayType  *flags;
+	bool		parallel;
+	PfGraph    *g;
+	PfSchedule *s;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(run)};
+	bool		isnull;
+	MemoryContext outer = CurrentMemoryContext;
+	MemoryContext old;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "parflow: SPI_connect failed");
+	if (SPI_execute_with_args("SELECT version_id, flags, parallel FROM parflow.run WHERE id = $1",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "parflow: run " INT64_FORMAT " not found", run);
+	version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	old = MemoryContextSwitchTo(outer);
+	flags = DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	MemoryContextSwitchTo(old);
+	parallel = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	SPI_finish();
+
+	load_run = run;
+	PG_TRY();
+	{
+		g = pf_graph_load(version, flags);
+	}
+	PG_FINALLY();
+	{
+		load_run = 0;
+	}
+	PG_END_TRY();
+	pf_graph_check(g, NULL);
+	s = pf_schedule(g, pf_effective_cap(g, parallel ? 0 : 1), PF_POLICY_BEST);
+	PG_RETURN_INTERVAL_P(pf_usec_interval(s->makespan));
 }

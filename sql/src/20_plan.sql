@@ -63,6 +63,12 @@ $$;
 COMMENT ON FUNCTION parflow._observed(bigint) IS
     'Internal: the observed median duration of the stages of a version that finished in at least parflow.learn_min_runs runs';
 
+CREATE OR REPLACE FUNCTION parflow._run_plan(run bigint) RETURNS interval
+    AS 'MODULE_PATHNAME', 'parflow_run_plan'
+    LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION parflow._run_plan(bigint) IS
+    'Internal: the planned makespan of a run, its map stages that expanded counted as their real widths';
+
 -- How many instances each map stage of a version ran (the median over every
 -- run of its workflow, by stage name), once it expanded in at least
 -- parflow.learn_min_runs runs; nothing when that is 0.

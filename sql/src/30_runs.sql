@@ -269,6 +269,10 @@ DECLARE
     r parflow.run;
 BEGIN
     r := parflow._run_get(run);
+    -- the plan of a run whose map stages expanded counts their real widths
+    IF EXISTS (SELECT FROM parflow.event e WHERE e.run_id = r.id AND e.kind = 'expanded') THEN
+        r.planned := parflow._run_plan(r.id);
+    END IF;
     -- work: the sum of the succeeded tasks' last attempts, what one agent at
     -- a time would have taken; actual: start to finish (or to now).
     RETURN QUERY
@@ -288,4 +292,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.parflow_report(bigint) IS
-    'Planned against actual makespan of a run, the work it did (the one-at-a-time time) and the savings realised';
+    'Planned against actual makespan of a run (the plan at its start; with map stages that expanded, counting their real widths), the work it did (the one-at-a-time time) and the savings realised';
