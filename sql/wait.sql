@@ -376,6 +376,15 @@ SELECT pg_temp.err($$ SELECT parflow_allow_signal('pf_no_such_role', 'e') $$);
 SELECT pg_temp.err($$ SELECT parflow_allow_signal('pf_wait_bot', ' ') $$);
 SELECT pg_temp.err($$ SELECT parflow_allow_signal(NULL, 'e') $$);
 SELECT parflow_disallow_signal('pf_wait_ci', '*');
+-- housekeeping deletes what is kept for runs finished past parflow.retention
+SELECT parflow_start('approve', parallel => true) AS rk \gset
+SELECT parflow_signal(:rk, 'review') AS kept;
+SELECT parflow_cancel(:rk);
+SELECT count(*) AS kept_before FROM parflow.signal WHERE run_id = :rk;
+UPDATE parflow.run SET finished_at = finished_at - interval '400 days' WHERE id = :rk;
+SELECT parflow_housekeeping() > 0 AS events_deleted;
+SELECT count(*) AS kept_after FROM parflow.signal WHERE run_id = :rk;
+
 REVOKE USAGE ON SCHEMA parflow FROM pf_wait_bot;
 DROP ROLE pf_wait_bot;
 DROP ROLE pf_wait_ci;

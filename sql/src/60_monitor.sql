@@ -458,6 +458,8 @@ BEGIN
                   WHERE r.state IN ('succeeded', 'cancelled')
                     AND r.finished_at < clock_timestamp() - current_setting('parflow.retention')::interval),
     d AS (DELETE FROM parflow.event e USING old WHERE e.run_id = old.id RETURNING e.kind),
+    -- (signals kept for a run that ended will never be taken)
+    k AS (DELETE FROM parflow.signal sg USING old WHERE sg.run_id = old.id),
     c AS (SELECT d.kind, count(*) AS n FROM d GROUP BY d.kind),
     u AS (INSERT INTO parflow.event_tally AS et (kind, n) SELECT c.kind, c.n FROM c
           ON CONFLICT (kind) DO UPDATE SET n = et.n + excluded.n)
@@ -466,7 +468,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.parflow_housekeeping() IS
-    'Delete the events of runs finished (succeeded or cancelled) longer than parflow.retention ago; runs, tasks, statistics and counters stay; returns the number deleted';
+    'Delete the events (and kept signals) of runs finished (succeeded or cancelled) longer than parflow.retention ago; runs, tasks, statistics and counters stay; returns the number of events deleted';
 
 -- pg_cron, or a clear error that says how to get it.
 CREATE OR REPLACE FUNCTION parflow._require_cron() RETURNS void
