@@ -198,6 +198,39 @@ describe('worker', () => {
     assert.equal((await run.wait({ timeout: 20000 })).state, 'succeeded');
   });
 
+  test('a map stage, a human approval and a sub-workflow through the clients', async () => {
+    const w = worker({ concurrency: 4 }).handle('node_w_shapes', async (t: Task) => {
+      if (t.stage === 'research') return { items: [1, 2, 3] };
+      if (t.stage === 'impl') {
+        assert.equal(t.item, t.input.index, 'the claim gives the instance its index');
+        return { sq: (t.input.item as number) ** 2 };
+      }
+      if (t.stage === 'check') return { checked: (t.input.upstream as Record<string, unknown>).approve };
+      return { sum: ((t.input.upstream as Record<string, { sq: number }[]>).impl).reduce((a, x) => a + x.sq, 0) };
+    });
+    await w.start();
+    await op.define('node_w_shapes_qa', { groups: [{ name: 'q', stages: [{ name: 'check', agent: 'node_w_shapes', estimate: '1 min' }] }] });
+    await op.define('node_w_shapes', {
+      groups: [
+        { name: 'a', stages: [{ name: 'research', agent: 'node_w_shapes', estimate: '1 min' }] },
+        { name: 'b', stages: [{ name: 'impl', agent: 'node_w_shapes', estimate: '1 min', map: { over: 'research', key: 'items', max: 10 } }] },
+        { name: 'c', stages: [{ name: 'approve', wait: { event: 'ok', timeout: '1 hour' } }] },
+        { name: 'd', stages: [{ name: 'qa', workflow: 'node_w_shapes_qa' }, { name: 'done', agent: 'node_w_shapes', estimate: '1 min', depends_on: ['impl'] }] }],
+    });
+    const run = await op.start('node_w_shapes', { parallel: true });
+    await until("SELECT state = 'awaiting' FROM parflow.tasks WHERE run = $1 AND stage = 'approve'", [run.id]);
+    assert.equal(await run.signal('ok', { by: 'node' }), 1);
+    const outcome = await run.wait({ timeout: 20000 });
+    assert.equal(outcome.state, 'succeeded');
+    const res = await run.result();
+    assert.deepEqual(res.outputs.impl, [{ sq: 1 }, { sq: 4 }, { sq: 9 }]);
+    assert.deepEqual(res.outputs.approve, { by: 'node' });
+    assert.equal((res.outputs.qa as { state: string }).state, 'succeeded');
+    assert.deepEqual(((res.outputs.qa as { outputs: Record<string, unknown> }).outputs).check, { checked: { by: 'node' } });
+    assert.deepEqual(res.outputs.done, { sum: 14 });
+    await assert.rejects(run.signal('ok'), (e: Error & { sqlstate?: string }) => e.sqlstate === '55000');
+  });
+
   test('a batch: 200 stages through claims of many tasks and parflow_complete_many', async () => {
     const seen = new Set<number>();
     const w = worker({ concurrency: 8, batch: 8 }).handle('node_w_batch', async (t) => {

@@ -196,3 +196,39 @@ def test_batch(sql):
                 await asyncio.sleep(0.02)
             assert w.stats["completed"] == 200
     asyncio.run(main())
+
+
+def test_map_approval_and_sub_workflow(sql):
+    async def main():
+        async def handler(task, ctx):
+            if task.stage == "research":
+                return {"items": [1, 2, 3]}
+            if task.stage == "impl":
+                assert task.item == task.input["index"]
+                return {"sq": task.input["item"] ** 2}
+            if task.stage == "check":
+                return {"checked": task.input["upstream"]["approve"]}
+            return {"sum": sum(x["sq"] for x in task.input["upstream"]["impl"])}
+        async with AsyncOperator() as op, AsyncWorker(concurrency=4, poll_interval=0.2).handle("py_w_shapes", handler):
+            await op.define("py_w_shapes_qa", {"groups": [{"name": "q", "stages": [
+                {"name": "check", "agent": "py_w_shapes", "estimate": "1 min"}]}]})
+            await op.define("py_w_shapes", {"groups": [
+                {"name": "a", "stages": [{"name": "research", "agent": "py_w_shapes", "estimate": "1 min"}]},
+                {"name": "b", "stages": [{"name": "impl", "agent": "py_w_shapes", "estimate": "1 min",
+                                          "map": {"over": "research", "key": "items", "max": 10}}]},
+                {"name": "c", "stages": [{"name": "approve", "wait": {"event": "ok", "timeout": "1 hour"}}]},
+                {"name": "d", "stages": [{"name": "qa", "workflow": "py_w_shapes_qa"},
+                                         {"name": "done", "agent": "py_w_shapes", "estimate": "1 min", "depends_on": ["impl"]}]}]})
+            run = await op.start("py_w_shapes", parallel=True)
+            await asyncio.to_thread(sql.until, "SELECT state = 'awaiting' FROM parflow.tasks WHERE run = %s AND stage = 'approve'",
+                                    (run.id,))
+            assert await run.signal("ok", {"by": "python"}) == 1
+            out = await run.wait(timeout=20)
+            assert out["state"] == "succeeded"
+            res = await run.result()
+            assert res["outputs"]["impl"] == [{"sq": 1}, {"sq": 4}, {"sq": 9}]
+            assert res["outputs"]["approve"] == {"by": "python"}
+            assert res["outputs"]["qa"]["state"] == "succeeded"
+            assert res["outputs"]["qa"]["outputs"]["check"] == {"checked": {"by": "python"}}
+            assert res["outputs"]["done"] == {"sum": 14}
+    asyncio.run(main())
