@@ -379,6 +379,22 @@ pf_note_at_commit(const char *channel, const char *payload)
 }
 
 /*
+ * Forget the last note this transaction handed over (pf_note_at_commit),
+ * when the one it tells about needs no telling: the completion that handed
+ * its slot to a task claimed that task in the same transaction
+ * (parflow_complete_and_claim), so its agent already has it.  Returns
+ * whether there was one.
+ */
+bool
+pf_note_forget_last(void)
+{
+	if (n_local == 0 || local_levels[n_local - 1] != GetCurrentTransactionNestLevel())
+		return false;
+	n_local--;
+	return true;
+}
+
+/*
  * The dispatcher's side: take up to max notes waiting for this database,
  * oldest first; *lost says (once) that notes were dropped since the last
  * call (always, when the database has no slot).

@@ -86,6 +86,7 @@ extern void pf_slot_reset(PfDbSlot *slot, Oid dboid);
 extern void pf_wake_at_commit(void);
 extern bool pf_note_possible(void);
 extern bool pf_note_at_commit(const char *channel, const char *payload);
+extern bool pf_note_forget_last(void);
 extern int	pf_notes_take(PfNote *out, int max, bool *lost);
 
 #endif							/* PARFLOW_SHMEM_H */

@@ -235,7 +235,7 @@ static PfStmt st_claim = {
 
 /* Claim into the function's result (SPI connected, result set up). */
 static int
-claim_into(ReturnSetInfo *rsinfo, PfClaimArgs *a)
+claim_into(ReturnSetInfo *rsinfo, PfClaimArgs *a, int64 *first)
 {
 	Datum		v[4] = {CStringGetTextDatum(a->agent), CStringGetTextDatum(a->worker),
 	a->lease, Int32GetDatum(a->max_tasks)};
@@ -247,6 +247,8 @@ claim_into(ReturnSetInfo *rsinfo, PfClaimArgs *a)
 	/* the claim checks the role too: no row may mean it may not claim */
 	if (n == 0)
 		pf_may_claim(a->agent);
+	else if (first)
+		*first = pf_int8(0, 1);
 	for (i = 0; i < n; i++)
 	{
 		Datum		out[PF_CLAIM_COLS];
@@ -272,7 +274,7 @@ parflow_claim(PG_FUNCTION_ARGS)
 	check_claim_args(fcinfo, 0, &a, PG_NARGS() > 3);
 	InitMaterializedSRF(fcinfo, 0);
 	connect_spi();
-	claim_into(rsinfo, &a);
+	claim_into(rsinfo, &a, NULL);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -539,8 +541,9 @@ static PfStmt st_complete = {
  * Complete (task, token) arguments 0 and 1 with output argument arg: its
  * dependents released, its run finished or found blocked, its slot handed
  * over when it can be (see complete_held); or raise as held() would.
+ * Returns the task handed the slot, or 0.
  */
-static void
+static int64
 complete_call(FunctionCallInfo fcinfo, int arg)
 {
 	PfTask		t;
@@ -571,6 +574,7 @@ complete_call(FunctionCallInfo fcinfo, int arg)
 	/* (column PF_HELD_COLS + 1 of st_complete is the task's item) */
 	complete_held(&t, pf_int8(0, PF_HELD_COLS + 2), pf_bool(0, PF_HELD_COLS + 3), pf_bool(0, PF_HELD_COLS + 4),
 				  true, &handed);
+	return handed;
 }
 
 /* parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}') */
@@ -594,13 +598,23 @@ parflow_complete_and_claim(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	PfClaimArgs a;
+	int64		handed;
+	int64		claimed = 0;
 
 	check_claim_args(fcinfo, 3, &a, false);
 	InitMaterializedSRF(fcinfo, 0);
 	connect_spi();
 	pf_may_claim(a.agent);
-	complete_call(fcinfo, 2);
-	claim_into(rsinfo, &a);
+	handed = complete_call(fcinfo, 2);
+	/*
+	 * The task the completion handed its slot to, claimed here (the same
+	 * agent kind, first in claim order): its agent has it, so the
+	 * dispatcher need not send its notification, nor commit to send it.
+	 * (The hand-over's note is this transaction's last: one completion
+	 * hands over at most one slot, and nothing after it makes notes.)
+	 */
+	if (claim_into(rsinfo, &a, &claimed) > 0 && handed != 0 && claimed == handed)
+		(void) pf_note_forget_last();
 	SPI_finish();
 	return (Datum) 0;
 }

@@ -19,7 +19,7 @@ COMMENT ON FUNCTION parflow._skip_reason(parflow.stage, parflow.stage, text[]) I
 CREATE OR REPLACE FUNCTION @extschema@.parflow_start(workflow text, flags text[] DEFAULT '{}', priority integer DEFAULT 2,
                                            parallel boolean DEFAULT NULL, input jsonb DEFAULT '{}',
                                            key text DEFAULT NULL, not_before timestamptz DEFAULT NULL)
-RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp AS $$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp SET jit = off AS $$
 DECLARE
     ver bigint;
     wf_cap integer;

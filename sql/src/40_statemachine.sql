@@ -4,6 +4,9 @@
 -- functions, and the dispatcher's pass.  These are thin entry points; the
 -- rules they share (dispatch order, the states that hold a slot, cap
 -- arithmetic, notification payloads) are defined once, in src/core.h.
+-- Each runs with jit off: its statements are planned once per backend, and
+-- a generic plan whose estimate passed jit_above_cost would be compiled by
+-- LLVM at every call (a claim took 250 ms so in a benchmark).
 ------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION parflow._wake() RETURNS void
@@ -88,13 +91,13 @@ COMMENT ON FUNCTION parflow._note_dispatch(text, text) IS
 
 CREATE OR REPLACE FUNCTION parflow._renotify() RETURNS integer
     AS 'MODULE_PATHNAME', 'parflow_renotify'
-    LANGUAGE C VOLATILE SET search_path = pg_catalog, parflow, pg_temp;
+    LANGUAGE C VOLATILE SET search_path = pg_catalog, parflow, pg_temp SET jit = off;
 COMMENT ON FUNCTION parflow._renotify() IS
     'Internal, called by the dispatcher: send the notification of every dispatched task again';
 
 CREATE OR REPLACE FUNCTION parflow._dispatch() RETURNS integer
     AS 'MODULE_PATHNAME', 'parflow_dispatch'
-    LANGUAGE C VOLATILE SET search_path = pg_catalog, parflow, pg_temp;
+    LANGUAGE C VOLATILE SET search_path = pg_catalog, parflow, pg_temp SET jit = off;
 COMMENT ON FUNCTION parflow._dispatch() IS
     'Internal, the dispatcher''s pass: settle runs, end attempts past their timeout, take back unclaimed tasks and expired leases, make room for P0 runs, then dispatch ready tasks by run priority and rank under every cap, one NOTIFY per task; returns how many it dispatched';
 
@@ -104,19 +107,19 @@ CREATE OR REPLACE FUNCTION @extschema@.parflow_claim(agent text, worker text, le
 RETURNS TABLE(task bigint, token uuid, run bigint, stage text, attempt integer, input jsonb,
               estimate interval, lease_until timestamptz, item integer)
     AS 'MODULE_PATHNAME', 'parflow_claim'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp SET jit = off;
 COMMENT ON FUNCTION @extschema@.parflow_claim(text, text, interval, integer) IS
     'Claim up to max_tasks (at most 1000) dispatched tasks of an agent kind, in dispatch order: each with a fresh lease token; no row when there is none';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_heartbeat(task bigint, token uuid) RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'parflow_heartbeat'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp SET jit = off;
 COMMENT ON FUNCTION @extschema@.parflow_heartbeat(bigint, uuid) IS 'Extend the lease of a held task; returns the new lease end';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_complete(task bigint, token uuid, output jsonb DEFAULT '{}')
 RETURNS void
     AS 'MODULE_PATHNAME', 'parflow_complete'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp SET jit = off;
 COMMENT ON FUNCTION @extschema@.parflow_complete(bigint, uuid, jsonb) IS 'Report a held task done with its output; its dependents become ready';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_complete_and_claim(task bigint, token uuid, output jsonb,
@@ -125,14 +128,14 @@ CREATE OR REPLACE FUNCTION @extschema@.parflow_complete_and_claim(task bigint, t
 RETURNS TABLE(task bigint, token uuid, run bigint, stage text, attempt integer, input jsonb,
               estimate interval, lease_until timestamptz, item integer)
     AS 'MODULE_PATHNAME', 'parflow_complete_and_claim'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp SET jit = off;
 COMMENT ON FUNCTION @extschema@.parflow_complete_and_claim(bigint, uuid, jsonb, text, text, interval) IS
     'Report a held task done and claim the agent''s next dispatched task, in one transaction: no row when there is none';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_complete_many(tasks bigint[], tokens uuid[], outputs jsonb[] DEFAULT NULL)
 RETURNS TABLE(task bigint, accepted boolean, sqlstate text, message text)
     AS 'MODULE_PATHNAME', 'parflow_complete_many'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp SET jit = off;
 COMMENT ON FUNCTION @extschema@.parflow_complete_many(bigint[], uuid[], jsonb[]) IS
     'Report up to 1000 held tasks done (outputs NULL: {} each), in one transaction: one row per task, accepted, or refused with the SQLSTATE and message parflow_complete would raise (a refused task is left as it was)';
 
@@ -140,11 +143,11 @@ CREATE OR REPLACE FUNCTION @extschema@.parflow_fail(task bigint, token uuid, err
                                                     output jsonb DEFAULT NULL)
 RETURNS void
     AS 'MODULE_PATHNAME', 'parflow_fail'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp SET jit = off;
 COMMENT ON FUNCTION @extschema@.parflow_fail(bigint, uuid, text, boolean, jsonb) IS
     'Report a held task failed: retried with backoff while attempts are left and the error is retryable, else failed for good; a failed verification sends the stage it verifies back to its agent with the error and output';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_release(task bigint, token uuid) RETURNS void
     AS 'MODULE_PATHNAME', 'parflow_release'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp SET jit = off;
 COMMENT ON FUNCTION @extschema@.parflow_release(bigint, uuid) IS 'Give a held task back (after an interrupt or at shutdown); not counted as a failed attempt';

@@ -17,13 +17,13 @@ COMMENT ON FUNCTION parflow._grant_signal(name, boolean) IS
 CREATE OR REPLACE FUNCTION @extschema@.parflow_signal(run bigint, event text, payload jsonb DEFAULT '{}')
 RETURNS integer
     AS 'MODULE_PATHNAME', 'parflow_signal'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp SET jit = off;
 COMMENT ON FUNCTION @extschema@.parflow_signal(bigint, text, jsonb) IS
     'Deliver an event to a run: its stages awaiting it succeed with the payload as their output; with none awaiting, the signal is kept for the next stage to await it. Returns how many stages it released';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_reject(run bigint, event text, reason text) RETURNS integer
     AS 'MODULE_PATHNAME', 'parflow_reject'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp SET jit = off;
 COMMENT ON FUNCTION @extschema@.parflow_reject(bigint, text, text) IS
     'Refuse an event of a run: its stages awaiting it fail with the reason, and one that verifies a stage sends that stage back to its agent with it. Not kept: returns how many stages it refused (0 when none awaits)';
 
