@@ -163,8 +163,7 @@ extern Datum pf_int8_array(int64 *v, int n);
 
 /* waits.c: stages no agent works (wait stages, sub-workflow stages) */
 extern ArrayType *pf_await(int64 run, int64 version, ArrayType *ords);
-extern void pf_wait_timeouts(void);
-extern void pf_settle_children(void);
+extern void pf_waits_pass(bool with_times);
 extern void pf_instances_done(int64 run, int64 version, Datum ids);
 
 /* pass.c: when the last pass in this process wants the next one (0: none sooner than naptime) */

@@ -1,12 +1,12 @@
 /*
  * pass.c - the dispatcher's pass, parflow._dispatch(), in one transaction:
  * runs whose last tasks finished (or failed) at the same moment are
- * finished (or blocked), and sub-workflow stages whose child run ended
- * complete or fail (waits.c); attempts past their stage's timeout end and their
+ * finished (or blocked); attempts past their stage's timeout end and their
  * agents are told to stop; dispatched tasks nobody claimed in time give
  * their slot back; expired leases are retried or failed; interrupted tasks
- * not given back in time are taken back; wait stages past their timeout
- * fail or are skipped (waits.c); P0 runs get room (unclaimed
+ * not given back in time are taken back; awaiting tasks are looked at
+ * (waits.c: sub-workflow stages whose child run ended complete or fail,
+ * wait stages past their timeout fail or are skipped); P0 runs get room (unclaimed
  * lower-priority tasks taken back, running ones interrupted); then ready
  * tasks are chosen under every cap (the database's, each run's, each
  * affinity rule's, each concurrency rule's across runs), in dispatch order
@@ -76,9 +76,6 @@ settle_runs(void)
 	for (i = 0; i < n; i++)
 		if (pf_lock_run(ids[i], false, true))
 			pf_check_blocked(ids[i]);
-
-	/* child runs that ended, for the sub-workflow stages awaiting them */
-	pf_settle_children();
 }
 
 /* ---- attempts that ended ---------------------------------------------------- */
@@ -201,8 +198,6 @@ end_attempts(void)
 
 	v[0] = ms_interval(pf_interrupt_grace_ms);
 	pf_exec(&st_interrupts_over, v, NULL, 0);
-
-	pf_wait_timeouts();
 }
 
 /* ---- P0 preemption ----------------------------------------------------------- */
@@ -1019,6 +1014,7 @@ parflow_dispatch(PG_FUNCTION_ARGS)
 	int			global_free;
 	int			n = 0;
 	TimestampTz now;
+	bool		times;
 	HTAB	   *slots;
 	int			nruns;
 	Datum		due;
@@ -1039,11 +1035,14 @@ parflow_dispatch(PG_FUNCTION_ARGS)
 	 * task at work); a pass run by hand always does.
 	 */
 	now = GetCurrentTimestamp();
-	if (!IsBackgroundWorker || TimestampDifferenceExceeds(last_ended, now, 100))
+	times = !IsBackgroundWorker || TimestampDifferenceExceeds(last_ended, now, 100);
+	if (times)
 	{
 		end_attempts();
 		last_ended = now;
 	}
+	/* awaiting tasks: ended child runs, and (with the times) wait timeouts */
+	pf_waits_pass(times);
 	global_free = pf_max_parallel_stages - count_slots(&slots);
 	/* tasks taken back for P0 runs free their slots: count again */
 	if (preempt(global_free) > 0)

@@ -179,13 +179,13 @@ pf_announce(int64 run, const char *kind, Datum detail, bool has_detail)
 	"                          ELSE t.state END " \
 	"       WHERE t.run_id = $1 AND t.stage_ord = ANY ((SELECT m.ords FROM m)::integer[]) AND t.item IS NULL " \
 	"         AND NOT (t.state = 'skipped' AND t.pending = 0) " \
-	"      RETURNING t.id, t.stage_ord, t.state, t.pending, t.agent IS NULL AS awaits), " \
+	"      RETURNING t.id, t.stage_ord, t.state, t.pending), " \
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind) " \
 	"      SELECT $1, u.id, 'ready' FROM u WHERE u.state = 'ready' AND u.pending = 0) " \
 	"SELECT coalesce(array_agg(u.stage_ord ORDER BY u.stage_ord) " \
 	"                FILTER (WHERE u.state = 'skipped' AND u.pending = 0), '{}'), " \
 	"       coalesce(array_agg(u.stage_ord ORDER BY u.stage_ord) " \
-	"                FILTER (WHERE u.awaits AND u.state = 'awaiting' AND u.pending = 0), '{}') FROM u"
+	"                FILTER (WHERE u.state = 'awaiting' AND u.pending = 0), '{}') FROM u"
 
 /* through stage edges */
 static PfStmt st_release_edges = {

@@ -34,6 +34,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -96,20 +97,44 @@ wait_succeed(int64 run, int64 *ids, int n, Datum output, Datum detail, const cha
 	return DatumGetArrayTypePCopy(pf_datum(0, 1, &isnull));
 }
 
-static PfStmt st_signal_detail = {
-	"SELECT jsonb_build_object('signal', $1, 'by', $2, 'kept', $3)",
-	3, {TEXTOID, TEXTOID, BOOLOID}
-};
+/*
+ * An event detail (or an output) as jsonb: a JSON object built in C, as
+ * pf_payload builds a notification, rather than by a statement of its own.
+ * Key i's value is strs[i] as a JSON string or, where strs[i] is NULL,
+ * raw[i] as it is (a number or a boolean).
+ */
+static Datum
+json_detail(int n, const char **keys, const char **strs, const char **raw)
+{
+	StringInfoData s;
+	int			i;
+
+	initStringInfo(&s);
+	appendStringInfoChar(&s, '{');
+	for (i = 0; i < n; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(&s, ", ");
+		escape_json(&s, keys[i]);
+		appendStringInfoString(&s, ": ");
+		if (strs[i] != NULL)
+			escape_json(&s, strs[i]);
+		else
+			appendStringInfoString(&s, raw[i]);
+	}
+	appendStringInfoChar(&s, '}');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(s.data));
+}
 
 /* The event detail of a task a signal completes. */
 static Datum
 signal_detail(const char *event, const char *by, bool kept)
 {
-	Datum		v[3] = {CStringGetTextDatum(event), CStringGetTextDatum(by), BoolGetDatum(kept)};
-	bool		isnull;
+	const char *keys[3] = {"signal", "by", "kept"};
+	const char *strs[3] = {event, by, NULL};
+	const char *raw[3] = {NULL, NULL, kept ? "true" : "false"};
 
-	pf_exec(&st_signal_detail, v, NULL, 1);
-	return datumCopy(pf_datum(0, 1, &isnull), false, -1);
+	return json_detail(3, keys, strs, raw);
 }
 
 /* ---- beginning to await -------------------------------------------------- */
@@ -424,11 +449,6 @@ static PfStmt st_map_expand = {
 	4, {INT8OID, INT8OID, TEXTOID, JSONBOID}
 };
 
-static PfStmt st_map_detail = {
-	"SELECT jsonb_build_object('instances', $1)",
-	1, {INT4OID}
-};
-
 /*
  * A map stage's task (of run) begins to await: the array it maps over
  * becomes its instances, ready for its agent, and the task waits for them;
@@ -462,12 +482,13 @@ expand_map(int64 run, int64 version, int64 task)
 	}
 	if (pf_bool(0, 4))
 	{
-		Datum		dv[1] = {Int32GetDatum(0)};
+		const char *keys[1] = {"instances"};
+		const char *strs[1] = {NULL};
+		const char *raw[1] = {"0"};
 		Datum		empty = DirectFunctionCall1(jsonb_in, CStringGetDatum("[]"));
 		ArrayType  *done;
 
-		pf_exec(&st_map_detail, dv, NULL, 1);
-		done = wait_succeed(run, &task, 1, empty, datumCopy(pf_datum(0, 1, &isnull), false, -1), "succeeded");
+		done = wait_succeed(run, &task, 1, empty, json_detail(1, keys, strs, raw), "succeeded");
 		return ArrayGetNItems(ARR_NDIM(done), ARR_DIMS(done)) == 1;
 	}
 	arr = datumCopy(pf_datum(0, 1, &isnull), false, -1);
@@ -559,19 +580,13 @@ static PfStmt st_children_done = {
 	0, {0}
 };
 
-static PfStmt st_child_detail = {
-	"SELECT jsonb_build_object('child', $1, 'workflow', $2)",
-	2, {INT8OID, TEXTOID}
-};
-
 /*
- * For the dispatcher's pass: sub-workflow stages whose child run ended
- * complete with parflow_result(child) as their output, or fail when it is
- * blocked or cancelled.  A parent run held by an operator is left to the
- * next pass.
+ * Sub-workflow stages whose child run ended complete with
+ * parflow_result(child) as their output, or fail when it is blocked or
+ * cancelled.  A parent run held by an operator is left to the next pass.
  */
-void
-pf_settle_children(void)
+static void
+settle_children(void)
 {
 	int			n,
 				i;
@@ -580,9 +595,6 @@ pf_settle_children(void)
 	char	  **state;
 	char	  **wf;
 
-	pf_exec(&st_any_awaiting, NULL, NULL, 1);
-	if (!pf_bool(0, 1))
-		return;
 	n = pf_exec(&st_children_done, NULL, NULL, 0);
 	ts = palloc(sizeof(PfTask) * Max(n, 1));
 	child = palloc(sizeof(int64) * Max(n, 1));
@@ -601,14 +613,14 @@ pf_settle_children(void)
 		{
 			Datum		a[1] = {Int64GetDatum(child[i])};
 			bool		an[1] = {false};
-			Datum		dv[2] = {Int64GetDatum(child[i]), CStringGetTextDatum(wf[i])};
 			bool		isnull;
 			Datum		output = call_ext("parflow_result", 1, a, an, &isnull);
-			Datum		detail;
+			const char *keys[2] = {"child", "workflow"};
+			const char *strs[2] = {NULL, wf[i]};
+			const char *raw[2] = {psprintf(INT64_FORMAT, child[i]), NULL};
+			Datum		detail = json_detail(2, keys, strs, raw);
 			ArrayType  *done;
 
-			pf_exec(&st_child_detail, dv, NULL, 1);
-			detail = datumCopy(pf_datum(0, 1, &isnull), false, -1);
 			done = wait_succeed(ts[i].run_id, &ts[i].id, 1, output, detail, "succeeded");
 			pf_done(ts[i].run_id, ts[i].version_id, PointerGetDatum(done));
 			pf_finish_if_done(ts[i].run_id);
@@ -918,12 +930,9 @@ parflow_reject(PG_FUNCTION_ARGS)
 	PfTask	   *ts;
 	bool	   *verifies;
 	Datum		doc;
-	static PfStmt st_doc = {
-		"SELECT jsonb_build_object('rejected', $1, 'reason', $2, 'by', $3)",
-		3, {TEXTOID, TEXTOID, TEXTOID}
-	};
-	Datum		dv[3];
-	bool		isnull;
+	const char *keys[3] = {"rejected", "reason", "by"};
+	const char *strs[3];
+	const char *raw[3] = {NULL, NULL, NULL};
 
 	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(1) && PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -944,11 +953,10 @@ parflow_reject(PG_FUNCTION_ARGS)
 	connect_spi();
 	(void) lock_for_event(fcinfo, "reject", &run, &event, &ords);
 
-	dv[0] = CStringGetTextDatum(event);
-	dv[1] = CStringGetTextDatum(reason);
-	dv[2] = CStringGetTextDatum(caller_name());
-	pf_exec(&st_doc, dv, NULL, 1);
-	doc = datumCopy(pf_datum(0, 1, &isnull), false, -1);
+	strs[0] = event;
+	strs[1] = reason;
+	strs[2] = caller_name();
+	doc = json_detail(3, keys, strs, raw);
 
 	v[0] = Int64GetDatum(run);
 	v[1] = PointerGetDatum(ords);
@@ -1001,13 +1009,13 @@ static PfStmt st_wait_skip = {
 };
 
 /*
- * For the dispatcher's pass: wait tasks that awaited longer than their
- * stage's timeout fail for good, or, with on_timeout "skip", are skipped
- * (which satisfies their dependents).  A run an operator or a signal holds
- * is left to the next pass.
+ * Wait tasks that awaited longer than their stage's timeout fail for good,
+ * or, with on_timeout "skip", are skipped (which satisfies their
+ * dependents).  A run an operator or a signal holds is left to the next
+ * pass.
  */
-void
-pf_wait_timeouts(void)
+static void
+wait_timeouts(void)
 {
 	int			n,
 				i;
@@ -1015,9 +1023,6 @@ pf_wait_timeouts(void)
 	char	  **how;
 	char	  **msgs;
 
-	pf_exec(&st_any_awaiting, NULL, NULL, 1);
-	if (!pf_bool(0, 1))
-		return;
 	n = pf_exec(&st_wait_timeouts, NULL, NULL, 0);
 	ts = palloc(sizeof(PfTask) * Max(n, 1));
 	how = palloc(sizeof(char *) * Max(n, 1));
@@ -1045,4 +1050,21 @@ pf_wait_timeouts(void)
 		else
 			pf_retry_or_fail(&ts[i], "timeout", msgs[i], false);
 	}
+}
+
+/*
+ * The dispatcher's pass over awaiting tasks, after one probe of
+ * task_awaiting_idx (usually empty): child runs that ended are handed to
+ * their sub-workflow stages, and, when times are looked at (with_times),
+ * wait timeouts end.
+ */
+void
+pf_waits_pass(bool with_times)
+{
+	pf_exec(&st_any_awaiting, NULL, NULL, 1);
+	if (!pf_bool(0, 1))
+		return;
+	settle_children();
+	if (with_times)
+		wait_timeouts();
 }
