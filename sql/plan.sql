@@ -78,11 +78,11 @@ SELECT parflow_define('crowd', '{"groups": [{"name": "g", "stages": [
 SELECT critical_path, parallel, lower_bound, optimal FROM parflow_estimate('crowd', '{}', 3);
 SELECT makespan, lower_bound, optimal, proof FROM parflow._plan_stats('crowd', '{}', 3, 'cp');
 
--- The best plan can be longer than the lower bound and still proven
--- optimal: the search tried every dispatch order.  Here the only 8-minute
--- schedule keeps a slot idle from minute 3 to 4 (c held back, so that a2 and
--- b2 take both slots at minute 4), which the dispatcher never does while a
--- stage is ready: every plan it can follow takes 9 minutes.
+-- A plan can keep a slot idle.  Here every list schedule (the dispatcher
+-- starting a ready stage whenever a slot is free) takes 9 minutes; the only
+-- 8-minute schedule keeps a slot idle from minute 3 to 4, so that a2 and b2
+-- take both slots at minute 4 and c comes after them.  The plan holds c for
+-- a2 (held_for): the dispatcher does not start c before a2 has finished.
 SELECT parflow_define('holdback', '{"groups": [{"name": "g", "stages": [
   {"name": "a", "agent": "x", "estimate": "3 min"},
   {"name": "b", "agent": "x", "estimate": "4 min"},
@@ -92,7 +92,8 @@ SELECT parflow_define('holdback', '{"groups": [{"name": "g", "stages": [
   {"name": "z", "agent": "x", "estimate": "3 min", "depends_on": ["a2", "b2"]}]}]}');
 SELECT parallel, lower_bound, optimal FROM parflow_estimate('holdback', '{}', 2);
 SELECT makespan, lower_bound, optimal, proof FROM parflow._plan_stats('holdback', '{}', 2, 'best');
-SELECT stage, est_start, est_finish, optimal FROM parflow_plan('holdback', '{}', 2);
+SELECT stage, est_start, est_finish, optimal, held_for FROM parflow_plan('holdback', '{}', 2);
+SELECT makespan, optimal, held FROM parflow._plan_stats('holdback', '{}', 2, 'cp');
 
 -- Errors
 \set VERBOSITY default

@@ -80,7 +80,7 @@ UNION ALL SELECT 'stage', count(*), md5(string_agg(x.r::text, '|' ORDER BY x.r::
 UNION ALL SELECT 'run', count(*), md5(string_agg(x.r::text, '|' ORDER BY x.r::text))
             FROM (SELECT to_jsonb(x) - '{key,not_before,parent_run,parent_task}'::text[] AS r FROM parflow.run x) x
 UNION ALL SELECT 'task', count(*), md5(string_agg(x.r::text, '|' ORDER BY x.r::text))
-            FROM (SELECT to_jsonb(x) - '{item,map_item}'::text[] AS r FROM parflow.task x) x
+            FROM (SELECT to_jsonb(x) - '{item,map_item,hold_ord}'::text[] AS r FROM parflow.task x) x
 UNION ALL SELECT 'event', count(*), md5(string_agg(x::text, '|' ORDER BY x::text)) FROM parflow.event x;
 SELECT to_regproc('parflow_gantt') IS NULL AS no_gantt_in_010;
 
@@ -88,8 +88,8 @@ ALTER EXTENSION parflow UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'parflow';
 -- every row is still there, unchanged (the columns new in 0.4.0 are
 -- compared apart: a run's key, not_before, parent_run and parent_task, a
--- stage's wait_*, sub_workflow and map_*, a task's item and map_item; NULL
--- for what was there before)
+-- stage's wait_*, sub_workflow and map_*, a task's item, map_item and
+-- hold_ord; NULL for what was there before)
 SELECT b.t, b.n, a.h = b.h AS unchanged
   FROM before b JOIN (
     SELECT 'workflow' AS t, md5(string_agg(x::text, '|' ORDER BY x::text)) AS h FROM parflow.workflow x
@@ -99,12 +99,13 @@ SELECT b.t, b.n, a.h = b.h AS unchanged
     UNION ALL SELECT 'run', md5(string_agg(x.r::text, '|' ORDER BY x.r::text))
                 FROM (SELECT to_jsonb(x) - '{key,not_before,parent_run,parent_task}'::text[] AS r FROM parflow.run x) x
     UNION ALL SELECT 'task', md5(string_agg(x.r::text, '|' ORDER BY x.r::text))
-                FROM (SELECT to_jsonb(x) - '{item,map_item}'::text[] AS r FROM parflow.task x) x
+                FROM (SELECT to_jsonb(x) - '{item,map_item,hold_ord}'::text[] AS r FROM parflow.task x) x
     UNION ALL SELECT 'event', md5(string_agg(x::text, '|' ORDER BY x::text)) FROM parflow.event x) a USING (t)
  ORDER BY b.t;
 SELECT count(*) AS runs_with_key_or_delay FROM parflow.run WHERE key IS NOT NULL OR not_before IS NOT NULL;
 SELECT count(*) AS wait_stages FROM parflow.stage WHERE wait_event IS NOT NULL OR wait_timeout IS NOT NULL
     OR wait_on_timeout IS NOT NULL;
+SELECT count(*) AS held_or_instances FROM parflow.task WHERE hold_ord IS NOT NULL OR item IS NOT NULL;
 -- the run goes on: the lease taken under 0.1.0 still holds
 SELECT worker, stage FROM parflow.agents_at_work WHERE run = :run;
 SELECT parflow_complete(:task, :'token', '{"ok": true}');

@@ -173,9 +173,9 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	spi_exec_int8(waits_available()
 				  ? "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, "
 				  "       wait_event IS NOT NULL OR sub_workflow IS NOT NULL, coalesce(map_expect, 1), "
-				  "       CASE WHEN estimate = '0' THEN sub_workflow END "
+				  "       CASE WHEN estimate = '0' THEN sub_workflow END, map_over_ord IS NOT NULL "
 				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord"
-				  : "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, false, 1, NULL "
+				  : "SELECT ord, group_ord, name, agent, estimate, when_flag, verifies_ord, false, 1, NULL, false "
 				  "FROM parflow.stage WHERE version_id = $1 ORDER BY ord",
 				  version_id);
 	g->nstages = (int) SPI_processed;
@@ -183,6 +183,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 	g->cost = MemoryContextAllocZero(outer, sizeof(int64) * g->nnodes);
 	g->runs = MemoryContextAllocZero(outer, sizeof(bool) * g->nnodes);
 	g->wait = MemoryContextAllocZero(outer, sizeof(bool) * g->nnodes);
+	g->map = MemoryContextAllocZero(outer, sizeof(bool) * g->nnodes);
 	expect = palloc(sizeof(int) * Max(g->nstages, 1));
 	child = MemoryContextAllocZero(outer, sizeof(char *) * Max(g->nstages, 1));
 	g->group_of = MemoryContextAlloc(outer, sizeof(int) * Max(g->nstages, 1));
@@ -216,6 +217,7 @@ pf_graph_load(int64 version_id, ArrayType *flags)
 		agent = SPI_getvalue(tup, desc, 4);
 		g->agent[i] = agent ? MemoryContextStrdup(outer, agent) : NULL;
 		g->wait[i] = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+		g->map[i] = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
 		expect[i] = get_int4(tup, desc, 9, &isnull);
 		{
 			char	   *c = SPI_getvalue(tup, desc, 10);
@@ -726,8 +728,8 @@ parflow_plan(PG_FUNCTION_ARGS)
 	{
 		int			v = order[i];
 		int64		slack = s->slack[v];
-		Datum		values[9];
-		bool		nulls[9] = {0};
+		Datum		values[10];
+		bool		nulls[10] = {0};
 
 		values[0] = CStringGetTextDatum(g->stage_name[v]);
 		if (g->agent[v] != NULL)
@@ -741,6 +743,10 @@ parflow_plan(PG_FUNCTION_ARGS)
 		values[6] = IntervalPGetDatum(pf_usec_interval(slack));
 		values[7] = BoolGetDatum(slack <= 0);
 		values[8] = BoolGetDatum(s->proof != PF_PROOF_NONE);
+		if (s->hold[v] >= 0)
+			values[9] = CStringGetTextDatum(g->stage_name[s->hold[v]]);
+		else
+			nulls[9] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -790,8 +796,8 @@ parflow_plan_stats(PG_FUNCTION_ARGS)
 	instr_time	t0,
 				t1,
 				t2;
-	Datum		values[10];
-	bool		nulls[10] = {0};
+	Datum		values[11];
+	bool		nulls[11] = {0};
 
 	InitMaterializedSRF(fcinfo, 0);
 	policy_name = PG_ARGISNULL(3) ? "best" : text_to_cstring(PG_GETARG_TEXT_PP(3));
@@ -830,6 +836,7 @@ parflow_plan_stats(PG_FUNCTION_ARGS)
 		nulls[7] = true;
 	values[8] = Int64GetDatum(s->schedules);
 	values[9] = Int64GetDatum(s->units);
+	values[10] = Int32GetDatum(s->nheld);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }
@@ -846,8 +853,10 @@ parflow_check_version(PG_FUNCTION_ARGS)
 
 /*
  * parflow._ranks(version, flags, cap): the dispatch rank of every stage, from
- * the best plan under the cap (NULL: the workflow's and the global cap), and
- * the planned makespan.  Ranks are what the dispatcher orders ready tasks by.
+ * the best plan under the cap (NULL: the workflow's and the global cap), the
+ * planned makespan, and the stage whose finish the plan holds it for (NULL:
+ * none).  Ranks are what the dispatcher orders ready tasks by; holds keep it
+ * from starting a stage early where the plan keeps a slot free.
  */
 Datum
 parflow_ranks(PG_FUNCTION_ARGS)
@@ -867,12 +876,14 @@ parflow_ranks(PG_FUNCTION_ARGS)
 	s = pf_schedule(g, cap, PF_POLICY_BEST);
 	for (i = 0; i < g->nstages; i++)
 	{
-		Datum		values[3];
-		bool		nulls[3] = {0};
+		Datum		values[4];
+		bool		nulls[4] = {0};
 
 		values[0] = Int32GetDatum(i);
 		values[1] = Int64GetDatum(s->rank[i]);
 		values[2] = IntervalPGetDatum(pf_usec_interval(s->makespan));
+		values[3] = Int32GetDatum(s->hold[i]);
+		nulls[3] = s->hold[i] < 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -27,7 +27,7 @@ typedef enum PfProof
 {
 	PF_PROOF_NONE,				/* not proven: the search ran out of budget */
 	PF_PROOF_BOUND,				/* its makespan meets the lower bound */
-	PF_PROOF_SEARCH				/* the branch and bound tried every dispatch order */
+	PF_PROOF_SEARCH				/* the branch and bound tried every schedule */
 } PfProof;
 
 typedef struct PfGraph
@@ -41,6 +41,7 @@ typedef struct PfGraph
 	bool	   *wait;			/* no agent works it (it awaits an event or a
 								 * child run): no capacity */
 	bool		has_wait;		/* some stage that runs is such a stage */
+	bool	   *map;			/* a map stage (its instances are made at run time) */
 	int		   *group_of;		/* per stage */
 	char	  **stage_name;		/* per stage */
 	char	  **agent;			/* per stage; NULL for a wait stage */
@@ -71,6 +72,8 @@ typedef struct PfSchedule
 	int64	   *finish;
 	int64	   *bottom;			/* bottom level: longest path from the node's start to the end */
 	int64	   *rank;			/* the dispatch priority that produced the schedule */
+	int		   *hold;			/* a stage held until this one finishes (-1: none) */
+	int			nheld;			/* stages held */
 	int64	   *slack;			/* how far a stage can slip before the makespan moves */
 	int		   *wave;			/* 1-based topological wave of each stage that runs */
 } PfSchedule;

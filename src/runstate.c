@@ -167,12 +167,13 @@ pf_announce(int64 run, const char *kind, Datum detail, bool has_detail)
  * over d: quadratic in a wide fan-out): those left waiting on nothing
  * become ready (with their event), or, wait stages (no agent), awaiting;
  * the skipped ones left waiting on nothing are returned, to be passed
- * through, and the awaiting ones, for pf_await.
+ * through, and the awaiting ones, for pf_await.  set: more assignments of
+ * the update (each followed by a comma), or "".
  * A skipped task already passed through is never counted again.
  */
-#define PF_RELEASE_TAIL \
+#define PF_RELEASE_TAIL(set) \
 	"m AS (SELECT jsonb_object_agg(d.stage_ord::text, d.n) AS n, array_agg(d.stage_ord) AS ords FROM d), " \
-	"u AS (UPDATE parflow.task t SET pending = t.pending - ((SELECT m.n FROM m) ->> t.stage_ord::text)::integer, " \
+	"u AS (UPDATE parflow.task t SET " set "pending = t.pending - ((SELECT m.n FROM m) ->> t.stage_ord::text)::integer, " \
 	"             state = CASE WHEN t.pending = ((SELECT m.n FROM m) ->> t.stage_ord::text)::integer " \
 	"                           AND t.state = 'waiting' " \
 	"                          THEN CASE WHEN t.agent IS NULL THEN 'awaiting' ELSE 'ready' END " \
@@ -187,12 +188,35 @@ pf_announce(int64 run, const char *kind, Datum detail, bool has_detail)
 	"       coalesce(array_agg(u.stage_ord ORDER BY u.stage_ord) " \
 	"                FILTER (WHERE u.state = 'awaiting' AND u.pending = 0), '{}') FROM u"
 
-/* through stage edges */
+/*
+ * A plan's hold (task.hold_ord: the task does not start before that stage's
+ * task has finished, counted in its pending) is released like a stage edge
+ * when the awaited task succeeds or is passed through, and alone when it
+ * fails for good; the tasks that wait for one are found through
+ * task_hold_idx.
+ */
+#define PF_HELD_BY(ords) \
+	"SELECT h.stage_ord FROM parflow.task h " \
+	" WHERE h.run_id = $1 AND h.hold_ord = ANY (" ords ") AND h.item IS NULL"
+#define PF_HOLD_CLEARED(ords) "hold_ord = CASE WHEN t.hold_ord = ANY (" ords ") THEN NULL ELSE t.hold_ord END, "
+
+/* through stage edges, and the plan's holds */
 static PfStmt st_release_edges = {
-	"WITH d AS (SELECT d.stage_ord, count(*)::integer AS n FROM parflow.stage_dep d "
-	"            WHERE d.version_id = $2 AND d.dep_ord = ANY ($3) GROUP BY d.stage_ord), "
-	PF_RELEASE_TAIL,
+	"WITH d AS (SELECT x.stage_ord, count(*)::integer AS n "
+	"             FROM (SELECT d.stage_ord FROM parflow.stage_dep d "
+	"                    WHERE d.version_id = $2 AND d.dep_ord = ANY ($3) "
+	"                   UNION ALL " PF_HELD_BY("$3") ") x "
+	"            GROUP BY x.stage_ord), "
+	PF_RELEASE_TAIL(PF_HOLD_CLEARED("$3")),
 	3, {INT8OID, INT8OID, INT4ARRAYOID}
+};
+
+/* the plan's holds on a task that failed for good */
+static PfStmt st_release_holds = {
+	"WITH d AS (SELECT x.stage_ord, count(*)::integer AS n FROM (" PF_HELD_BY("ARRAY[$2]") ") x "
+	"            GROUP BY x.stage_ord), "
+	PF_RELEASE_TAIL(PF_HOLD_CLEARED("ARRAY[$2]")),
+	2, {INT8OID, INT4OID}
 };
 
 /*
@@ -219,7 +243,7 @@ static PfStmt st_release_groups = {
 	"WITH d AS (SELECT t.stage_ord, count(*)::integer AS n FROM parflow.group_dep gd "
 	"             JOIN parflow.task t ON t.run_id = $1 AND t.group_ord = gd.group_ord AND t.item IS NULL "
 	"            WHERE gd.version_id = $2 AND gd.dep_ord = ANY ($3) GROUP BY t.stage_ord), "
-	PF_RELEASE_TAIL,
+	PF_RELEASE_TAIL(""),
 	3, {INT8OID, INT8OID, INT4ARRAYOID}
 };
 
@@ -238,6 +262,27 @@ array_cat2(ArrayType *a, ArrayType *b)
 	if (ArrayGetNItems(ARR_NDIM(b), ARR_DIMS(b)) == 0)
 		return a;
 	return DatumGetArrayTypeP(DirectFunctionCall2(array_cat, PointerGetDatum(a), PointerGetDatum(b)));
+}
+
+/*
+ * Release the plan's holds on a task that failed for good: what waited for
+ * it may run (a wait stage never holds, nor is held: nothing awaits).
+ */
+static void
+release_holds(PfTask *t)
+{
+	Datum		v[2] = {Int64GetDatum(t->run_id), Int32GetDatum(t->stage_ord)};
+	ArrayType  *passed;
+
+	ArrayType  *awaiting;
+
+	pf_exec(&st_release_holds, v, NULL, 0);
+	passed = array_result(1);
+	awaiting = array_result(2);
+	if (ArrayGetNItems(ARR_NDIM(awaiting), ARR_DIMS(awaiting)) > 0)
+		passed = array_cat2(passed, pf_await(t->run_id, t->version_id, awaiting));
+	if (ArrayGetNItems(ARR_NDIM(passed), ARR_DIMS(passed)) > 0)
+		pf_done(t->run_id, t->version_id, PointerGetDatum(passed));
 }
 
 /*
@@ -474,6 +519,7 @@ pf_retry_or_fail(PfTask *t, const char *why, const char *err, bool retryable)
 		}
 		v[0] = Int64GetDatum(t->run_id);
 		pf_exec(&st_run_failed, v, NULL, 0);
+		release_holds(t);
 		pf_check_blocked(t->run_id);
 	}
 	pf_wake_at_commit();

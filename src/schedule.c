@@ -36,6 +36,9 @@
 /* Graphs up to this many nodes get the branch and bound. */
 #define PF_BB_MAX_NODES		3000
 
+/* Graphs up to this many nodes get the serial justification. */
+#define PF_SERIAL_MAX_NODES	20000
+
 /* Share of the budget for the strong lower bounds, and for sampling. */
 #define PF_BOUND_SHARE		4	/* 1/4 */
 #define PF_SAMPLE_SHARE		2	/* the sampling stops at 1/2 left */
@@ -55,9 +58,17 @@ typedef struct SchedState
 	const int64 *finish;		/* running: earlier first */
 } SchedState;
 
-/* The scratch space of list schedules, allocated once per search. */
+/*
+ * The scratch space of list schedules, allocated once per search; and the
+ * holds a forward schedule honours when hold is set: node x does not start
+ * before node hold[x] (-1: none) finishes, besides its dependencies (the
+ * nodes that wait for u: hold_w[hold_off[u] .. hold_off[u + 1])).
+ */
 typedef struct LsWork
 {
+	const int  *hold;
+	int		   *hold_off;
+	int		   *hold_w;
 	int		   *indeg;
 	int		   *stack;
 	int		   *deferred;
@@ -66,6 +77,18 @@ typedef struct LsWork
 	binaryheap *ready;
 	binaryheap *running;
 } LsWork;
+
+/*
+ * A resource profile: usage u[i] on [t[i], t[i + 1]), 0 before t[0] and
+ * from the last breakpoint on.
+ */
+typedef struct Profile
+{
+	int64	   *t;
+	int		   *u;
+	int			k;
+	int			cap;
+} Profile;
 
 /* Everything one call of pf_schedule searches with. */
 typedef struct Search
@@ -84,11 +107,27 @@ typedef struct Search
 	int64		units_used;
 	int64		schedules;		/* list schedules computed */
 	uint64		rng;
-	/* the best plan so far, and the key that produced it */
+	/*
+	 * the best plan so far, the key that produced it and its holds (-1:
+	 * none; nheld of them are not)
+	 */
 	int64		best;
 	int64	   *best_start;
 	int64	   *best_finish;
 	int64	   *best_key;
+	int		   *best_hold;
+	int			nheld;
+	bool	   *holdable;		/* a stage that may hold or be held */
+	int		   *topo_pos;
+	/* scratch of realise and the serial justification */
+	int64	   *rkey;
+	int		   *rhold;
+	int64	   *rstart;
+	int64	   *rfinish;
+	int64	   *tstart;
+	int64	   *tfinish;
+	int		   *order;
+	Profile    *prof;			/* one per affinity rule, then the cap's */
 	/* scratch */
 	int64	   *key;
 	int64	   *start;
@@ -192,6 +231,9 @@ ls_work_init(LsWork *w, PfGraph *g)
 {
 	int			n = Max(g->nnodes, 1);
 
+	w->hold = NULL;
+	w->hold_off = palloc(sizeof(int) * (n + 1));
+	w->hold_w = palloc(sizeof(int) * n);
 	w->indeg = palloc(sizeof(int) * n);
 	w->stack = palloc(sizeof(int) * n);
 	w->deferred = palloc(sizeof(int) * n);
@@ -269,7 +311,7 @@ list_schedule(LsWork *w, PfGraph *g, const PfDir *d, int cap, int64 *key,
 	}
 
 	for (v = 0; v < n; v++)
-		indeg[v] = d->pred_off[v + 1] - d->pred_off[v];
+		indeg[v] = d->pred_off[v + 1] - d->pred_off[v] + (w->hold != NULL && w->hold[v] >= 0);
 	for (v = 0; v < n; v++)
 		if (indeg[v] == 0)
 			RELEASE(v);
@@ -324,6 +366,10 @@ list_schedule(LsWork *w, PfGraph *g, const PfDir *d, int cap, int64 *key,
 			for (k = d->succ_off[u]; k < d->succ_off[u + 1]; k++)
 				if (--indeg[d->succ[k]] == 0)
 					RELEASE(d->succ[k]);
+			if (w->hold != NULL)
+				for (k = w->hold_off[u]; k < w->hold_off[u + 1]; k++)
+					if (--indeg[w->hold_w[k]] == 0)
+						RELEASE(w->hold_w[k]);
 			DRAIN();
 		}
 	}
@@ -333,6 +379,20 @@ list_schedule(LsWork *w, PfGraph *g, const PfDir *d, int cap, int64 *key,
 	if (!binaryheap_empty(ready))
 		elog(ERROR, "parflow: list scheduling stalled with ready stages left");
 	return makespan;
+}
+
+/* The best plan is a list schedule: no holds. */
+static void
+forget_holds(Search *S)
+{
+	if (S->nheld > 0)
+	{
+		int			v;
+
+		for (v = 0; v < S->n; v++)
+			S->best_hold[v] = -1;
+		S->nheld = 0;
+	}
 }
 
 /*
@@ -353,6 +413,7 @@ forward(Search *S, int64 *key)
 		memcpy(S->best_start, S->start, sizeof(int64) * S->n);
 		memcpy(S->best_finish, S->finish, sizeof(int64) * S->n);
 		memcpy(S->best_key, key, sizeof(int64) * S->n);
+		forget_holds(S);
 	}
 	return mk;
 }
@@ -386,6 +447,337 @@ improve_fb(Search *S, int64 mk)
 		if (mkf >= mk)
 			break;
 		mk = mkf;
+	}
+}
+
+/* ----------------------------------------------------------------
+ * Schedules that keep a slot idle, and the holds that realise them
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Set the holds list schedules honour (hold NULL: none): the waiters of
+ * every node, as a CSR list in the scratch space.
+ */
+static void
+set_holds(LsWork *w, int n, const int *hold)
+{
+	int			v;
+
+	w->hold = hold;
+	if (hold == NULL)
+		return;
+	memset(w->hold_off, 0, sizeof(int) * (n + 1));
+	for (v = 0; v < n; v++)
+		if (hold[v] >= 0)
+			w->hold_off[hold[v] + 1]++;
+	for (v = 0; v < n; v++)
+		w->hold_off[v + 1] += w->hold_off[v];
+	for (v = 0; v < n; v++)
+		if (hold[v] >= 0)
+		{
+			int			k = w->hold_off[hold[v]];
+
+			/* (each waiter at the first free place of its node's range) */
+			while (w->hold_w[k] != -1)
+				k++;
+			w->hold_w[k] = v;
+		}
+}
+
+static void
+clear_hold_list(LsWork *w, int n)
+{
+	int			v;
+
+	for (v = 0; v < n; v++)
+		w->hold_w[v] = -1;
+}
+
+/* Whether stages x and y share an affinity rule. */
+static bool
+share_rule(PfGraph *g, int x, int y)
+{
+	int			a,
+				b;
+
+	for (a = g->srule_off[x]; a < g->srule_off[x + 1]; a++)
+		for (b = g->srule_off[y]; b < g->srule_off[y + 1]; b++)
+			if (g->srule[a] == g->srule[b])
+				return true;
+	return false;
+}
+
+/*
+ * Realise a schedule (tstart, tfinish: any schedule under the caps) as
+ * dispatch ranks and holds.  The ranks order the stages by their start in
+ * it; a stage that the dispatcher, following them, would start earlier
+ * than the schedule does (a slot is free and it is ready) is held until a
+ * stage that finishes as it starts there (sharing an affinity rule with it
+ * when one does) has finished.  Holds are added one at a time, for the
+ * earliest such stage, and the schedule the dispatcher would follow is
+ * computed again each time; that schedule, not the target, is the
+ * candidate: kept as the best plan when it is shorter.  Holds only point
+ * from a stage that starts earlier in the target to one that starts later,
+ * as dependencies do, so they never make a cycle.  Returns the candidate's
+ * makespan (PG_INT64_MAX when the budget ran out).
+ */
+static int64
+realise(Search *S, const int64 *tstart, const int64 *tfinish)
+{
+	PfGraph    *g = S->g;
+	int			n = S->n;
+	int64		mk_t = 0;
+	int64		mk = PG_INT64_MAX;
+	int			nheld = 0;
+	int			v;
+
+	for (v = 0; v < n; v++)
+		mk_t = Max(mk_t, tfinish[v]);
+	for (v = 0; v < n; v++)
+	{
+		S->rkey[v] = mk_t - tstart[v];
+		S->rhold[v] = -1;
+	}
+	for (;;)
+	{
+		int			x = -1;
+		int			y = -1;
+
+		if (!affordable(S, 0, PF_LS_UNITS(S)))
+			return PG_INT64_MAX;
+		clear_hold_list(&S->w, n);
+		set_holds(&S->w, n, S->rhold);
+		mk = list_schedule(&S->w, g, &S->fwd, S->cap, S->rkey, false, S->rstart, S->rfinish);
+		set_holds(&S->w, n, NULL);
+		S->schedules++;
+		spend(S, PF_LS_UNITS(S));
+
+		/* the earliest stage that starts before its time */
+		for (v = 0; v < n; v++)
+			if (S->holdable[v] && S->rstart[v] < tstart[v] &&
+				(x < 0 || S->rstart[v] < S->rstart[x]))
+				x = v;
+		if (x < 0 || S->rhold[x] >= 0 || mk <= mk_t)
+			break;
+		/* a stage that finishes as it starts in the target */
+		for (v = 0; v < n; v++)
+			if (v != x && S->holdable[v] && tfinish[v] == tstart[x] &&
+				(y < 0 || (share_rule(g, x, v) && !share_rule(g, x, y))))
+				y = v;
+		spend(S, 2 * n);
+		if (y < 0)
+			break;
+		S->rhold[x] = y;
+		nheld++;
+	}
+	if (mk < S->best)
+	{
+		S->best = mk;
+		memcpy(S->best_start, S->rstart, sizeof(int64) * n);
+		memcpy(S->best_finish, S->rfinish, sizeof(int64) * n);
+		memcpy(S->best_key, S->rkey, sizeof(int64) * n);
+		memcpy(S->best_hold, S->rhold, sizeof(int) * n);
+		S->nheld = nheld;
+	}
+	return mk;
+}
+
+/* The breakpoint at time x, inserted when missing. */
+static int
+profile_point(Search *S, Profile *p, int64 x)
+{
+	int			lo = 0;
+	int			hi = p->k;
+
+	while (lo < hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (p->t[mid] < x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < p->k && p->t[lo] == x)
+		return lo;
+	memmove(p->t + lo + 1, p->t + lo, sizeof(int64) * (p->k - lo));
+	memmove(p->u + lo + 1, p->u + lo, sizeof(int) * (p->k - lo));
+	spend(S, 1 + (p->k - lo) / 8);
+	p->t[lo] = x;
+	p->u[lo] = lo > 0 ? p->u[lo - 1] : 0;
+	p->k++;
+	return lo;
+}
+
+/* The earliest s >= e at which the profile has room throughout [s, s + d). */
+static int64
+profile_earliest(Search *S, const Profile *p, int64 e, int64 d)
+{
+	int64		s = e;
+	int			lo = 0;
+	int			hi = p->k;
+	int			i;
+
+	while (lo < hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (p->t[mid] <= s)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	/* segment lo - 1 contains s; a full one moves s to its end */
+	for (i = Max(lo - 1, 0); i + 1 < p->k && p->t[i] < s + d; i++)
+	{
+		spend(S, 1);
+		if (p->u[i] >= p->cap && p->t[i + 1] > s)
+			s = p->t[i + 1];
+	}
+	return s;
+}
+
+static void
+profile_add(Search *S, Profile *p, int64 s, int64 d)
+{
+	int			a = profile_point(S, p, s);
+	int			b = profile_point(S, p, s + d);
+	int			i;
+
+	for (i = a; i < b; i++)
+		p->u[i]++;
+	spend(S, b - a);
+}
+
+typedef struct OrderKey
+{
+	const int64 *t;
+	const int  *topo_pos;
+	int			sign;
+} OrderKey;
+
+/* By t ascending (sign 1) or descending (-1), then topologically in that direction. */
+static int
+cmp_order(const void *a, const void *b, void *arg)
+{
+	const OrderKey *ok = (const OrderKey *) arg;
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+
+	if (ok->t[x] != ok->t[y])
+		return (ok->t[x] < ok->t[y] ? -1 : 1) * ok->sign;
+	return (ok->topo_pos[x] - ok->topo_pos[y]) * ok->sign;
+}
+
+/*
+ * Serial schedule generation in direction d: the nodes in order, each at
+ * the earliest time its predecessors in d and every resource it takes (the
+ * cap, its affinity rules) allow, which may leave a slot idle while a
+ * stage is ready.  Times are measured from the end backward.  Fills st and
+ * fin; returns the makespan, or PG_INT64_MAX when the budget ran out.
+ */
+static int64
+serial_schedule(Search *S, const PfDir *d, const int *order, int64 *st, int64 *fin)
+{
+	PfGraph    *g = S->g;
+	int			n = S->n;
+	int64		mk = 0;
+	int			i;
+
+	for (i = 0; i <= g->nrules; i++)
+		S->prof[i].k = 0;
+	for (i = 0; i < n; i++)
+	{
+		int			v = order[i];
+		int64		e = 0;
+		int			k;
+
+		for (k = d->pred_off[v]; k < d->pred_off[v + 1]; k++)
+			e = Max(e, fin[d->pred[k]]);
+		if (g->runs[v] && !g->wait[v] && g->cost[v] > 0)
+		{
+			int64		s = e;
+			int64		prev;
+
+			do
+			{
+				prev = s;
+				s = profile_earliest(S, &S->prof[g->nrules], s, g->cost[v]);
+				for (k = g->srule_off[v]; k < g->srule_off[v + 1]; k++)
+					s = profile_earliest(S, &S->prof[g->srule[k]], s, g->cost[v]);
+			} while (s != prev);
+			profile_add(S, &S->prof[g->nrules], s, g->cost[v]);
+			for (k = g->srule_off[v]; k < g->srule_off[v + 1]; k++)
+				profile_add(S, &S->prof[g->srule[k]], s, g->cost[v]);
+			st[v] = s;
+		}
+		else
+			st[v] = e;
+		fin[v] = st[v] + (g->runs[v] ? g->cost[v] : 0);
+		mk = Max(mk, fin[v]);
+		if (S->budget <= 0)
+			return PG_INT64_MAX;
+	}
+	return mk;
+}
+
+/*
+ * Forward-backward improvement in the serial way (double justification):
+ * from the schedule (start, finish), right-justify every stage in order of
+ * decreasing finish, then left-justify in order of increasing start; repeat
+ * while the makespan shrinks.  Each forward result is a schedule that may
+ * keep a slot idle: it is realised as ranks and holds (realise), and kept
+ * when that is the shortest plan so far.
+ */
+static void
+improve_serial(Search *S, const int64 *start, const int64 *finish)
+{
+	int			n = S->n;
+	int64		best_local;
+	OrderKey	ok;
+	int			round;
+	int			v;
+
+	if (S->n > PF_SERIAL_MAX_NODES)
+		return;
+	memcpy(S->tstart, start, sizeof(int64) * n);
+	memcpy(S->tfinish, finish, sizeof(int64) * n);
+	best_local = 0;
+	for (v = 0; v < n; v++)
+		best_local = Max(best_local, finish[v]);
+	ok.topo_pos = S->topo_pos;
+	for (round = 0; round < 16 && S->best > S->lb; round++)
+	{
+		int64		mkr;
+		int64		mkl;
+
+		if (!affordable(S, 0, 4 * PF_LS_UNITS(S) + 2 * sort_units(n)))
+			return;
+		for (v = 0; v < n; v++)
+			S->order[v] = v;
+		ok.t = S->tfinish;
+		ok.sign = -1;
+		qsort_arg(S->order, n, sizeof(int), cmp_order, &ok);
+		spend(S, sort_units(n));
+		mkr = serial_schedule(S, &S->bwd, S->order, S->bstart, S->bfinish);
+		if (mkr == PG_INT64_MAX)
+			return;
+		for (v = 0; v < n; v++)
+		{
+			S->order[v] = v;
+			S->bkey[v] = mkr - S->bfinish[v];	/* its start, in forward time */
+		}
+		ok.t = S->bkey;
+		ok.sign = 1;
+		qsort_arg(S->order, n, sizeof(int), cmp_order, &ok);
+		spend(S, sort_units(n));
+		mkl = serial_schedule(S, &S->fwd, S->order, S->tstart, S->tfinish);
+		if (mkl >= best_local)
+			return;
+		best_local = mkl;
+		if (mkl < S->best)
+			(void) realise(S, S->tstart, S->tfinish);
 	}
 }
 
@@ -665,6 +1057,7 @@ typedef struct BB
 	PfGraph    *g;
 	int			cap;
 	bool		rules;			/* the graph has affinity rules */
+	bool		delays;			/* a slot may stay idle while a stage is ready */
 	int		   *npred;			/* unfinished predecessors */
 	int64	   *start;			/* -1: not started */
 	int64	   *finish;
@@ -909,7 +1302,7 @@ bb_pick(BB *bb, int64 t, int rpos, int nr, int pos, int nch, int nfree)
 		int			i;
 
 		/* a list schedule leaves no ready stage out that would fit */
-		if (nch < nfree && bb->rules)
+		if (nch < nfree && bb->rules && !bb->delays)
 			for (i = 0; i < nr; i++)
 			{
 				int			u = bb->arena[rpos + i];
@@ -917,6 +1310,8 @@ bb_pick(BB *bb, int64 t, int rpos, int nr, int pos, int nch, int nfree)
 				if (bb->start[u] < 0 && !bb_blocked(bb, u))
 					return;
 			}
+		if (bb->nrun == 0)
+			return;				/* (idle, with nothing running: no way on) */
 		bb_advance(bb, t, rpos, nr);
 		return;
 	}
@@ -935,8 +1330,11 @@ bb_pick(BB *bb, int64 t, int rpos, int nr, int pos, int nch, int nfree)
 		bb->nrun--;
 		bb->start[v] = -1;
 	}
-	/* leave v ready: without rules, only while the others can fill the slots */
-	if (!bb->rules && nr - pos - 1 < nfree - nch)
+	/*
+	 * leave v ready: with delays, always; else, without rules, only while
+	 * the others can fill the slots
+	 */
+	if (!bb->delays && !bb->rules && nr - pos - 1 < nfree - nch)
 		return;
 	bb_pick(bb, t, rpos, nr, pos + 1, nch, nfree);
 }
@@ -967,12 +1365,15 @@ bb_level(BB *bb, int64 t, int rpos, int nr)
 }
 
 /*
- * Search the dispatch orders for a plan shorter than the best, within the
- * budget.  Returns true when the search ran to its end (no order gives a
- * shorter plan than the best one afterwards).
+ * Search the dispatch orders (with delays, every schedule: a slot may stay
+ * idle while a stage is ready) for a plan shorter than the best, within
+ * the budget.  Returns true when the search ran to its end: no dispatch
+ * order (with delays, no schedule) is shorter than the best one found,
+ * which is then the plan, except when, with delays, its holds could not
+ * reproduce it (realise).
  */
 static bool
-branch_and_bound(Search *S)
+branch_and_bound(Search *S, bool delays)
 {
 	PfGraph    *g = S->g;
 	BB			bb;
@@ -986,6 +1387,7 @@ branch_and_bound(Search *S)
 	bb.g = g;
 	bb.cap = S->cap;
 	bb.rules = g->nrules > 0;
+	bb.delays = delays;
 	bb.npred = palloc(sizeof(int) * S->n);
 	bb.start = palloc(sizeof(int64) * S->n);
 	bb.finish = palloc(sizeof(int64) * S->n);
@@ -1024,8 +1426,20 @@ branch_and_bound(Search *S)
 	qsort_arg(bb.arena + cpos, bb.arena_len - cpos, sizeof(int), cmp_prio, (void *) bb.prio);
 	bb_level(&bb, 0, cpos, bb.arena_len - cpos);
 
+	/* a schedule with delays: realised by ranks and holds */
+	if (bb.best < S->best && delays)
+	{
+		for (v = 0; v < S->n; v++)
+		{
+			S->tstart[v] = bb.best_start[v];
+			S->tfinish[v] = bb.best_start[v] + (g->runs[v] ? g->cost[v] : 0);
+		}
+		S->budget = Max(S->budget, PF_LS_UNITS(S) * 8);	/* (realising it is cheap) */
+		if (realise(S, S->tstart, S->tfinish) > bb.best)
+			bb.aborted = true;
+	}
 	/* a shorter plan: the list schedule whose key is its start times reversed */
-	if (bb.best < S->best)
+	else if (bb.best < S->best)
 	{
 		int64		mk;
 
@@ -1304,6 +1718,34 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 	S.bkey = palloc(sizeof(int64) * sz);
 	S.bstart = palloc(sizeof(int64) * sz);
 	S.bfinish = palloc(sizeof(int64) * sz);
+	S.best_hold = palloc(sizeof(int) * sz);
+	S.rkey = palloc(sizeof(int64) * sz);
+	S.rhold = palloc(sizeof(int) * sz);
+	S.rstart = palloc(sizeof(int64) * sz);
+	S.rfinish = palloc(sizeof(int64) * sz);
+	S.tstart = palloc(sizeof(int64) * sz);
+	S.tfinish = palloc(sizeof(int64) * sz);
+	S.order = palloc(sizeof(int) * sz);
+	S.holdable = palloc0(sizeof(bool) * sz);
+	S.topo_pos = palloc(sizeof(int) * sz);
+	for (i = 0; i < n; i++)
+	{
+		S.best_hold[i] = -1;
+		S.topo_pos[g->topo[i]] = i;
+		S.holdable[i] = i < g->nstages && g->runs[i] && !g->wait[i] && g->cost[i] > 0 &&
+			!g->map[i] && g->agent[i] != NULL;
+	}
+	if (policy == PF_POLICY_BEST && n <= PF_SERIAL_MAX_NODES)
+	{
+		S.prof = palloc(sizeof(Profile) * (g->nrules + 1));
+		for (i = 0; i <= g->nrules; i++)
+		{
+			S.prof[i].t = palloc(sizeof(int64) * (2 * sz + 2));
+			S.prof[i].u = palloc(sizeof(int) * (2 * sz + 2));
+			S.prof[i].k = 0;
+			S.prof[i].cap = i < g->nrules ? g->rule_cap[i] : cap;
+		}
+	}
 	ls_work_init(&S.w, g);
 	budget0 = policy == PF_POLICY_BEST ? (int64) pf_plan_effort * PF_UNITS_PER_MS : 0;
 	S.budget = budget0;
@@ -1323,9 +1765,14 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 	if (policy == PF_POLICY_BEST && S.best > S.lb && S.budget > 0)
 	{
 		int64		mk = S.best;
+		int64	   *cp_start = palloc(sizeof(int64) * sz);
+		int64	   *cp_finish = palloc(sizeof(int64) * sz);
 		int			variant;
 		int64		stop;
 		int64		k;
+
+		memcpy(cp_start, S.best_start, sizeof(int64) * sz);
+		memcpy(cp_finish, S.best_finish, sizeof(int64) * sz);
 
 		/* 2. a stronger bound may prove it optimal already */
 		strong_bounds(&S, budget0 / PF_BOUND_SHARE);
@@ -1355,6 +1802,20 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 		}
 
 		/*
+		 * 3b. the same improvement in the serial way, of the critical-path
+		 * schedule and of the best list schedule: its schedules may keep a
+		 * slot idle, realised with holds
+		 */
+		if (S.best > S.lb)
+			improve_serial(&S, cp_start, cp_finish);
+		if (S.best > S.lb && S.nheld == 0)
+		{
+			memcpy(cp_start, S.best_start, sizeof(int64) * sz);
+			memcpy(cp_finish, S.best_finish, sizeof(int64) * sz);
+			improve_serial(&S, cp_start, cp_finish);
+		}
+
+		/*
 		 * 4. biased random sampling, each sample improved forward and
 		 * backward; half the budget is kept for the exact search when the
 		 * graph is small enough for it
@@ -1369,10 +1830,22 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 
 		/*
 		 * 5. branch and bound over the dispatch orders (its times are those
-		 * of stages that take a slot)
+		 * of stages that take a slot), with half of what is left, then over
+		 * every schedule, idle slots included, with the rest: only that one
+		 * proves a plan optimal
 		 */
 		if (S.best > S.lb && n <= PF_BB_MAX_NODES && S.budget > 0 && !g->has_wait)
-			exhaustive = branch_and_bound(&S);
+		{
+			int64		kept = S.budget / 2;
+
+			S.budget -= kept;
+			(void) branch_and_bound(&S, false);
+			S.budget = Max(S.budget, 0) + kept;
+			if (S.best > S.lb && S.budget > 0)
+				exhaustive = branch_and_bound(&S, true);
+		}
+		pfree(cp_start);
+		pfree(cp_finish);
 	}
 
 	if (n == 0)
@@ -1383,6 +1856,8 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 	s->start = S.best_start;
 	s->finish = S.best_finish;
 	s->rank = S.best_key;
+	s->hold = S.best_hold;
+	s->nheld = S.nheld;
 	s->proof = S.best <= S.lb ? PF_PROOF_BOUND : exhaustive ? PF_PROOF_SEARCH : PF_PROOF_NONE;
 	s->schedules = S.schedules;
 	s->units = S.units_used;

@@ -531,7 +531,8 @@ static PfStmt st_complete = {
 	"       + coalesce((SELECT sum(x.remaining) FROM parflow.run_remaining x "
 	"                    WHERE x.run_id = u.run_id AND x.shard <> parflow._shard(u.id)), 0), "
 	"       EXISTS (SELECT FROM parflow.stage_dep d WHERE d.version_id = u.version_id AND d.dep_ord = u.stage_ord) "
-	"       OR EXISTS (SELECT FROM parflow.group_dep gd WHERE gd.version_id = u.version_id AND gd.dep_ord = u.group_ord), "
+	"       OR EXISTS (SELECT FROM parflow.group_dep gd WHERE gd.version_id = u.version_id AND gd.dep_ord = u.group_ord) "
+	"       OR EXISTS (SELECT FROM parflow.task h WHERE h.run_id = u.run_id AND h.hold_ord = u.stage_ord AND h.item IS NULL), "
 	"       u.item IS NOT NULL "
 	"  FROM u",
 	3, {INT8OID, UUIDOID, JSONBOID}

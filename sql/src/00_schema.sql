@@ -207,6 +207,7 @@ CREATE TABLE parflow.task (
     skip_barrier   boolean NOT NULL DEFAULT false,
     item           integer,
     map_item       jsonb,
+    hold_ord       integer,
     UNIQUE NULLS NOT DISTINCT (run_id, stage_ord, item)
 );
 COMMENT ON TABLE parflow.task IS 'One stage inside one run: the row that moves through the state machine; pending counts unfinished dependencies';
@@ -216,6 +217,7 @@ COMMENT ON COLUMN parflow.task.feedback IS 'On a routed-back task: the failing v
 COMMENT ON COLUMN parflow.task.skip_barrier IS 'Set when a route-back re-opened a task whose group barrier had already passed: its next completion does not count against the barrier again';
 COMMENT ON COLUMN parflow.task.agent IS 'The agent kind that works the task; NULL for a wait stage or a sub-workflow stage, which awaits an event or a child run instead (its started_at is when it began to await)';
 COMMENT ON COLUMN parflow.task.item IS 'A map instance: its index in the array it was made from (map_item is the element); NULL for every other task, a map stage''s own (which counts its instances left in pending) included';
+COMMENT ON COLUMN parflow.task.hold_ord IS 'A hold of the run''s plan: the task does not start before the task of this stage has finished (it counts in pending until then), so that the dispatcher keeps a slot free for a later stage as the plan does; NULL when none or released';
 COMMENT ON COLUMN parflow.task.interrupted_at IS 'When the dispatcher asked the holder to give the task back for a P0 run; the lease is lost after parflow.interrupt_grace';
 -- A run's ready tasks in dispatch order: the hand-over finds the next task
 -- of its run, and the first ready task of every other live run, in one index
@@ -234,6 +236,9 @@ CREATE INDEX task_claim_idx ON parflow.task (agent, priority, rank DESC, id) WHE
 -- Wait stages awaiting their event: a signal finds a run's, the pass their
 -- timeouts (no agent task is ever in this state: it costs them nothing).
 CREATE INDEX task_awaiting_idx ON parflow.task (run_id) WHERE state = 'awaiting';
+-- The tasks a plan holds for a stage (task.hold_ord): found when that
+-- stage's task finishes; only held tasks are in it.
+CREATE INDEX task_hold_idx ON parflow.task (run_id, hold_ord) WHERE hold_ord IS NOT NULL;
 CREATE INDEX stage_dep_dep_idx ON parflow.stage_dep (version_id, dep_ord);
 
 -- What is left of a run, as 16 counters (a task counts in shard id % 16):

@@ -6,12 +6,12 @@
 CREATE OR REPLACE FUNCTION @extschema@.parflow_plan(workflow text, flags text[] DEFAULT '{}', max_parallel integer DEFAULT NULL)
 RETURNS TABLE(stage text, agent text, group_name text, wave integer,
               est_start interval, est_finish interval, slack interval, critical boolean,
-              optimal boolean)
+              optimal boolean, held_for text)
     AS 'MODULE_PATHNAME', 'parflow_plan'
     LANGUAGE C STABLE PARALLEL RESTRICTED
     SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
 COMMENT ON FUNCTION @extschema@.parflow_plan(text, text[], integer) IS
-    'The parallel plan of the latest version of a workflow: one row per stage that runs, with its wave, planned start and finish under every cap, slack, whether it is critical, and whether the plan is proven shortest (see parflow_estimate.optimal)';
+    'The parallel plan of the latest version of a workflow: one row per stage that runs, with its wave, planned start and finish under every cap, slack, whether it is critical, whether the plan is proven shortest (see parflow_estimate.optimal), and the stage whose finish the plan holds it for (it keeps a slot free rather than start this stage earlier; NULL: none)';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_estimate(workflow text, flags text[] DEFAULT '{}', max_parallel integer DEFAULT NULL)
 RETURNS TABLE(sequential interval, parallel interval, savings_pct numeric,
@@ -20,23 +20,23 @@ RETURNS TABLE(sequential interval, parallel interval, savings_pct numeric,
     LANGUAGE C STABLE PARALLEL RESTRICTED
     SECURITY DEFINER SET search_path = pg_catalog, parflow, pg_temp;
 COMMENT ON FUNCTION @extschema@.parflow_estimate(text, text[], integer) IS
-    'Estimated one-at-a-time total, planned parallel makespan, savings, critical path, a lower bound on any schedule under the caps (critical path, work per cap and per affinity rule, release and tail bounds, energetic reasoning), and whether no dispatch order gives a shorter plan (the plan meets the lower bound, or the search within parflow.plan_effort tried every order)';
+    'Estimated one-at-a-time total, planned parallel makespan, savings, critical path, a lower bound on any schedule under the caps (critical path, work per cap and per affinity rule, release and tail bounds, energetic reasoning), and whether no schedule is shorter than the plan (it meets the lower bound, or the search within parflow.plan_effort tried every schedule, idle slots included)';
 
 CREATE OR REPLACE FUNCTION parflow._plan_stats(workflow text, flags text[] DEFAULT '{}', max_parallel integer DEFAULT NULL,
                                     policy text DEFAULT 'best')
 RETURNS TABLE(stages integer, edges bigint, makespan interval, load_ms double precision,
               compute_ms double precision, lower_bound interval, optimal boolean, proof text,
-              schedules bigint, units bigint)
+              schedules bigint, units bigint, held integer)
     AS 'MODULE_PATHNAME', 'parflow_plan_stats'
     LANGUAGE C STABLE;
 COMMENT ON FUNCTION parflow._plan_stats(text, text[], integer, text) IS
-    'Internal, for benchmarks: plan under a policy (best, cp, fifo) and report sizes, makespan, the time spent loading and computing, the lower bound, whether and how the plan is proven shortest (proof: bound, search or NULL), the list schedules computed and the units of parflow.plan_effort spent';
+    'Internal, for benchmarks: plan under a policy (best, cp, fifo) and report sizes, makespan, the time spent loading and computing, the lower bound, whether and how the plan is proven shortest (proof: bound, search or NULL), the list schedules computed, the units of parflow.plan_effort spent and the stages the plan holds';
 
 CREATE OR REPLACE FUNCTION parflow._ranks(version_id bigint, flags text[], cap integer)
-RETURNS TABLE(stage_ord integer, rank bigint, makespan interval)
+RETURNS TABLE(stage_ord integer, rank bigint, makespan interval, hold_ord integer)
     AS 'MODULE_PATHNAME', 'parflow_ranks'
     LANGUAGE C STABLE;
-COMMENT ON FUNCTION parflow._ranks(bigint, text[], integer) IS 'Internal: dispatch rank of each stage from the plan under a cap, and the planned makespan';
+COMMENT ON FUNCTION parflow._ranks(bigint, text[], integer) IS 'Internal: dispatch rank of each stage from the plan under a cap, the planned makespan, and the stage whose finish the plan holds it for (NULL: none)';
 
 -- The observed median of each stage of a version, over every run of its
 -- workflow (matched by stage name), when it finished in at least

@@ -30,6 +30,7 @@ DECLARE
     start_ords integer[];
     rk_ords integer[];
     rk_ranks bigint[];
+    rk_holds integer[];
     delay timestamptz;
 BEGIN
     IF key IS NOT NULL THEN
@@ -75,8 +76,8 @@ BEGIN
     SELECT v.max_parallel INTO wf_cap FROM parflow.workflow_version v WHERE v.id = ver;
     cap := CASE WHEN par THEN coalesce(wf_cap, 2147483647) ELSE 1 END;
 
-    SELECT array_agg(rk.stage_ord), array_agg(rk.rank), max(rk.makespan)
-      INTO rk_ords, rk_ranks, plan_len
+    SELECT array_agg(rk.stage_ord), array_agg(rk.rank), array_agg(rk.hold_ord), max(rk.makespan)
+      INTO rk_ords, rk_ranks, rk_holds, plan_len
       FROM parflow._ranks(ver, flags, CASE WHEN par THEN NULL ELSE 1 END) rk;
 
     -- a time already past starts at once
@@ -99,23 +100,25 @@ BEGIN
         RETURN new_run;
     END IF;
 
-    -- pending: stage edges, plus one per group barrier the task's group waits for
-    -- (a skipped task keeps the reason in error)
     -- pending: stage edges, plus one per group barrier the task's group waits
-    -- for; a task is written in its first state (a skipped one keeps the
-    -- reason in error), so that nothing is written twice
-    INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, error, pending, priority, rank, not_before)
+    -- for, plus the plan's hold; a task is written in its first state (a
+    -- skipped one keeps the reason in error), so that nothing is written twice
+    INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, error, pending, priority, rank, not_before,
+                              hold_ord)
     SELECT new_run, x.ord, x.group_ord, x.agent,
            CASE WHEN x.why IS NOT NULL THEN 'skipped' WHEN x.pending > 0 THEN 'waiting'
                 WHEN x.agent IS NULL THEN 'awaiting' ELSE 'ready' END,
            x.why->>'reason', x.pending, parflow_start.priority, x.rank,
-           CASE WHEN x.why IS NULL AND x.pending = 0 THEN delay END
+           CASE WHEN x.why IS NULL AND x.pending = 0 THEN delay END,
+           x.hold_ord
       -- (a map stage's own task has no agent: it waits for its instances)
       FROM (SELECT s.ord, s.group_ord, CASE WHEN s.map_over_ord IS NULL THEN s.agent END AS agent, rk.rank, sk.why,
+                   rk.hold_ord,
                    (SELECT count(*) FROM parflow.stage_dep d WHERE d.version_id = ver AND d.stage_ord = s.ord)
                    + (SELECT count(*) FROM parflow.group_dep gd
-                       WHERE gd.version_id = ver AND gd.group_ord = s.group_ord) AS pending
-              FROM parflow.stage s JOIN unnest(rk_ords, rk_ranks) rk(ord, rank) ON rk.ord = s.ord
+                       WHERE gd.version_id = ver AND gd.group_ord = s.group_ord)
+                   + (rk.hold_ord IS NOT NULL)::integer AS pending
+              FROM parflow.stage s JOIN unnest(rk_ords, rk_ranks, rk_holds) rk(ord, rank, hold_ord) ON rk.ord = s.ord
               LEFT JOIN parflow.stage vs ON vs.version_id = ver AND vs.ord = s.verifies_ord
              CROSS JOIN LATERAL (SELECT parflow._skip_reason(s, vs, flags) AS why) sk
              WHERE s.version_id = ver) x;

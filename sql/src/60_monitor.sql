@@ -122,6 +122,14 @@ BEGIN
             RETURN NEXT format('group %s not done (%s stage(s) left)', x.name, x.pending);
             n := n + 1;
         END LOOP;
+        IF t.hold_ord IS NOT NULL THEN
+            SELECT s.name, h.state INTO x FROM parflow.stage s
+              JOIN parflow.task h ON h.run_id = r.id AND h.stage_ord = s.ord AND h.item IS NULL
+             WHERE s.version_id = r.version_id AND s.ord = t.hold_ord;
+            RETURN NEXT format('held by the plan until %s finishes (it is %s): starting it sooner would delay the run',
+                               x.name, x.state);
+            n := n + 1;
+        END IF;
         IF n = 0 THEN
             RETURN NEXT 'dependencies finishing';
         END IF;

@@ -218,6 +218,7 @@ CREATE TABLE bench.stg_result (
     makespan integer NOT NULL,        -- minutes
     optimal boolean,                  -- proven (policy best)
     proof   text,                     -- bound, search or NULL
+    held    integer NOT NULL,         -- stages the plan holds (a slot kept idle)
     PRIMARY KEY (graph, m, policy)
 );
 
@@ -266,7 +267,7 @@ BEGIN
               ORDER BY s.graph, s.m LOOP
         FOREACH p IN ARRAY ARRAY['best', 'cp', 'fifo'] LOOP
             INSERT INTO bench.stg_result
-            SELECT o.graph, o.m, p, bench.minutes(st.makespan), st.optimal, st.proof
+            SELECT o.graph, o.m, p, bench.minutes(st.makespan), st.optimal, st.proof, st.held
               FROM parflow._plan_stats(o.workflow, '{}', o.m, p) st;
         END LOOP;
         SELECT * INTO STRICT e FROM parflow_estimate(o.workflow, '{}', o.m);
@@ -298,6 +299,7 @@ CREATE TABLE bench.trace_result (
     optimal   boolean NOT NULL,
     proof     text,
     compute_ms double precision NOT NULL,
+    held      integer NOT NULL,       -- stages the plan holds (a slot kept idle)
     PRIMARY KEY (name, m)
 );
 
@@ -313,7 +315,8 @@ BEGIN
     FOR t IN SELECT * FROM bench.trace ORDER BY ord LOOP
         FOREACH m IN ARRAY caps LOOP
             INSERT INTO bench.trace_result
-            SELECT t.name, m, bench.msec(st.makespan), bench.msec(st.lower_bound), st.optimal, st.proof, st.compute_ms
+            SELECT t.name, m, bench.msec(st.makespan), bench.msec(st.lower_bound), st.optimal, st.proof, st.compute_ms,
+                   st.held
               FROM parflow._plan_stats(t.workflow, '{}', m, 'best') st;
         END LOOP;
     END LOOP;

@@ -105,8 +105,8 @@ SELECT function_returns(:'extschema', 'parflow_define', ARRAY['text', 'jsonb'], 
 SELECT has_function(:'extschema', 'parflow_plan', ARRAY['text', 'text[]', 'integer'],
                     'parflow_plan(text, text[], integer) is in the extension''s schema');
 SELECT is(pg_get_function_result(format('%I.parflow_plan(text, text[], integer)', :'extschema')::regprocedure),
-          'TABLE(stage text, agent text, group_name text, wave integer, est_start interval, est_finish interval, slack interval, critical boolean, optimal boolean)',
-          'parflow_plan returns the contract''s columns, then optimal (0.4.0)');
+          'TABLE(stage text, agent text, group_name text, wave integer, est_start interval, est_finish interval, slack interval, critical boolean, optimal boolean, held_for text)',
+          'parflow_plan returns the contract''s columns, then optimal and held_for (0.4.0)');
 SELECT is(pg_get_function_arguments(format('%I.parflow_plan(text, text[], integer)', :'extschema')::regprocedure),
           'workflow text, flags text[] DEFAULT ''{}''::text[], max_parallel integer DEFAULT NULL::integer',
           'parflow_plan: flags defaults to {} and max_parallel to NULL');

@@ -126,3 +126,11 @@ COMMENT ON TABLE parflow.signal_role IS
 SELECT pg_catalog.pg_extension_config_dump('parflow.signal', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.signal_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('parflow.signal_role', '');
+-- Plans that keep a slot idle: the planner's holds (parflow._ranks gains
+-- hold_ord, written into the new task.hold_ord).
+DROP FUNCTION parflow._ranks(bigint, text[], integer);
+ALTER TABLE parflow.task ADD COLUMN hold_ord integer;
+COMMENT ON COLUMN parflow.task.hold_ord IS 'A hold of the run''s plan: the task does not start before the task of this stage has finished (it counts in pending until then), so that the dispatcher keeps a slot free for a later stage as the plan does; NULL when none or released';
+-- The tasks a plan holds for a stage (task.hold_ord): found when that
+-- stage's task finishes; only held tasks are in it.
+CREATE INDEX task_hold_idx ON parflow.task (run_id, hold_ord) WHERE hold_ord IS NOT NULL;
