@@ -23,6 +23,11 @@ SELECT parflow_define('hold', '{"max_parallel": 3, "groups": [{"name": "g", "sta
 SELECT parallel, lower_bound, optimal FROM parflow_estimate('hold');
 SELECT stage, est_start, est_finish, held_for FROM parflow_plan('hold');
 SELECT makespan, held FROM parflow._plan_stats('hold', '{}', NULL, 'cp');
+-- parflow.plan_holds off: the best list schedule, nothing held
+SET parflow.plan_holds = off;
+SELECT parallel, optimal FROM parflow_estimate('hold');
+SELECT count(*) AS held FROM parflow_plan('hold') WHERE held_for IS NOT NULL;
+RESET parflow.plan_holds;
 -- one at a time, nothing is held
 SELECT count(*) AS held_sequential FROM parflow._ranks(parflow._current_version('hold'), '{}', 1) WHERE hold_ord IS NOT NULL;
 

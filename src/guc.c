@@ -27,6 +27,7 @@ int			pf_interrupt_grace_ms = 30000;
 int			pf_retention_min = 30 * 24 * 60;
 int			pf_learn_min_runs = 3;
 int			pf_plan_effort = 50;
+bool		pf_plan_holds = true;
 int			pf_max_map_width = 10000;
 
 /* Define the parflow.* parameters; called once from _PG_init. */
@@ -147,6 +148,15 @@ pf_guc_init(void)
 							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("parflow.plan_holds",
+							 "Whether plans may hold a stage back while a slot is free.",
+							 "A plan that holds keeps a slot idle where that makes the run shorter: the held stage waits for the finish of another stage.  Off, every plan is a list schedule.",
+							 &pf_plan_holds,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("parflow.max_map_width",
 							"Most instances a map stage may run.",

@@ -2,15 +2,17 @@
  * schedule.c - the plans of a workflow graph under a cap.  This file owns
  * every schedule computed from a PfGraph: list scheduling (the dispatcher's
  * own rule: whenever capacity is free, the ready stage of highest rank that
- * no affinity rule holds back starts), the lower bound a plan is measured
- * against (critical path, work / cap and per affinity rule, the release and
- * tail bound, energetic reasoning, all rounded up to the estimates' common
- * grain), and the search for the shortest plan within parflow.plan_effort:
- * forward-backward improvement, biased random sampling of priorities, and
- * for small graphs a branch and bound over dispatch orders that proves a
- * plan optimal when it runs to its end.  A plan is always a list schedule,
- * because the dispatcher never holds a stage back while capacity is free:
- * the ranks handed to it reproduce the plan exactly.
+ * no affinity rule or hold holds back starts), the lower bound a plan is
+ * measured against (critical path, work / cap and per affinity rule, the
+ * release and tail bound, energetic reasoning, all rounded up to the
+ * estimates' common grain), and the search for the shortest plan within
+ * parflow.plan_effort: forward-backward improvement (as list schedules, and
+ * in the serial way, which may keep a slot idle), biased random sampling of
+ * priorities, and for small graphs a branch and bound over dispatch orders,
+ * then over every schedule, that proves a plan optimal when it runs to its
+ * end.  A plan is ranks plus holds (a stage that does not start before
+ * another has finished): a schedule that keeps a slot idle is realised with
+ * holds (realise), so that the dispatcher, following them, reproduces it.
  */
 #include "postgres.h"
 
@@ -1806,9 +1808,9 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 		 * schedule and of the best list schedule: its schedules may keep a
 		 * slot idle, realised with holds
 		 */
-		if (S.best > S.lb)
+		if (S.best > S.lb && pf_plan_holds)
 			improve_serial(&S, cp_start, cp_finish);
-		if (S.best > S.lb && S.nheld == 0)
+		if (S.best > S.lb && S.nheld == 0 && pf_plan_holds)
 		{
 			memcpy(cp_start, S.best_start, sizeof(int64) * sz);
 			memcpy(cp_finish, S.best_finish, sizeof(int64) * sz);
@@ -1838,10 +1840,14 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 		{
 			int64		kept = S.budget / 2;
 
+			bool		orders_done;
+
 			S.budget -= kept;
-			(void) branch_and_bound(&S, false);
+			orders_done = branch_and_bound(&S, false);
 			S.budget = Max(S.budget, 0) + kept;
-			if (S.best > S.lb && S.budget > 0)
+			if (!pf_plan_holds)
+				exhaustive = orders_done;	/* (no plan without holds is shorter) */
+			else if (S.best > S.lb && S.budget > 0)
 				exhaustive = branch_and_bound(&S, true);
 		}
 		pfree(cp_start);

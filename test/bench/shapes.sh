@@ -16,13 +16,19 @@
 #    reference agents at 1 estimated minute = PF_BENCH_SHAPES_MS_PER_MIN ms
 #    (default 10): realised makespan against the plan and the lower bound
 #    max(critical path, work / 4).
+# 3. A plan that holds a stage (the 7-stage workflow of sql/hold.sql, cap 3:
+#    6 estimated minutes with d held until a is done, 7 as the best list
+#    schedule), run by simulated reference agents at 1 estimated minute =
+#    PF_BENCH_SHAPES_HOLD_MS_PER_MIN ms (default 100): realised makespan
+#    with the hold, against runs started with parflow.plan_holds = off (the
+#    list plan), interleaved.
 # PF_BENCH_SHAPES_REPS repetitions of each (default 3): median (min..max).
 set -euo pipefail
 
 # shellcheck source=test/bench/handoff.common.bash
 source "$(dirname "${BASH_SOURCE[0]}")/handoff.common.bash"
 bench_setup
-bench_cancel_live_runs_at_exit bench_diamond bench_dag200
+bench_cancel_live_runs_at_exit bench_diamond bench_dag200 bench_hold
 
 reps=${PF_BENCH_SHAPES_REPS:-3}
 ms_per_min=${PF_BENCH_SHAPES_MS_PER_MIN:-10}
@@ -149,6 +155,41 @@ for ((i = 1; i <= reps; i++)); do
 done
 bench_agents_stop
 
+# --- 3. a plan that holds a stage ---------------------------------------------
+hold_ms_per_min=${PF_BENCH_SHAPES_HOLD_MS_PER_MIN:-100}
+q -q >/dev/null <<'SQL'
+SELECT parflow_define('bench_hold', '{"max_parallel": 3, "groups": [{"name": "g", "stages": [
+  {"name": "a", "agent": "bench_kh", "estimate": "2 min"},
+  {"name": "b", "agent": "bench_kh", "estimate": "1 min"},
+  {"name": "c", "agent": "bench_kh", "estimate": "4 min", "depends_on": ["b"]},
+  {"name": "d", "agent": "bench_kh", "estimate": "3 min"},
+  {"name": "e", "agent": "bench_kh", "estimate": "4 min", "depends_on": ["b"]},
+  {"name": "f", "agent": "bench_kh", "estimate": "1 min", "depends_on": ["a", "b", "e"]},
+  {"name": "g", "agent": "bench_kh", "estimate": "1 min", "depends_on": ["c", "e"]}]}]}');
+SQL
+hscale=$(awk -v m="$hold_ms_per_min" 'BEGIN { printf "%.8f", m / 60000 }')
+bench_agent "$out_dir/shapes.agent.bench_kh.log" --agent bench_kh --simulate "$hscale" --concurrency 3 -q
+sleep 0.5
+hold_plan=$(qv -c "SELECT round((extract(epoch FROM parallel) / 60)::numeric, 1) FROM parflow_estimate('bench_hold')")
+list_plan=$(qv -c "SET parflow.plan_holds = off" -c "SELECT round((extract(epoch FROM parallel) / 60)::numeric, 1) FROM parflow_estimate('bench_hold')")
+hold_run() {    # $1: on or off; prints the realised makespan in estimated minutes
+    local run st w
+    run=$(qv -c "SET parflow.plan_holds = $1" -c "SELECT parflow_start('bench_hold', parallel => true)")
+    for ((w = 0; w < 600; w++)); do
+        st=$(qv -c "SELECT state FROM parflow.runs WHERE run = $run")
+        [ "$st" = running ] || break
+        sleep 0.05
+    done
+    qv -c "SELECT round((extract(epoch FROM finished_at - started_at) * 60000 / $hold_ms_per_min / 60)::numeric, 3)
+             FROM parflow.run WHERE id = $run AND state = 'succeeded'"
+}
+for ((i = 1; i <= reps; i++)); do
+    h=$(hold_run on)
+    l=$(hold_run off)
+    echo "held=$h list=$l" >>"$res.hold"
+done
+bench_agents_stop
+
 echo
 echo "diamond 1 -> $n_mid -> 1, commit to commit, ms ($reps runs: median (min..max)):"
 printf '  %-52s %-26s %-26s %s\n' metric parflow baseline ratio
@@ -170,5 +211,15 @@ printf '  %-52s %s\n' "lower bound max(critical path, work / 4)" "$lb_min"
 printf '  %-52s %s\n' "realised makespan" "$(bench_agg "$res.dag200" realised %.1f)"
 printf '  %-52s %s\n' "realised / plan" "$(bench_agg "$res.dag200" rp %.3f)"
 printf '  %-52s %s\n' "realised / lower bound" "$(bench_agg "$res.dag200" rl %.3f)"
+echo
+echo "a plan that holds a stage (sql/hold.sql's workflow, cap 3), 1 estimated minute = $hold_ms_per_min ms, makespans in estimated minutes ($reps runs each, interleaved):"
+printf '  %-52s %s\n' "planned makespan, with the hold" "$hold_plan"
+printf '  %-52s %s\n' "planned makespan, parflow.plan_holds = off" "$list_plan"
+printf '  %-52s %s\n' "realised, with the hold" "$(bench_agg "$res.hold" held %.2f)"
+printf '  %-52s %s\n' "realised, parflow.plan_holds = off" "$(bench_agg "$res.hold" list %.2f)"
+printf '  %-52s %s\n' "ratio held / off" "$(bench_ratio "$res.hold" held "$res.hold" list %.3fx)"
+bench_summary "a plan that holds a stage (7 stages, cap 3): realised makespan, min (vs parflow.plan_holds = off)" \
+    "$(bench_agg "$res.hold" held %.2f)" "$(bench_agg "$res.hold" list %.2f)" \
+    "$(bench_ratio "$res.hold" held "$res.hold" list %.3fx)"
 bench_summary "200-stage DAG, cap 4: realised / planned makespan" "$(bench_agg "$res.dag200" realised %.1f) min" \
     "$plan_min min" "$(bench_agg "$res.dag200" rp %.3f)"
