@@ -60,7 +60,10 @@
  * failing verification; a map instance's, its element (item) and index.
  * The upstream outputs add to those the run's input brings (a child run's
  * input is its parent stage's), its own first.  PF_TASK_INPUT is the
- * expression; it needs the join PF_TASK_UPSTREAM (alias up), a task u
+ * expression; it needs the join PF_TASK_UPSTREAM (alias up: a stage that is
+ * both a dependency and in a group depended on comes twice, with the same
+ * output, which jsonb_object_agg keeps once; UNION would build a hash
+ * table for every claim), a task u
  * (stage_ord, group_ord, feedback, item, map_item) and its run r (id,
  * version_id, input).
  */
@@ -77,7 +80,7 @@
 	"          jsonb_object_agg(ds.name, coalesce(dt.error, 'skipped')) FILTER (WHERE dt.state = 'skipped') AS skipped " \
 	"     FROM (SELECT d.dep_ord AS ord FROM parflow.stage_dep d " \
 	"            WHERE d.version_id = r.version_id AND d.stage_ord = u.stage_ord " \
-	"           UNION " \
+	"           UNION ALL " \
 	"           SELECT s2.ord FROM parflow.group_dep gd " \
 	"            CROSS JOIN LATERAL (SELECT st_.ord FROM parflow.stage st_ WHERE st_.version_id = r.version_id " \
 	"                                   AND st_.group_ord = gd.dep_ord OFFSET 0) s2 " \

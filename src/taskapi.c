@@ -508,7 +508,9 @@ complete_held(PfTask *t, int64 left, bool has_dependents, bool instance, bool ha
 /*
  * Complete a task in one statement, when (task, token) holds it: the row is
  * locked by the update itself (the run's lock taken first, in its WHERE
- * clause), and the event written with it.  No row: the token does not hold
+ * clause), and the event written with it.  The run's shards are found by
+ * values (scalar subqueries), so that the plan probes their key whatever
+ * the statistics said when it was made.  No row: the token does not hold
  * the task, and held() says why.
  */
 static PfStmt st_complete = {
@@ -524,12 +526,14 @@ static PfStmt st_complete = {
 	"                  false, r.version_id, r.state, r.max_parallel, r.failed, NULL::boolean, tk.item), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
 	"      SELECT u.run_id, u.id, 'succeeded', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) FROM u), "
-	"rr AS (UPDATE parflow.run_remaining x SET remaining = x.remaining - 1 FROM u "
-	"        WHERE x.run_id = u.run_id AND x.shard = parflow._shard(u.id) RETURNING x.remaining) "
+	"rr AS (UPDATE parflow.run_remaining x SET remaining = x.remaining - 1 "
+	"        WHERE x.run_id = (SELECT u.run_id FROM u) AND x.shard = (SELECT parflow._shard(u.id) FROM u) "
+	"       RETURNING x.remaining) "
 	"SELECT u.*, "
 	"       coalesce((SELECT sum(rr.remaining) FROM rr), 0) "
 	"       + coalesce((SELECT sum(x.remaining) FROM parflow.run_remaining x "
-	"                    WHERE x.run_id = u.run_id AND x.shard <> parflow._shard(u.id)), 0), "
+	"                    WHERE x.run_id = (SELECT u2.run_id FROM u u2) "
+	"                      AND x.shard <> (SELECT parflow._shard(u2.id) FROM u u2)), 0), "
 	"       EXISTS (SELECT FROM parflow.stage_dep d WHERE d.version_id = u.version_id AND d.dep_ord = u.stage_ord) "
 	"       OR EXISTS (SELECT FROM parflow.group_dep gd WHERE gd.version_id = u.version_id AND gd.dep_ord = u.group_ord) "
 	"       OR EXISTS (SELECT FROM parflow.task h WHERE h.run_id = u.run_id AND h.hold_ord = u.stage_ord AND h.item IS NULL), "

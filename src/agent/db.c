@@ -4,8 +4,9 @@
  * Owns the one connection: the first connect (which also checks --lease and
  * LISTENs), losing it and reconnecting with backoff (100 ms doubling to 2 s,
  * asynchronously, so children keep being served meanwhile), and the single
- * query in flight at a time, sent with PQsendQueryParams and read back when
- * poll() says the socket is readable.  What to send next is derived from the
+ * query in flight at a time, sent with PQsendQueryPrepared (each call is
+ * prepared on the connection at its first use) and read back when poll()
+ * says the socket is readable.  What to send next is derived from the
  * task table, in this order: releases, reports (complete/fail), heartbeats
  * that are due, then a claim when capacity is free.  With --batch N a claim
  * asks for up to N tasks (parflow_claim's max_tasks) and the successes that
@@ -78,6 +79,7 @@ typedef enum
 } ReqKind;
 
 static PGconn *conn;
+static int  conn_epoch;         /* connections made: a new one prepares again */
 static ConnState cstate = CS_DOWN;
 static PostgresPollingStatusType cpoll;
 static double connect_deadline;
@@ -264,6 +266,7 @@ setup_session(bool first, char **err)
 	char       *ident,
 			   *sql;
 
+	conn_epoch++;
 	PQsetNoticeProcessor(conn, notice_processor, NULL);
 	if (PQsetClientEncoding(conn, "UTF8") != 0)
 	{
@@ -488,11 +491,64 @@ transient(const char *state)
 	return state && (strncmp(state, "40", 2) == 0 || strncmp(state, "53", 2) == 0);
 }
 
+/*
+ * The calls are prepared on the connection at their first use (a named
+ * statement each), so that the server parses and plans them once per
+ * session instead of at every call.  A statement the server cannot prepare
+ * (an older parflow without the function) is sent unprepared, and its
+ * error is handled as before.
+ */
+#define MAX_PREPARED 16
+typedef struct Prepared
+{
+	const char *sql;
+	int         epoch;          /* the connection it was prepared on */
+	bool        ok;
+} Prepared;
+static Prepared prepared[MAX_PREPARED];
+static int  nprepared;
+
+/* The name of SQL's prepared statement on this connection, or NULL. */
+static const char *
+prepared_name(const char *sql, int n)
+{
+	static char name[32];
+	PGresult   *res;
+	int         i;
+
+	for (i = 0; i < nprepared && prepared[i].sql != sql && strcmp(prepared[i].sql, sql) != 0; i++)
+		;
+	if (i == nprepared)
+	{
+		if (nprepared == MAX_PREPARED)
+			return NULL;
+		prepared[nprepared].sql = sql;
+		prepared[nprepared].epoch = -1;
+		nprepared++;
+	}
+	snprintf(name, sizeof(name), "parflow_agent_%d", i);
+	if (prepared[i].epoch != conn_epoch)
+	{
+		prepared[i].epoch = conn_epoch;
+		res = PQprepare(conn, name, sql, n, NULL);
+		prepared[i].ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		if (!prepared[i].ok)
+			agent_log(LOG_DEBUG, NULL, "not prepared (sent as it is): %s",
+					  PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) ?
+					  PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : PQerrorMessage(conn));
+		PQclear(res);
+	}
+	return prepared[i].ok ? name : NULL;
+}
+
 static bool
 send_query(ReqKind kind, Task *t, const char *sql, int n, const char *const *params,
 		   double now)
 {
-	if (!PQsendQueryParams(conn, sql, n, NULL, params, NULL, NULL, 0))
+	const char *name = prepared_name(sql, n);
+
+	if (!(name ? PQsendQueryPrepared(conn, name, n, params, NULL, NULL, 0)
+		  : PQsendQueryParams(conn, sql, n, NULL, params, NULL, NULL, 0)))
 	{
 		conn_lost(PQerrorMessage(conn), now);
 		return false;
