@@ -28,8 +28,28 @@ SET parflow.plan_holds = off;
 SELECT parallel, optimal FROM parflow_estimate('hold');
 SELECT count(*) AS held FROM parflow_plan('hold') WHERE held_for IS NOT NULL;
 RESET parflow.plan_holds;
+-- A hold never waits for a stage behind a wait stage (its signal may never
+-- come).  Under a cap of 1, holding a until b is done would take 26
+-- minutes (w 0-5, b 5-6, a 6-16, c 6-26) against 31 (a 0-10, b 10-11, c
+-- 11-31); but b needs w's signal: the plan does not hold a.
+SELECT parflow_define('hold_wait', '{"max_parallel": 1, "groups": [{"name": "g", "stages": [
+  {"name": "a", "agent": "hk", "estimate": "10 min"},
+  {"name": "w", "wait": {"event": "ok"}, "estimate": "5 min"},
+  {"name": "b", "agent": "hk", "estimate": "1 min", "depends_on": ["w"]},
+  {"name": "c", "wait": {"event": "done"}, "estimate": "20 min", "depends_on": ["b"]}]}]}');
+SELECT parallel, lower_bound FROM parflow_estimate('hold_wait');
+SELECT count(*) AS held FROM parflow_plan('hold_wait') WHERE held_for IS NOT NULL;
 -- one at a time, nothing is held
 SELECT count(*) AS held_sequential FROM parflow._ranks(parflow._current_version('hold'), '{}', 1) WHERE hold_ord IS NOT NULL;
+
+-- Task ids follow stage order (the dispatcher breaks rank ties by id, the
+-- planner by stage), whatever order the start's join produced them in.
+SELECT parflow_define('hold_ids', jsonb_build_object('groups', jsonb_build_array(jsonb_build_object('name', 'g', 'stages',
+    (SELECT jsonb_agg(jsonb_build_object('name', 's' || i, 'agent', 'hk', 'estimate', '1 min')) FROM generate_series(1, 60) i)))));
+SELECT parflow_start('hold_ids', parallel => true) AS ids_run \gset
+SELECT bool_and(t.id = t.first + t.stage_ord) AS ids_in_stage_order
+  FROM (SELECT t.id, t.stage_ord, min(t.id) OVER () AS first FROM parflow.task t WHERE t.run_id = :ids_run) t;
+SELECT parflow_cancel(:ids_run);
 
 -- A run: d waits for a although a slot is free.
 SELECT parflow_start('hold', parallel => true) AS run \gset
@@ -66,7 +86,8 @@ END $$;
 SELECT state FROM parflow.runs WHERE run = :run;
 
 -- The stage a hold waits for fails for good: the held stage runs anyway
--- (the run goes on with what does not depend on the failure).
+-- (once a task failed for good the plan is void: every hold of the run
+-- goes, and the run goes on with what does not depend on the failure).
 SELECT parflow_start('hold', parallel => true) AS run2 \gset
 SELECT parflow._dispatch();
 SELECT c.task AS a2_task, c.token AS a2_token FROM parflow_claim('hk', 'w4', max_tasks => 2) c

@@ -154,7 +154,7 @@ pf_guc_init(void)
 							 "A plan that holds keeps a slot idle where that makes the run shorter: the held stage waits for the finish of another stage.  Off, every plan is a list schedule.",
 							 &pf_plan_holds,
 							 true,
-							 PGC_USERSET,
+							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
 

@@ -191,9 +191,9 @@ pf_announce(int64 run, const char *kind, Datum detail, bool has_detail)
 /*
  * A plan's hold (task.hold_ord: the task does not start before that stage's
  * task has finished, counted in its pending) is released like a stage edge
- * when the awaited task succeeds or is passed through, and alone when it
- * fails for good; the tasks that wait for one are found through
- * task_hold_idx.
+ * when the awaited task succeeds or is passed through, and every hold of the
+ * run when one of its tasks fails for good; the tasks that wait for one are
+ * found through task_hold_idx.
  */
 #define PF_HELD_BY(ords) \
 	"SELECT h.stage_ord FROM parflow.task h " \
@@ -211,12 +211,12 @@ static PfStmt st_release_edges = {
 	3, {INT8OID, INT8OID, INT4ARRAYOID}
 };
 
-/* the plan's holds on a task that failed for good */
+/* every hold of the plan of a run that has a task failed for good */
 static PfStmt st_release_holds = {
-	"WITH d AS (SELECT x.stage_ord, count(*)::integer AS n FROM (" PF_HELD_BY("ARRAY[$2]") ") x "
-	"            GROUP BY x.stage_ord), "
-	PF_RELEASE_TAIL(PF_HOLD_CLEARED("ARRAY[$2]")),
-	2, {INT8OID, INT4OID}
+	"WITH d AS (SELECT h.stage_ord, 1 AS n FROM parflow.task h "
+	"            WHERE h.run_id = $1 AND h.hold_ord IS NOT NULL AND h.item IS NULL), "
+	PF_RELEASE_TAIL("hold_ord = NULL, "),
+	1, {INT8OID}
 };
 
 /*
@@ -265,24 +265,25 @@ array_cat2(ArrayType *a, ArrayType *b)
 }
 
 /*
- * Release the plan's holds on a task that failed for good: what waited for
- * it may run (a wait stage never holds, nor is held: nothing awaits).
+ * Release every hold of a run's plan once one of its tasks failed for good:
+ * the plan is void then (the stage a hold waits for may never run, as when
+ * its dependency failed or a fail-fast group cancelled it), and the run goes
+ * on as it would without holds.
  */
 static void
-release_holds(PfTask *t)
+release_holds(int64 run, int64 version)
 {
-	Datum		v[2] = {Int64GetDatum(t->run_id), Int32GetDatum(t->stage_ord)};
+	Datum		v[1] = {Int64GetDatum(run)};
 	ArrayType  *passed;
-
 	ArrayType  *awaiting;
 
 	pf_exec(&st_release_holds, v, NULL, 0);
 	passed = array_result(1);
 	awaiting = array_result(2);
 	if (ArrayGetNItems(ARR_NDIM(awaiting), ARR_DIMS(awaiting)) > 0)
-		passed = array_cat2(passed, pf_await(t->run_id, t->version_id, awaiting));
+		passed = array_cat2(passed, pf_await(run, version, awaiting));
 	if (ArrayGetNItems(ARR_NDIM(passed), ARR_DIMS(passed)) > 0)
-		pf_done(t->run_id, t->version_id, PointerGetDatum(passed));
+		pf_done(run, version, PointerGetDatum(passed));
 }
 
 /*
@@ -519,7 +520,7 @@ pf_retry_or_fail(PfTask *t, const char *why, const char *err, bool retryable)
 		}
 		v[0] = Int64GetDatum(t->run_id);
 		pf_exec(&st_run_failed, v, NULL, 0);
-		release_holds(t);
+		release_holds(t->run_id, t->version_id);
 		pf_check_blocked(t->run_id);
 	}
 	pf_wake_at_commit();

@@ -119,7 +119,9 @@ typedef struct Search
 	int64	   *best_key;
 	int		   *best_hold;
 	int			nheld;
-	bool	   *holdable;		/* a stage that may hold or be held */
+	bool	   *holdable;		/* a stage that may be held */
+	bool	   *awaitable;		/* one a hold may wait for: holdable, and no
+								 * wait, sub-workflow or map stage before it */
 	int		   *topo_pos;
 	/* scratch of realise and the serial justification */
 	int64	   *rkey;
@@ -521,8 +523,11 @@ share_rule(PfGraph *g, int x, int y)
  * computed again each time; that schedule, not the target, is the
  * candidate: kept as the best plan when it is shorter.  Holds only point
  * from a stage that starts earlier in the target to one that starts later,
- * as dependencies do, so they never make a cycle.  Returns the candidate's
- * makespan (PG_INT64_MAX when the budget ran out).
+ * as dependencies do, so they never make a cycle.  A hold never waits for a
+ * stage behind a wait, sub-workflow or map stage, whose time is an event's
+ * or a child run's (a signal may never come).  Returns the candidate's
+ * makespan (PG_INT64_MAX when the budget allowed no schedule; when it runs
+ * out later, the last schedule is the candidate).
  */
 static int64
 realise(Search *S, const int64 *tstart, const int64 *tfinish)
@@ -547,7 +552,11 @@ realise(Search *S, const int64 *tstart, const int64 *tfinish)
 		int			y = -1;
 
 		if (!affordable(S, 0, PF_LS_UNITS(S)))
-			return PG_INT64_MAX;
+		{
+			if (mk == PG_INT64_MAX)
+				return mk;
+			break;				/* (the last schedule, with the holds so far) */
+		}
 		clear_hold_list(&S->w, n);
 		set_holds(&S->w, n, S->rhold);
 		mk = list_schedule(&S->w, g, &S->fwd, S->cap, S->rkey, false, S->rstart, S->rfinish);
@@ -564,7 +573,7 @@ realise(Search *S, const int64 *tstart, const int64 *tfinish)
 			break;
 		/* a stage that finishes as it starts in the target */
 		for (v = 0; v < n; v++)
-			if (v != x && S->holdable[v] && tfinish[v] == tstart[x] &&
+			if (v != x && S->awaitable[v] && tfinish[v] == tstart[x] &&
 				(y < 0 || (share_rule(g, x, v) && !share_rule(g, x, y))))
 				y = v;
 		spend(S, 2 * n);
@@ -1730,12 +1739,32 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 	S.order = palloc(sizeof(int) * sz);
 	S.holdable = palloc0(sizeof(bool) * sz);
 	S.topo_pos = palloc(sizeof(int) * sz);
+	S.awaitable = palloc(sizeof(bool) * sz);
 	for (i = 0; i < n; i++)
 	{
 		S.best_hold[i] = -1;
 		S.topo_pos[g->topo[i]] = i;
 		S.holdable[i] = i < g->nstages && g->runs[i] && !g->wait[i] && g->cost[i] > 0 &&
 			!g->map[i] && g->agent[i] != NULL;
+	}
+	/* (in topological order: whether a wait, sub-workflow or map stage comes before) */
+	{
+		bool	   *behind = palloc0(sizeof(bool) * sz);
+
+		for (i = 0; i < n; i++)
+		{
+			int			v = g->topo[i];
+			int			k;
+
+			for (k = g->pred_off[v]; k < g->pred_off[v + 1] && !behind[v]; k++)
+			{
+				int			p = g->pred[k];
+
+				behind[v] = behind[p] || (g->runs[p] && (g->wait[p] || g->map[p]));
+			}
+			S.awaitable[v] = S.holdable[v] && !behind[v];
+		}
+		pfree(behind);
 	}
 	if (policy == PF_POLICY_BEST && n <= PF_SERIAL_MAX_NODES)
 	{

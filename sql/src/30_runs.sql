@@ -121,7 +121,10 @@ BEGIN
               FROM parflow.stage s JOIN unnest(rk_ords, rk_ranks, rk_holds) rk(ord, rank, hold_ord) ON rk.ord = s.ord
               LEFT JOIN parflow.stage vs ON vs.version_id = ver AND vs.ord = s.verifies_ord
              CROSS JOIN LATERAL (SELECT parflow._skip_reason(s, vs, flags) AS why) sk
-             WHERE s.version_id = ver) x;
+             WHERE s.version_id = ver) x
+     -- task ids in stage order: the dispatcher breaks ties between equal
+     -- ranks by task id, as the planner does by stage
+     ORDER BY x.ord;
 
     INSERT INTO parflow.run_remaining (run_id, shard, remaining)
     SELECT new_run, parflow._shard(t.id), count(*) FROM parflow.task t
