@@ -38,8 +38,13 @@
 /* Graphs up to this many nodes get the branch and bound. */
 #define PF_BB_MAX_NODES		3000
 
-/* Graphs up to this many nodes get the serial justification. */
+/*
+ * Graphs up to this many nodes get the serial justification; when no
+ * branch and bound follows, the sampling leaves it this many list
+ * schedules' and sorts' worth of budget.
+ */
 #define PF_SERIAL_MAX_NODES	20000
+#define PF_SERIAL_RESERVE	24
 
 /* Share of the budget for the strong lower bounds, and for sampling. */
 #define PF_BOUND_SHARE		4	/* 1/4 */
@@ -1833,9 +1838,25 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 		}
 
 		/*
-		 * 3b. the same improvement in the serial way, of the critical-path
-		 * schedule and of the best list schedule: its schedules may keep a
-		 * slot idle, realised with holds
+		 * 4. biased random sampling, each sample improved forward and
+		 * backward; half the budget is kept for the exact search when the
+		 * graph is small enough for it (step 4b takes from that half), else
+		 * enough for step 4b
+		 */
+		stop = n <= PF_BB_MAX_NODES && !g->has_wait ? budget0 / PF_SAMPLE_SHARE : 0;
+		if (stop == 0 && pf_plan_holds && n <= PF_SERIAL_MAX_NODES)
+			stop = PF_SERIAL_RESERVE * (PF_LS_UNITS(&S) + sort_units(n));
+		for (k = 0; S.best > S.lb && S.budget > stop + PF_LS_UNITS(&S); k++)
+		{
+			sample_key(&S, k);
+			improve_fb(&S, forward(&S, S.key));
+			CHECK_FOR_INTERRUPTS();
+		}
+
+		/*
+		 * 4b. forward-backward improvement in the serial way, of the
+		 * critical-path schedule and of the best list schedule: its
+		 * schedules may keep a slot idle, realised with holds
 		 */
 		if (S.best > S.lb && pf_plan_holds)
 			improve_serial(&S, cp_start, cp_finish);
@@ -1844,19 +1865,6 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 			memcpy(cp_start, S.best_start, sizeof(int64) * sz);
 			memcpy(cp_finish, S.best_finish, sizeof(int64) * sz);
 			improve_serial(&S, cp_start, cp_finish);
-		}
-
-		/*
-		 * 4. biased random sampling, each sample improved forward and
-		 * backward; half the budget is kept for the exact search when the
-		 * graph is small enough for it
-		 */
-		stop = n <= PF_BB_MAX_NODES && !g->has_wait ? budget0 / PF_SAMPLE_SHARE : 0;
-		for (k = 0; S.best > S.lb && S.budget > stop + PF_LS_UNITS(&S); k++)
-		{
-			sample_key(&S, k);
-			improve_fb(&S, forward(&S, S.key));
-			CHECK_FOR_INTERRUPTS();
 		}
 
 		/*
