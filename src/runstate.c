@@ -189,25 +189,20 @@ pf_announce(int64 run, const char *kind, Datum detail, bool has_detail)
 	"                FILTER (WHERE u.state = 'awaiting' AND u.pending = 0), '{}') FROM u"
 
 /*
- * A plan's hold (task.hold_ord: the task does not start before that stage's
- * task has finished, counted in its pending) is released like a stage edge
- * when the awaited task succeeds or is passed through, and every hold of the
- * run when one of its tasks fails for good; the tasks that wait for one are
- * found through task_hold_idx.
+ * Through stage edges, and the plan's holds (task.hold_ord: the task does
+ * not start before that stage's task has finished, counted in its pending),
+ * released like an edge when the awaited task succeeds or is passed
+ * through; the tasks held for one are found through task_hold_idx.
  */
-#define PF_HELD_BY(ords) \
-	"SELECT h.stage_ord FROM parflow.task h " \
-	" WHERE h.run_id = $1 AND h.hold_ord = ANY (" ords ") AND h.item IS NULL"
-#define PF_HOLD_CLEARED(ords) "hold_ord = CASE WHEN t.hold_ord = ANY (" ords ") THEN NULL ELSE t.hold_ord END, "
-
-/* through stage edges, and the plan's holds */
 static PfStmt st_release_edges = {
 	"WITH d AS (SELECT x.stage_ord, count(*)::integer AS n "
 	"             FROM (SELECT d.stage_ord FROM parflow.stage_dep d "
 	"                    WHERE d.version_id = $2 AND d.dep_ord = ANY ($3) "
-	"                   UNION ALL " PF_HELD_BY("$3") ") x "
+	"                   UNION ALL "
+	"                   SELECT h.stage_ord FROM parflow.task h "
+	"                    WHERE h.run_id = $1 AND h.hold_ord = ANY ($3) AND h.item IS NULL) x "
 	"            GROUP BY x.stage_ord), "
-	PF_RELEASE_TAIL(PF_HOLD_CLEARED("$3")),
+	PF_RELEASE_TAIL("hold_ord = CASE WHEN t.hold_ord = ANY ($3) THEN NULL ELSE t.hold_ord END, "),
 	3, {INT8OID, INT8OID, INT4ARRAYOID}
 };
 
@@ -268,22 +263,16 @@ array_cat2(ArrayType *a, ArrayType *b)
  * Release every hold of a run's plan once one of its tasks failed for good:
  * the plan is void then (the stage a hold waits for may never run, as when
  * its dependency failed or a fail-fast group cancelled it), and the run goes
- * on as it would without holds.
+ * on as it would without holds.  Only stages an agent works are held
+ * (schedule.c, holdable), so a released task becomes ready: none is passed
+ * through or begins to await.
  */
 static void
-release_holds(int64 run, int64 version)
+release_holds(int64 run)
 {
 	Datum		v[1] = {Int64GetDatum(run)};
-	ArrayType  *passed;
-	ArrayType  *awaiting;
 
 	pf_exec(&st_release_holds, v, NULL, 0);
-	passed = array_result(1);
-	awaiting = array_result(2);
-	if (ArrayGetNItems(ARR_NDIM(awaiting), ARR_DIMS(awaiting)) > 0)
-		passed = array_cat2(passed, pf_await(run, version, awaiting));
-	if (ArrayGetNItems(ARR_NDIM(passed), ARR_DIMS(passed)) > 0)
-		pf_done(run, version, PointerGetDatum(passed));
 }
 
 /*
@@ -520,7 +509,7 @@ pf_retry_or_fail(PfTask *t, const char *why, const char *err, bool retryable)
 		}
 		v[0] = Int64GetDatum(t->run_id);
 		pf_exec(&st_run_failed, v, NULL, 0);
-		release_holds(t->run_id, t->version_id);
+		release_holds(t->run_id);
 		pf_check_blocked(t->run_id);
 	}
 	pf_wake_at_commit();

@@ -482,25 +482,13 @@ set_holds(LsWork *w, int n, const int *hold)
 			w->hold_off[hold[v] + 1]++;
 	for (v = 0; v < n; v++)
 		w->hold_off[v + 1] += w->hold_off[v];
+	/* each waiter at its node's next place, which moves hold_off[u] to u + 1's start */
 	for (v = 0; v < n; v++)
 		if (hold[v] >= 0)
-		{
-			int			k = w->hold_off[hold[v]];
-
-			/* (each waiter at the first free place of its node's range) */
-			while (w->hold_w[k] != -1)
-				k++;
-			w->hold_w[k] = v;
-		}
-}
-
-static void
-clear_hold_list(LsWork *w, int n)
-{
-	int			v;
-
-	for (v = 0; v < n; v++)
-		w->hold_w[v] = -1;
+			w->hold_w[w->hold_off[hold[v]]++] = v;
+	for (v = n; v > 0; v--)
+		w->hold_off[v] = w->hold_off[v - 1];
+	w->hold_off[0] = 0;
 }
 
 /* Whether stages x and y share an affinity rule. */
@@ -562,7 +550,6 @@ realise(Search *S, const int64 *tstart, const int64 *tfinish)
 				return mk;
 			break;				/* (the last schedule, with the holds so far) */
 		}
-		clear_hold_list(&S->w, n);
 		set_holds(&S->w, n, S->rhold);
 		mk = list_schedule(&S->w, g, &S->fwd, S->cap, S->rkey, false, S->rstart, S->rfinish);
 		set_holds(&S->w, n, NULL);
@@ -1749,8 +1736,7 @@ pf_schedule(PfGraph *g, int cap, PfPolicy policy)
 	{
 		S.best_hold[i] = -1;
 		S.topo_pos[g->topo[i]] = i;
-		S.holdable[i] = i < g->nstages && g->runs[i] && !g->wait[i] && g->cost[i] > 0 &&
-			!g->map[i] && g->agent[i] != NULL;
+		S.holdable[i] = i < g->nstages && g->runs[i] && !g->wait[i] && !g->map[i] && g->cost[i] > 0;
 	}
 	/* (in topological order: whether a wait, sub-workflow or map stage comes before) */
 	{

@@ -141,17 +141,23 @@ done
 sleep 0.5
 read -r plan_min lb_min < <(qv -F ' ' -c "SELECT round((extract(epoch FROM parallel) / 60)::numeric, 1), round((extract(epoch FROM lower_bound) / 60)::numeric, 1)
                                           FROM parflow_estimate('bench_dag200')")
-for ((i = 1; i <= reps; i++)); do
-    run=$(qv -c "SELECT parflow_start('bench_dag200', parallel => true)")
+# Wait (up to 60 s) for run $1 to end; print its makespan in estimated
+# minutes of $2 ms each, or nothing when it did not succeed.
+realised_min() {
+    local st w
     for ((w = 0; w < 600; w++)); do
-        st=$(qv -c "SELECT state FROM parflow.runs WHERE run = $run")
+        st=$(qv -c "SELECT state FROM parflow.runs WHERE run = $1")
         [ "$st" = running ] || break
         sleep 0.1
     done
-    qv -c "SELECT format('realised=%s plan=$plan_min lb=$lb_min rp=%s rl=%s',
-                  round(m, 2), round(m / $plan_min, 4), round(m / $lb_min, 4))
-             FROM (SELECT extract(epoch FROM finished_at - started_at) * 60000 / $ms_per_min / 60 AS m
-                     FROM parflow.run WHERE id = $run AND state = 'succeeded') x" >>"$res.dag200"
+    qv -c "SELECT round((extract(epoch FROM finished_at - started_at) * 60000 / $2 / 60)::numeric, 4)
+             FROM parflow.run WHERE id = $1 AND state = 'succeeded'"
+}
+for ((i = 1; i <= reps; i++)); do
+    run=$(qv -c "SELECT parflow_start('bench_dag200', parallel => true)")
+    m=$(realised_min "$run" "$ms_per_min")
+    [ -n "$m" ] && awk -v m="$m" -v p="$plan_min" -v l="$lb_min" \
+        'BEGIN { printf "realised=%.2f plan=%s lb=%s rp=%.4f rl=%.4f\n", m, p, l, m / p, m / l }' >>"$res.dag200"
 done
 bench_agents_stop
 
@@ -173,15 +179,8 @@ sleep 0.5
 hold_plan=$(qv -c "SELECT round((extract(epoch FROM parallel) / 60)::numeric, 1) FROM parflow_estimate('bench_hold')")
 list_plan=$(qv -c "SET parflow.plan_holds = off" -c "SELECT round((extract(epoch FROM parallel) / 60)::numeric, 1) FROM parflow_estimate('bench_hold')")
 hold_run() {    # $1: on or off; prints the realised makespan in estimated minutes
-    local run st w
-    run=$(qv -c "SET parflow.plan_holds = $1" -c "SELECT parflow_start('bench_hold', parallel => true)")
-    for ((w = 0; w < 600; w++)); do
-        st=$(qv -c "SELECT state FROM parflow.runs WHERE run = $run")
-        [ "$st" = running ] || break
-        sleep 0.05
-    done
-    qv -c "SELECT round((extract(epoch FROM finished_at - started_at) * 60000 / $hold_ms_per_min / 60)::numeric, 3)
-             FROM parflow.run WHERE id = $run AND state = 'succeeded'"
+    realised_min "$(qv -c "SET parflow.plan_holds = $1" -c "SELECT parflow_start('bench_hold', parallel => true)")" \
+        "$hold_ms_per_min"
 }
 for ((i = 1; i <= reps; i++)); do
     h=$(hold_run on)

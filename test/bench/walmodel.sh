@@ -47,7 +47,11 @@ for p in now hot lean queue; do
                     -c "INSERT INTO wx.event_$p (run_id, task_id, kind) SELECT 1, i, 'ready' FROM generate_series(1, $n) i" ;;
         queue) q -c "INSERT INTO wx.job_queue (task_identifier) SELECT 'wp' FROM generate_series(1, $n)" ;;
     esac
-    q -c "SET search_path = wx, pg_catalog" -c "CALL wx.run_$p($n)"
+    case $p in
+        hot|lean) call="wx.run_queued($n, '$p')" ;;
+        *) call="wx.run_$p($n)" ;;
+    esac
+    q -c "SET search_path = wx, pg_catalog" -c "CALL $call"
     e=$(q -c "SELECT pg_current_wal_lsn()")
     bytes[$p]=$(q -c "SELECT round(('$e'::pg_lsn - '$s'::pg_lsn)::numeric / $n)")
     recs=$(q -F ' ' -c "SELECT string_agg(format('%s %s x%s', \"resource_manager/record_type\", round(combined_size::numeric / $n),

@@ -62,27 +62,6 @@ CREATE INDEX ON claim_hot (agent, priority, rank DESC, task_id);
 CREATE TABLE event_hot (id bigint GENERATED ALWAYS AS IDENTITY, at timestamptz NOT NULL DEFAULT clock_timestamp(),
     run_id bigint NOT NULL, task_id bigint, kind text NOT NULL, detail jsonb, PRIMARY KEY (run_id, id));
 
-CREATE PROCEDURE run_hot(n integer) LANGUAGE plpgsql AS $$
-BEGIN
-    FOR i IN 1..n LOOP
-        DELETE FROM ready_hot WHERE task_id = i AND priority = 2 AND rank = 0;
-        UPDATE task_hot SET state = 'dispatched', dispatched_at = clock_timestamp() WHERE id = i;
-        INSERT INTO claim_hot VALUES ('wp', 2, 0, i);
-        INSERT INTO event_hot (run_id, task_id, kind) VALUES (1, i, 'dispatched');
-        COMMIT;
-        DELETE FROM claim_hot WHERE agent = 'wp' AND priority = 2 AND rank = 0 AND task_id = i;
-        UPDATE task_hot SET state = 'running', worker = 'host-12345', token = gen_random_uuid(), lease = '5 min',
-                            lease_until = clock_timestamp() + '5 min', started_at = clock_timestamp(), attempt = attempt + 1
-         WHERE id = i;
-        INSERT INTO event_hot (run_id, task_id, kind, detail) VALUES (1, i, 'running', '{"worker": "host-12345", "attempt": 1}');
-        COMMIT;
-        UPDATE task_hot SET state = 'succeeded', output = '{}', token = NULL, lease_until = NULL, finished_at = clock_timestamp()
-         WHERE id = i;
-        INSERT INTO event_hot (run_id, task_id, kind) VALUES (1, i, 'succeeded');
-        COMMIT;
-    END LOOP;
-END $$;
-
 -- lean: hot, with the columns a transition changes last in the row (a
 -- same-page update logs only what differs from the old tuple's prefix and
 -- suffix) and events in the heap alone, found by a BRIN index on run_id.
@@ -103,23 +82,28 @@ CREATE TABLE event_lean (id bigint GENERATED ALWAYS AS IDENTITY, at timestamptz 
     run_id bigint NOT NULL, task_id bigint, kind text NOT NULL, detail jsonb);
 CREATE INDEX ON event_lean USING brin (run_id);
 
-CREATE PROCEDURE run_lean(n integer) LANGUAGE plpgsql AS $$
+-- hot and lean take their tasks through the same statements, on their own
+-- tables (task_<layout>, ready_<layout>, claim_<layout>, event_<layout>).
+CREATE PROCEDURE run_queued(n integer, layout text) LANGUAGE plpgsql AS $$
 BEGIN
     FOR i IN 1..n LOOP
-        DELETE FROM ready_lean WHERE task_id = i AND priority = 2 AND rank = 0;
-        UPDATE task_lean SET state = 'dispatched', dispatched_at = clock_timestamp() WHERE id = i;
-        INSERT INTO claim_lean VALUES ('wp', 2, 0, i);
-        INSERT INTO event_lean (run_id, task_id, kind) VALUES (1, i, 'dispatched');
+        EXECUTE format('DELETE FROM %I WHERE task_id = $1 AND priority = 2 AND rank = 0', 'ready_' || layout) USING i;
+        EXECUTE format('UPDATE %I SET state = ''dispatched'', dispatched_at = clock_timestamp() WHERE id = $1',
+                       'task_' || layout) USING i;
+        EXECUTE format('INSERT INTO %I VALUES (''wp'', 2, 0, $1)', 'claim_' || layout) USING i;
+        EXECUTE format('INSERT INTO %I (run_id, task_id, kind) VALUES (1, $1, ''dispatched'')', 'event_' || layout) USING i;
         COMMIT;
-        DELETE FROM claim_lean WHERE agent = 'wp' AND priority = 2 AND rank = 0 AND task_id = i;
-        UPDATE task_lean SET state = 'running', worker = 'host-12345', token = gen_random_uuid(), lease = '5 min',
-                             lease_until = clock_timestamp() + '5 min', started_at = clock_timestamp(), attempt = attempt + 1
-         WHERE id = i;
-        INSERT INTO event_lean (run_id, task_id, kind, detail) VALUES (1, i, 'running', '{"worker": "host-12345", "attempt": 1}');
+        EXECUTE format('DELETE FROM %I WHERE agent = ''wp'' AND priority = 2 AND rank = 0 AND task_id = $1',
+                       'claim_' || layout) USING i;
+        EXECUTE format('UPDATE %I SET state = ''running'', worker = ''host-12345'', token = gen_random_uuid(), '
+                       'lease = ''5 min'', lease_until = clock_timestamp() + ''5 min'', started_at = clock_timestamp(), '
+                       'attempt = attempt + 1 WHERE id = $1', 'task_' || layout) USING i;
+        EXECUTE format('INSERT INTO %I (run_id, task_id, kind, detail) '
+                       'VALUES (1, $1, ''running'', ''{"worker": "host-12345", "attempt": 1}'')', 'event_' || layout) USING i;
         COMMIT;
-        UPDATE task_lean SET state = 'succeeded', output = '{}', token = NULL, lease_until = NULL, finished_at = clock_timestamp()
-         WHERE id = i;
-        INSERT INTO event_lean (run_id, task_id, kind) VALUES (1, i, 'succeeded');
+        EXECUTE format('UPDATE %I SET state = ''succeeded'', output = ''{}'', token = NULL, lease_until = NULL, '
+                       'finished_at = clock_timestamp() WHERE id = $1', 'task_' || layout) USING i;
+        EXECUTE format('INSERT INTO %I (run_id, task_id, kind) VALUES (1, $1, ''succeeded'')', 'event_' || layout) USING i;
         COMMIT;
     END LOOP;
 END $$;
