@@ -91,6 +91,39 @@
 	"    WHERE dt.state IN ('succeeded', 'skipped')) up "
 
 /*
+ * A claim, shared by parflow_claim and the hand-over that claims the task it
+ * hands the slot to (parflow_complete_and_claim): what a task claimed by
+ * worker w with lease l is set to (alias tk), what the update returns, the
+ * detail of its 'running' event (for a row u of what it returned), and the
+ * claim's result rows, PF_CLAIM_COLS columns, one per row of a CTE u.
+ */
+#define PF_CLAIM_SET(w, l) \
+	"state = 'running', attempt = tk.attempt + 1, worker = " w ", token = gen_random_uuid(), " \
+	"lease = " l ", lease_until = clock_timestamp() + " l ", started_at = clock_timestamp(), " \
+	"finished_at = NULL, interrupted_at = NULL"
+#define PF_CLAIM_RETURNING \
+	"tk.id, tk.token, tk.run_id, tk.stage_ord, tk.group_ord, tk.attempt, tk.lease_until, " \
+	"tk.feedback, tk.priority, tk.rank, tk.worker, tk.item, tk.map_item"
+#define PF_RUNNING_DETAIL(u) "jsonb_build_object('worker', " u ".worker, 'attempt', " u ".attempt)"
+#define PF_CLAIM_RESULT \
+	"SELECT u.id, u.token, u.run_id, s.name, u.attempt, " PF_TASK_INPUT ", " \
+	"       s.estimate, u.lease_until, u.item " \
+	"  FROM u CROSS JOIN LATERAL (SELECT rr.id, rr.version_id, rr.input FROM parflow.run rr " \
+	"                             WHERE rr.id = u.run_id LIMIT 1) r " \
+	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name, estimate") \
+	PF_TASK_UPSTREAM
+#define PF_CLAIM_COLS 9
+
+/* The arguments of a claim, checked before anything else happens. */
+typedef struct PfClaimArgs
+{
+	char	   *agent;
+	char	   *worker;
+	Datum		lease;
+	int32		max_tasks;
+} PfClaimArgs;
+
+/*
  * A task's state checked on a row found by its id: written so that no
  * partial index on state matches (a generic plan, with statistics from when
  * no task was in that state, would scan such an index for the id instead of
@@ -158,7 +191,9 @@ extern void pf_done(int64 run, int64 version, Datum ords);
 extern void pf_finish_if_done(int64 run);
 extern void pf_check_blocked(int64 run);
 extern char *pf_retry_or_fail(PfTask *t, const char *why, const char *err, bool retryable);
-extern bool pf_handover(PfTask *t, int64 *handed_task);
+extern bool pf_handover(PfTask *t, const PfClaimArgs *claim, int64 *handed_task, bool *claimed);
+/* the column of pf_handover's result where a claim's result row starts */
+#define PF_HANDOVER_CLAIM_COL 8
 extern void pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_out);
 extern void pf_set_output(int64 task, Datum output);
 extern Datum pf_int4_array(int32 *v, int n);

@@ -685,50 +685,86 @@ pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_out)
  * pass would break the tie by dispatch order, but handing over saves a
  * pass per completion when many runs share the cap).  A concurrency rule
  * the completed task's stage was not counted in leaves the choice to the
- * pass.
+ * pass.  HANDOVER_PICK(fuse) is the choice (CTE k, its column fuse the
+ * expression fuse), HANDOVER_MAY whether the slot may go to k's task.
  */
-static PfStmt st_handover = {
-	"WITH b AS (SELECT tk.id, tk.agent, tk.priority, tk.rank, tk.stage_ord FROM parflow.task tk "
-	"            WHERE tk.run_id = $1 AND tk.state = 'ready' AND " PF_READY_NOW("tk")
-	"            ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 1 FOR UPDATE SKIP LOCKED), "
-	"ra AS (SELECT count(*)::integer AS n FROM parflow.task a "
-	"        WHERE a.state IN " PF_ACTIVE_STATES " AND a.run_id = $1), "
-	"k AS (SELECT b.id, b.agent, s.name, (SELECT ra.n FROM ra) AS run_active, "
-	"       (SELECT count(*)::integer FROM parflow.task a WHERE a.state IN " PF_ACTIVE_STATES ") AS all_active, "
-	"       EXISTS (SELECT FROM parflow.affinity a WHERE a.version_id = $2 "
-	"                  AND b.agent = ANY (a.agents) AND NOT $3 = ANY (a.agents)) "
-	"       OR EXISTS (SELECT FROM parflow.concurrency c WHERE c.version_id = $2 "
-	"                  AND c.stage_ords IS NOT NULL AND b.stage_ord = ANY (c.stage_ords) "
-	"                  AND NOT $9 = ANY (c.stage_ords)) AS other_slot, "
-	"       CASE WHEN NOT $8 THEN "
-	"            EXISTS (SELECT FROM parflow.run xr "
-	"                     CROSS JOIN LATERAL (SELECT x.priority, x.rank, x.id FROM parflow.task x "
-	"                                          WHERE x.run_id = xr.id AND x.state = 'ready' AND " PF_READY_NOW("x")
-	"                                          ORDER BY " PF_DISPATCH_ORDER("x") " LIMIT 1) x "
-	"                     WHERE xr.state = 'running' AND xr.id <> $1 AND " PF_BEFORE("x", "b") ") "
-	"       ELSE EXISTS (SELECT FROM (SELECT x.run_id FROM parflow.task x "
-	"                                  WHERE " PF_ALL_READY("x") " AND x.priority < b.priority AND " PF_READY_NOW("x")
-	"                                    AND EXISTS (SELECT FROM parflow.run xr WHERE xr.id = x.run_id AND xr.state = 'running') "
-	"                                  ORDER BY " PF_DISPATCH_ORDER("x") " LIMIT 1) x) "
-	"            OR ((SELECT ra.n FROM ra) > 0 AND EXISTS ( "
-	"                SELECT FROM parflow.run xr "
-	"                 WHERE xr.state = 'running' AND xr.id <> $1 AND xr.priority = b.priority "
-	"                   AND EXISTS (SELECT FROM (SELECT x.id FROM parflow.task x "
-	"                                             WHERE x.run_id = xr.id AND x.state = 'ready' AND " PF_READY_NOW("x")
-	"                                             ORDER BY " PF_DISPATCH_ORDER("x") " LIMIT 1) x) "
-	"                   AND (SELECT count(*)::integer FROM parflow.task xa "
-	"                         WHERE xa.state IN " PF_ACTIVE_STATES " AND xa.run_id = xr.id) < (SELECT ra.n FROM ra))) "
-	"       END AS not_next, "
-	"       EXISTS (SELECT FROM (SELECT tk.id FROM parflow.task tk WHERE tk.run_id = $1 AND tk.state = 'ready' "
-	"                             ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 2) m WHERE m.id <> b.id) AS more_ready "
+#define HANDOVER_PICK(fuse) \
+	"WITH b AS (SELECT tk.id, tk.agent, tk.priority, tk.rank, tk.stage_ord FROM parflow.task tk " \
+	"            WHERE tk.run_id = $1 AND tk.state = 'ready' AND " PF_READY_NOW("tk") \
+	"            ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 1 FOR UPDATE SKIP LOCKED), " \
+	"ra AS (SELECT count(*)::integer AS n FROM parflow.task a " \
+	"        WHERE a.state IN " PF_ACTIVE_STATES " AND a.run_id = $1), " \
+	"k AS (SELECT b.id, b.agent, s.name, (SELECT ra.n FROM ra) AS run_active, " \
+	"       (SELECT count(*)::integer FROM parflow.task a WHERE a.state IN " PF_ACTIVE_STATES ") AS all_active, " \
+	"       EXISTS (SELECT FROM parflow.affinity a WHERE a.version_id = $2 " \
+	"                  AND b.agent = ANY (a.agents) AND NOT $3 = ANY (a.agents)) " \
+	"       OR EXISTS (SELECT FROM parflow.concurrency c WHERE c.version_id = $2 " \
+	"                  AND c.stage_ords IS NOT NULL AND b.stage_ord = ANY (c.stage_ords) " \
+	"                  AND NOT $9 = ANY (c.stage_ords)) AS other_slot, " \
+	"       CASE WHEN NOT $8 THEN " \
+	"            EXISTS (SELECT FROM parflow.run xr " \
+	"                     CROSS JOIN LATERAL (SELECT x.priority, x.rank, x.id FROM parflow.task x " \
+	"                                          WHERE x.run_id = xr.id AND x.state = 'ready' AND " PF_READY_NOW("x") \
+	"                                          ORDER BY " PF_DISPATCH_ORDER("x") " LIMIT 1) x " \
+	"                     WHERE xr.state = 'running' AND xr.id <> $1 AND " PF_BEFORE("x", "b") ") " \
+	"       ELSE EXISTS (SELECT FROM (SELECT x.run_id FROM parflow.task x " \
+	"                                  WHERE " PF_ALL_READY("x") " AND x.priority < b.priority AND " PF_READY_NOW("x") \
+	"                                    AND EXISTS (SELECT FROM parflow.run xr WHERE xr.id = x.run_id AND xr.state = 'running') " \
+	"                                  ORDER BY " PF_DISPATCH_ORDER("x") " LIMIT 1) x) " \
+	"            OR ((SELECT ra.n FROM ra) > 0 AND EXISTS ( " \
+	"                SELECT FROM parflow.run xr " \
+	"                 WHERE xr.state = 'running' AND xr.id <> $1 AND xr.priority = b.priority " \
+	"                   AND EXISTS (SELECT FROM (SELECT x.id FROM parflow.task x " \
+	"                                             WHERE x.run_id = xr.id AND x.state = 'ready' AND " PF_READY_NOW("x") \
+	"                                             ORDER BY " PF_DISPATCH_ORDER("x") " LIMIT 1) x) " \
+	"                   AND (SELECT count(*)::integer FROM parflow.task xa " \
+	"                         WHERE xa.state IN " PF_ACTIVE_STATES " AND xa.run_id = xr.id) < (SELECT ra.n FROM ra))) " \
+	"       END AS not_next, " \
+	"       EXISTS (SELECT FROM (SELECT tk.id FROM parflow.task tk WHERE tk.run_id = $1 AND tk.state = 'ready' " \
+	"                             ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 2) m WHERE m.id <> b.id) AS more_ready, " \
+	"       " fuse " AS fuse " \
 	"      FROM b" PF_STAGE_OF("s", "$2", "b.stage_ord", "name") "), "
-	"u AS (UPDATE parflow.task t SET state = 'dispatched', dispatched_at = clock_timestamp() FROM k "
-	"       WHERE t.id = k.id AND $5 AND k.run_active < $4 AND k.all_active < $6 "
-	"         AND NOT k.other_slot AND NOT k.not_next RETURNING t.id), "
+#define HANDOVER_MAY \
+	" k.run_active < $4 AND k.all_active < $6 AND NOT k.other_slot AND NOT k.not_next "
+#define HANDOVER_TO_DISPATCHED \
+	"uh AS (UPDATE parflow.task t SET state = 'dispatched', dispatched_at = clock_timestamp() FROM k " \
+	"        WHERE t.id = k.id AND $5 AND NOT k.fuse AND " HANDOVER_MAY " RETURNING t.id), "
+#define HANDOVER_COLS "k.id, k.agent, k.name, k.run_active, k.all_active, k.more_ready"
+
+static PfStmt st_handover = {
+	HANDOVER_PICK("false")
+	HANDOVER_TO_DISPATCHED
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
-	"      SELECT $1, u.id, 'dispatched', jsonb_build_object('handover', $7) FROM u) "
-	"SELECT k.id, k.agent, k.name, k.run_active, k.all_active, k.more_ready, EXISTS (SELECT FROM u) FROM k",
+	"      SELECT $1, uh.id, 'dispatched', jsonb_build_object('handover', $7) FROM uh) "
+	"SELECT " HANDOVER_COLS ", EXISTS (SELECT FROM uh) FROM k",
 	9, {INT8OID, INT8OID, TEXTOID, INT4OID, BOOLOID, INT4OID, INT8OID, BOOLOID, INT4OID}
+};
+
+/*
+ * The hand-over that claims the task it hands the slot to, for claim args
+ * $10 agent, $11 worker, $12 lease: when that task is of the claiming
+ * agent's kind and no dispatched task of that kind comes before it (the
+ * claim would have taken that one), it goes from ready to running in one
+ * update, with both its events, and the claim's result row follows the
+ * hand-over's columns; else the hand-over is st_handover's.
+ */
+static PfStmt st_handover_claim = {
+	HANDOVER_PICK("(b.agent = $10 AND NOT EXISTS (SELECT FROM parflow.task d WHERE d.agent = $10 "
+				  "AND d.state = 'dispatched' AND " PF_BEFORE("d", "b") "))")
+	HANDOVER_TO_DISPATCHED
+	"u AS (UPDATE parflow.task tk SET " PF_CLAIM_SET("$11", "$12") ", dispatched_at = clock_timestamp() "
+	"        FROM k WHERE tk.id = k.id AND k.fuse AND " HANDOVER_MAY
+	"      RETURNING " PF_CLAIM_RETURNING "), "
+	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
+	"      SELECT $1, x.id, x.kind, x.detail "
+	"        FROM (SELECT uh.id, 1, 'dispatched', jsonb_build_object('handover', $7) FROM uh "
+	"              UNION ALL SELECT u.id, 1, 'dispatched', jsonb_build_object('handover', $7) FROM u "
+	"              UNION ALL SELECT u.id, 2, 'running', " PF_RUNNING_DETAIL("u") " FROM u) x(id, n, kind, detail) "
+	"       ORDER BY x.n) "
+	"SELECT " HANDOVER_COLS ", EXISTS (SELECT FROM uh) OR EXISTS (SELECT FROM u), c.* "
+	"  FROM k LEFT JOIN (" PF_CLAIM_RESULT ") c ON true",
+	12, {INT8OID, INT8OID, TEXTOID, INT4OID, BOOLOID, INT4OID, INT8OID, BOOLOID, INT4OID,
+	TEXTOID, TEXTOID, INTERVALOID}
 };
 
 /*
@@ -737,15 +773,18 @@ static PfStmt st_handover = {
  * completed one did not hold (every affinity rule that covers it covered t,
  * and no cap was lowered below the tasks at work): one task leaves, one
  * enters, so the caps hold by construction.  Its NOTIFY is sent by the
- * dispatcher once this transaction has committed.  Returns whether a
- * dispatch pass could still do something (nothing handed over, or room
- * left and more ready tasks in the run); *handed_task is the task handed
- * the slot, or 0.
+ * dispatcher once this transaction has committed; with claim (the
+ * completing agent's next claim), a task the claim would take is claimed
+ * here instead, and needs none (*claimed: the last result's row 0 holds,
+ * from column PF_HANDOVER_CLAIM_COL, the claim's result row).  Returns
+ * whether a dispatch pass could still do something (nothing handed over,
+ * or room left and more ready tasks in the run); *handed_task is the task
+ * handed the slot, or 0.
  */
 bool
-pf_handover(PfTask *t, int64 *handed_task)
+pf_handover(PfTask *t, const PfClaimArgs *claim, int64 *handed_task, bool *claimed)
 {
-	Datum		v[9];
+	Datum		v[12];
 	int64		b;
 	int			run_active,
 				all_active;
@@ -755,6 +794,7 @@ pf_handover(PfTask *t, int64 *handed_task)
 	bool		more_ready;
 
 	*handed_task = 0;
+	*claimed = false;
 	if (strcmp(t->run_state, "running") != 0 || !pf_note_possible())
 		return true;
 	v[0] = Int64GetDatum(t->run_id);
@@ -766,7 +806,13 @@ pf_handover(PfTask *t, int64 *handed_task)
 	v[6] = Int64GetDatum(t->id);
 	v[7] = BoolGetDatum(pf_fair_share);
 	v[8] = Int32GetDatum(t->stage_ord);
-	if (pf_exec(&st_handover, v, NULL, 1) != 1 || !pf_bool(0, 7))
+	if (claim != NULL)
+	{
+		v[9] = CStringGetTextDatum(claim->agent);
+		v[10] = CStringGetTextDatum(claim->worker);
+		v[11] = claim->lease;
+	}
+	if (pf_exec(claim ? &st_handover_claim : &st_handover, v, NULL, 1) != 1 || !pf_bool(0, 7))
 		return true;
 	b = pf_int8(0, 1);
 	agent = pf_text(0, 2);
@@ -774,11 +820,16 @@ pf_handover(PfTask *t, int64 *handed_task)
 	run_active = pf_int4(0, 4);
 	all_active = pf_int4(0, 5);
 	more_ready = pf_bool(0, 6);
-	payload = pf_payload("dispatch", b, t->run_id, stage, NULL);
-	/* (a note too long for the ring: the agent is told at once instead) */
-	if (!pf_note_at_commit(psprintf("parflow_%s", agent), payload))
-		pf_notify_agent(agent, payload);
 	*handed_task = b;
+	if (claim != NULL && !pf_isnull(0, PF_HANDOVER_CLAIM_COL))
+		*claimed = true;
+	else
+	{
+		payload = pf_payload("dispatch", b, t->run_id, stage, NULL);
+		/* (a note too long for the ring: the agent is told at once instead) */
+		if (!pf_note_at_commit(psprintf("parflow_%s", agent), payload))
+			pf_notify_agent(agent, payload);
+	}
 	return pf_room(t->run_max_parallel, run_active + 1) > 0 &&
 		pf_room(pf_max_parallel_stages, all_active + 1) > 0 && more_ready;
 }

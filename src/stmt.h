@@ -6,7 +6,7 @@
 
 #include "executor/spi.h"
 
-#define PF_STMT_MAXARGS 10
+#define PF_STMT_MAXARGS 12
 
 /*
  * One statement: its text and argument types, and its plan once prepared

@@ -129,15 +129,6 @@ parflow_may_claim(PG_FUNCTION_ARGS)
 
 /* ---- claim -------------------------------------------------------------- */
 
-/* The arguments of a claim, checked before anything else happens. */
-typedef struct PfClaimArgs
-{
-	char	   *agent;
-	char	   *worker;
-	Datum		lease;
-	int32		max_tasks;
-} PfClaimArgs;
-
 static bool
 blank(const char *s)
 {
@@ -211,27 +202,28 @@ static PfStmt st_claim = {
 	"c AS (SELECT tk.id FROM parflow.task tk WHERE tk.agent = $1 AND tk.state = 'dispatched' "
 	"              AND (SELECT ok.ok FROM ok) AND parflow._lock_run(tk.run_id, false, true) "
 	"            ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT $4 FOR UPDATE SKIP LOCKED), "
-	"u AS (UPDATE parflow.task tk SET state = 'running', attempt = tk.attempt + 1, worker = $2, "
-	"             token = gen_random_uuid(), lease = $3, lease_until = clock_timestamp() + $3, "
-	"             started_at = clock_timestamp(), finished_at = NULL, interrupted_at = NULL "
-	"        FROM c WHERE tk.id = c.id "
-	"      RETURNING tk.id, tk.token, tk.run_id, tk.stage_ord, tk.group_ord, tk.attempt, "
-	"                tk.lease_until, tk.feedback, tk.priority, tk.rank, tk.worker, tk.item, tk.map_item), "
+	"u AS (UPDATE parflow.task tk SET " PF_CLAIM_SET("$2", "$3") " FROM c WHERE tk.id = c.id "
+	"      RETURNING " PF_CLAIM_RETURNING "), "
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
-	"      SELECT u.run_id, u.id, 'running', jsonb_build_object('worker', u.worker, 'attempt', u.attempt) "
+	"      SELECT u.run_id, u.id, 'running', " PF_RUNNING_DETAIL("u")
 	"        FROM u ORDER BY " PF_DISPATCH_ORDER("u") ") "
-	"SELECT u.id, u.token, u.run_id, s.name, u.attempt, "
-	PF_TASK_INPUT ", "
-	"       s.estimate, u.lease_until, u.item "
-	"  FROM u CROSS JOIN LATERAL (SELECT rr.id, rr.version_id, rr.input FROM parflow.run rr "
-	"                             WHERE rr.id = u.run_id LIMIT 1) r "
-	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name, estimate")
-	PF_TASK_UPSTREAM
+	PF_CLAIM_RESULT
 	" ORDER BY " PF_DISPATCH_ORDER("u"),
 	4, {TEXTOID, TEXTOID, INTERVALOID, INT4OID}
 };
 
-#define PF_CLAIM_COLS 9
+/* Row row of the last result, a claim's from column col on, into the function's result. */
+static void
+put_claim_row(ReturnSetInfo *rsinfo, int row, int col)
+{
+	Datum		out[PF_CLAIM_COLS];
+	bool		nulls[PF_CLAIM_COLS];
+	int			c;
+
+	for (c = 0; c < PF_CLAIM_COLS; c++)
+		out[c] = pf_datum(row, col + c, &nulls[c]);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+}
 
 /* Claim into the function's result (SPI connected, result set up). */
 static int
@@ -240,8 +232,7 @@ claim_into(ReturnSetInfo *rsinfo, PfClaimArgs *a, int64 *first)
 	Datum		v[4] = {CStringGetTextDatum(a->agent), CStringGetTextDatum(a->worker),
 	a->lease, Int32GetDatum(a->max_tasks)};
 	int			n,
-				i,
-				c;
+				i;
 
 	n = pf_exec(&st_claim, v, NULL, 0);
 	/* the claim checks the role too: no row may mean it may not claim */
@@ -250,14 +241,7 @@ claim_into(ReturnSetInfo *rsinfo, PfClaimArgs *a, int64 *first)
 	else if (first)
 		*first = pf_int8(0, 1);
 	for (i = 0; i < n; i++)
-	{
-		Datum		out[PF_CLAIM_COLS];
-		bool		nulls[PF_CLAIM_COLS];
-
-		for (c = 0; c < PF_CLAIM_COLS; c++)
-			out[c] = pf_datum(i, c + 1, &nulls[c]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
-	}
+		put_claim_row(rsinfo, i, 1);
 	return n;
 }
 
@@ -475,17 +459,20 @@ parflow_heartbeat(PG_FUNCTION_ARGS)
 /*
  * After a held task was marked succeeded and taken off its run's remaining
  * count (left: what is left of the run): its dependents released (when it
- * has any), its run finished or found blocked; with handover, its slot
- * given to the next task of its run when the dispatcher would choose it
- * (see pf_handover), else a dispatch pass asked for at commit.  *handed:
- * the task handed the slot.
+ * has any), its run finished or found blocked; its slot given to the next
+ * task of its run when the dispatcher would choose it (see pf_handover,
+ * which claims it for claim, when not NULL, when it can), else a dispatch
+ * pass asked for at commit.  *handed: the task handed the slot;
+ * *claimed: whether claim claimed it (its row is the last result's).
  */
 static void
-complete_held(PfTask *t, int64 left, bool has_dependents, bool instance, bool handover, int64 *handed)
+complete_held(PfTask *t, int64 left, bool has_dependents, bool instance,
+			  const PfClaimArgs *claim, int64 *handed, bool *claimed)
 {
 	int32		ord = t->stage_ord;
 
 	*handed = 0;
+	*claimed = false;
 	/* a map instance's dependents are its stage's: they wait for every instance */
 	if (instance)
 		pf_instances_done(t->run_id, t->version_id, pf_int8_array(&t->id, 1));
@@ -501,7 +488,7 @@ complete_held(PfTask *t, int64 left, bool has_dependents, bool instance, bool ha
 	 * could do nothing more (the handed-over task's NOTIFY wakes the
 	 * dispatcher anyway, only to send it).
 	 */
-	if (!handover || pf_handover(t, handed))
+	if (pf_handover(t, claim, handed, claimed))
 		pf_wake_at_commit();
 }
 
@@ -545,11 +532,12 @@ static PfStmt st_complete = {
 /*
  * Complete (task, token) arguments 0 and 1 with output argument arg: its
  * dependents released, its run finished or found blocked, its slot handed
- * over when it can be (see complete_held); or raise as held() would.
- * Returns the task handed the slot, or 0.
+ * over when it can be (see complete_held), to a task claim claims when it
+ * can (*claimed); or raise as held() would.  Returns the task handed the
+ * slot, or 0.
  */
 static int64
-complete_call(FunctionCallInfo fcinfo, int arg)
+complete_call(FunctionCallInfo fcinfo, int arg, const PfClaimArgs *claim, bool *claimed)
 {
 	PfTask		t;
 	PfRefusal	why;
@@ -578,7 +566,7 @@ complete_call(FunctionCallInfo fcinfo, int arg)
 	load_held(0, &t, NULL);
 	/* (column PF_HELD_COLS + 1 of st_complete is the task's item) */
 	complete_held(&t, pf_int8(0, PF_HELD_COLS + 2), pf_bool(0, PF_HELD_COLS + 3), pf_bool(0, PF_HELD_COLS + 4),
-				  true, &handed);
+				  claim, &handed, claimed);
 	return handed;
 }
 
@@ -586,8 +574,10 @@ complete_call(FunctionCallInfo fcinfo, int arg)
 Datum
 parflow_complete(PG_FUNCTION_ARGS)
 {
+	bool		claimed;
+
 	connect_spi();
-	complete_call(fcinfo, 2);
+	complete_call(fcinfo, 2, NULL, &claimed);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -604,21 +594,26 @@ parflow_complete_and_claim(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	PfClaimArgs a;
 	int64		handed;
-	int64		claimed = 0;
+	int64		first = 0;
+	bool		claimed;
 
 	check_claim_args(fcinfo, 3, &a, false);
 	InitMaterializedSRF(fcinfo, 0);
 	connect_spi();
 	pf_may_claim(a.agent);
-	handed = complete_call(fcinfo, 2);
+	handed = complete_call(fcinfo, 2, &a, &claimed);
+	if (claimed)
+		put_claim_row(rsinfo, 0, PF_HANDOVER_CLAIM_COL);
+
 	/*
-	 * The task the completion handed its slot to, claimed here (the same
-	 * agent kind, first in claim order): its agent has it, so the
-	 * dispatcher need not send its notification, nor commit to send it.
-	 * (The hand-over's note is this transaction's last: one completion
-	 * hands over at most one slot, and nothing after it makes notes.)
+	 * Else the task the completion handed its slot to may still be the one
+	 * claimed here (the dispatched task before it was locked by another
+	 * claim): its agent has it, so the dispatcher need not send its
+	 * notification, nor commit to send it.  (The hand-over's note is this
+	 * transaction's last: one completion hands over at most one slot, and
+	 * nothing after it makes notes.)
 	 */
-	if (claim_into(rsinfo, &a, &claimed) > 0 && handed != 0 && claimed == handed)
+	else if (claim_into(rsinfo, &a, &first) > 0 && handed != 0 && first == handed)
 		(void) pf_note_forget_last();
 	SPI_finish();
 	return (Datum) 0;

@@ -13,14 +13,17 @@
 #                   parflow_complete, one task per call (the agent before 0.4.0)
 #   complete+claim  the default: parflow_complete_and_claim completes a task
 #                   and claims the next in one call, one transaction
+#   cap = agents    complete+claim with the cap at the number of agents: no
+#                   dispatched task waits unclaimed, so the completion's
+#                   claim takes the task it hands its slot to (no notification)
 #   batch 100       --batch 100: parflow_claim(..., max_tasks => 100), the
 #                   successes in one parflow_complete_many
 #   batch 500       --batch 500 (PF_BENCH_BATCH_SIZES="100 500" sets the sizes)
 # parflow.max_parallel_stages bounds the tasks dispatched at once, so that a
 # batch can only be as large as the cap leaves: each configuration runs with
 # the cap at max(64, agents x batch) (64 as in throughput.sh for one task per
-# call; PF_BENCH_BATCH_CAP=N sets one cap for all), set with ALTER SYSTEM and
-# put back at exit.  Wall time: from parflow_start to the run's "succeeded"
+# call), cap = agents at the number of agents (PF_BENCH_BATCH_CAP=N sets one
+# cap for all), set with ALTER SYSTEM and put back at exit.  Wall time: from parflow_start to the run's "succeeded"
 # notification.  Per stage: WAL bytes (pg_current_wal_insert_lsn before and
 # after; everything the server wrote meanwhile) and commits
 # (pg_stat_database.xact_commit of database postgres, read once the agents'
@@ -66,11 +69,12 @@ if [ ! -x "$agent_bin" ]; then
 fi
 
 # the configurations: name, agent flags, batch size
-names=(separate cac)
-declare -A flags=([separate]="--no-complete-and-claim" [cac]="")
-declare -A bsize=([separate]=1 [cac]=1)
+names=(separate cac caca)
+declare -A flags=([separate]="--no-complete-and-claim" [cac]="" [caca]="")
+declare -A bsize=([separate]=1 [cac]=1 [caca]=1)
 declare -A label=([separate]="one task per call, separate claim + complete"
-                  [cac]="one task per call, complete-and-claim")
+                  [cac]="one task per call, complete-and-claim"
+                  [caca]="complete-and-claim, cap = agents")
 have_new=$(qv -c "SELECT to_regprocedure('parflow_complete_and_claim(bigint, uuid, jsonb, text, text, interval)') IS NOT NULL
                      AND to_regprocedure('parflow_complete_many(bigint[], uuid[], jsonb[])') IS NOT NULL
                      AND EXISTS (SELECT FROM pg_proc WHERE proname = 'parflow_claim'
@@ -89,6 +93,7 @@ fi
 cap_of() {
     local c=$((nproc * ${bsize[$1]}))
     [ "$c" -lt 64 ] && c=64
+    [ "$1" = caca ] && c=$nproc
     echo "${fixed_cap:-$c}"
 }
 set_cap() {
@@ -163,7 +168,7 @@ if [ "$have_new" != t ]; then
     echo "note: this server has no parflow_complete_and_claim / parflow_complete_many / parflow_claim(max_tasks) (parflow before 0.4.0):"
     echo "      only the separate calls are measured"
 fi
-echo "parflow.max_parallel_stages per configuration: ${fixed_cap:-max(64, $nproc x batch)} (a batch is bounded by the tasks dispatched at once)"
+echo "parflow.max_parallel_stages per configuration: ${fixed_cap:-max(64, $nproc x batch), or $nproc (cap = agents)} (a batch is bounded by the tasks dispatched at once)"
 echo
 row() { printf '  %-48s %-8s %-22s %-20s %-20s %s\n' "$@"; }
 row "" "cap" "stages/s" "wall s" "WAL bytes/stage" "commits/stage"
@@ -211,7 +216,7 @@ for n in "${names[@]:1}"; do
 done
 if [ "$peers_ran" = 1 ]; then
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
-    for pair in "separate gw_default" "cac gw_default" "$best gw_batched"; do
+    for pair in "separate gw_default" "cac gw_default" "caca gw_default" "$best gw_batched"; do
         # shellcheck disable=SC2086 # two words
         set -- $pair
         [ -s "$res.$1.txt.d" ] || continue

@@ -20,6 +20,13 @@
 #    answers) holds nothing else up: another run is dispatched meanwhile;
 #    once the wait is cancelled (the commit stands locally), the handed-over
 #    task's notification goes out.
+# 6. parflow_complete_and_claim claims the task it hands the slot to when
+#    that task is of the caller's kind and no dispatched task of that kind
+#    comes first: ready to running in the completion's transaction, its
+#    'dispatched' (naming the completed task) then 'running' events, and no
+#    notification, since nobody else is to take it.  A dispatched task of
+#    the kind that comes first is claimed instead, and the successor is
+#    handed over as before (notified); so is one of another kind.
 set -u -o pipefail
 # shellcheck source=test/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -201,4 +208,71 @@ e2e_check_eq "sync: b was handed over by that completion" "
      WHERE e.run_id = $run5 AND t.stage = 'b' AND e.kind = 'dispatched' AND (e.detail->>'handover')::bigint = $task" 1
 sync_reset
 e2e_q -c "SELECT parflow_cancel($run5)" -c "SELECT parflow_cancel($run6)" >/dev/null
+
+# --- 6. complete-and-claim claims the task it hands over ----------------------
+notes() { e2e_q -c "SELECT value FROM parflow_metrics() WHERE metric = 'parflow_handover_notifications_total'"; }
+# handed_notified WHAT RUN STAGE BY: RUN's STAGE is dispatched, handed over by
+# task BY, and a hand-over notification went out since n0 was read.
+handed_notified() {
+    e2e_check_eq "$1: dispatched, handed over by task $4 (not claimed)" "
+        SELECT t.state || ' ' || (e.detail->>'handover') FROM parflow.tasks t JOIN parflow.event e
+            ON e.task_id = t.task AND e.kind = 'dispatched'
+         WHERE t.run = $2 AND t.stage = '$3'" "dispatched $4"
+    if pf_wait_for "SELECT value > $n0 FROM parflow_metrics() WHERE metric = 'parflow_handover_notifications_total'" 10; then
+        e2e_pass "$1: its hand-over was notified"
+    else
+        e2e_fail "$1: no notification of its hand-over"
+    fi
+}
+e2e_define e2e_handover_fused '{"groups": [
+    {"name": "g1", "stages": [{"name": "a", "agent": "e2e57_f", "estimate": "1 min"}]},
+    {"name": "g2", "stages": [{"name": "b", "agent": "e2e57_f", "estimate": "1 min"}]},
+    {"name": "g3", "stages": [{"name": "c", "agent": "e2e57_g", "estimate": "1 min"}]}]}' >/dev/null ||
+    e2e_die "define fused"
+run7="$(e2e_start "SELECT parflow_start('e2e_handover_fused', parallel => true)")" || e2e_die "start fused"
+pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $run7 AND state = 'dispatched')" 10 ||
+    e2e_die "fused: a not dispatched"
+read -r ta tka <<<"$(e2e_q -F ' ' -c "SELECT task, token FROM parflow_claim('e2e57_f', 'e2e57-f')")"
+[ -n "$ta" ] || e2e_die "fused: claim a"
+sleep 0.3
+n0="$(notes)"
+read -r tb tkb up <<<"$(e2e_q -F ' ' -c "SELECT task, token, input->'upstream'->'a'
+                                              FROM parflow_complete_and_claim($ta, '$tka', '{\"x\": 1}', 'e2e57_f', 'e2e57-f')")"
+e2e_check_eq "fused: the call returned b, running under the caller, with a's output as input" "
+    SELECT t.stage || ' ' || t.state || ' ' || t.worker || ' ' || '${up:-}' FROM parflow.tasks t WHERE t.task = ${tb:-0}" \
+    'b running e2e57-f {"x": 1}'
+e2e_check_eq "fused: b's events, in the completion's transaction: ready, dispatched (naming a), running" "
+    SELECT string_agg(e.kind || coalesce(' ' || (e.detail->>'handover'), ''), ', ' ORDER BY e.id)
+           || ' ' || bool_and(e.xmin = s.xmin)
+      FROM parflow.event e, parflow.event s
+     WHERE e.task_id = ${tb:-0} AND s.task_id = $ta AND s.kind = 'succeeded'" "ready, dispatched $ta, running true"
+sleep 0.5
+e2e_check_eq "fused: no notification for b" "SELECT $(notes) - $n0" 0
+# c is of another kind: handed over as before, notified; nothing to claim
+got="$(e2e_q -c "SELECT count(*) FROM parflow_complete_and_claim(${tb:-0}, '${tkb:-}', '{}', 'e2e57_f', 'e2e57-f')")"
+e2e_check_eq "fused: completing b claims nothing (c is of another kind)" "SELECT $got" 0
+handed_notified "fused: c" "$run7" c "${tb:-0}"
+e2e_q -c "SELECT parflow_cancel($run7)" >/dev/null
+# a dispatched task of the kind comes first: the claim takes it; b is handed over
+e2e_define e2e_handover_first '{"groups": [
+    {"name": "g", "stages": [{"name": "o", "agent": "e2e57_f", "estimate": "10 min"}]}]}' >/dev/null ||
+    e2e_die "define first"
+run8="$(e2e_start "SELECT parflow_start('e2e_handover_first', parallel => true)")" || e2e_die "start first"
+pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $run8 AND state = 'dispatched')" 10 ||
+    e2e_die "first: o not dispatched"
+run9="$(e2e_start "SELECT parflow_start('e2e_handover_fused', parallel => true)")" || e2e_die "start fused 2"
+pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $run9 AND state = 'dispatched')" 10 ||
+    e2e_die "fused 2: a not dispatched"
+read -r ta tka <<<"$(e2e_q -F ' ' -c "SELECT c.task, c.token FROM parflow_claim('e2e57_f', 'e2e57-f', max_tasks => 2) c
+                                      WHERE c.run = $run9")"
+e2e_q -c "SELECT parflow_release(c.task, c.token) FROM parflow.task t, LATERAL (SELECT t.id AS task, t.token) c
+           WHERE t.run_id = $run8 AND t.state = 'running'" >/dev/null || e2e_die "first: release o"
+pf_wait_for "SELECT EXISTS (SELECT FROM parflow.task WHERE run_id = $run8 AND state = 'dispatched')" 10 ||
+    e2e_die "first: o not dispatched again"
+sleep 0.3
+n0="$(notes)"
+got="$(e2e_q -c "SELECT r.run FROM parflow_complete_and_claim(${ta:-0}, '${tka:-}', '{}', 'e2e57_f', 'e2e57-f') r")"
+e2e_check_eq "first: the claim took the dispatched task that came first" "SELECT '${got:-none}'" "$run8"
+handed_notified "first: b" "$run9" b "${ta:-0}"
+e2e_q -c "SELECT parflow_cancel($run8)" -c "SELECT parflow_cancel($run9)" >/dev/null
 e2e_finish
