@@ -583,6 +583,16 @@ parflow_complete(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Whether this backend's next parflow_complete_and_claim tries the hand-over
+ * that claims (st_handover_claim, a larger statement than the plain one):
+ * not while its last claim took a dispatched task that came before the one
+ * handed over, since then tasks of its kind wait unclaimed (a cap above the
+ * agents at work) and the fused claim cannot apply.  Either way the result
+ * is the same; only the cost differs.
+ */
+static bool try_fused_claim = true;
+
+/*
  * parflow_complete_and_claim(task, token, output, agent, worker, lease
  * DEFAULT '5 min'): complete, then claim the agent's next task (0 or 1 row),
  * in one transaction.  The claim's arguments are checked first: a call that
@@ -601,20 +611,25 @@ parflow_complete_and_claim(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	connect_spi();
 	pf_may_claim(a.agent);
-	handed = complete_call(fcinfo, 2, &a, &claimed);
+	handed = complete_call(fcinfo, 2, try_fused_claim ? &a : NULL, &claimed);
 	if (claimed)
 		put_claim_row(rsinfo, 0, PF_HANDOVER_CLAIM_COL);
+	else
+	{
+		int			n = claim_into(rsinfo, &a, &first);
 
-	/*
-	 * Else the task the completion handed its slot to may still be the one
-	 * claimed here (the dispatched task before it was locked by another
-	 * claim): its agent has it, so the dispatcher need not send its
-	 * notification, nor commit to send it.  (The hand-over's note is this
-	 * transaction's last: one completion hands over at most one slot, and
-	 * nothing after it makes notes.)
-	 */
-	else if (claim_into(rsinfo, &a, &first) > 0 && handed != 0 && first == handed)
-		(void) pf_note_forget_last();
+		/*
+		 * The task the completion handed its slot to may still be the one
+		 * claimed here (the dispatched task before it was locked by another
+		 * claim, or the fused claim not tried): its agent has it, so the
+		 * dispatcher need not send its notification, nor commit to send it.
+		 * (The hand-over's note is this transaction's last: one completion
+		 * hands over at most one slot, and nothing after it makes notes.)
+		 */
+		if (n > 0 && handed != 0 && first == handed)
+			(void) pf_note_forget_last();
+		try_fused_claim = n == 0 || handed == 0 || first == handed;
+	}
 	SPI_finish();
 	return (Datum) 0;
 }
