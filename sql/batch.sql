@@ -81,6 +81,28 @@ SELECT s.name AS stage, t.output FROM parflow.task t JOIN parflow.run r ON r.id 
 -- the barrier of group work is passed: z is ready, the run goes on
 SELECT stage, state FROM parflow.tasks WHERE run = :run AND stage = 'z';
 
+-- One batch that finishes two groups a third waits for: each barrier counts
+-- its own tasks off, and the third is released once, with both counted.
+SELECT parflow_define('two_barriers', '{"groups": [
+    {"name": "a", "stages": [{"name": "a1", "agent": "tb", "estimate": "1 min"}]},
+    {"name": "b", "depends_on": [], "stages": [{"name": "b1", "agent": "tb", "estimate": "1 min"},
+                                               {"name": "b2", "agent": "tb", "estimate": "1 min"}]},
+    {"name": "c", "depends_on": ["a", "b"], "stages": [{"name": "c1", "agent": "tc", "estimate": "1 min"}]},
+    {"name": "d", "depends_on": ["b"], "stages": [{"name": "d1", "agent": "tc", "estimate": "1 min"}]}]}');
+SELECT parflow_start('two_barriers', parallel => true) AS brun \gset
+SELECT parflow._dispatch();
+CREATE TEMP TABLE tb_claimed AS SELECT task, token, stage FROM parflow_claim('tb', 'bw', max_tasks => 10);
+SELECT string_agg(stage, ' ' ORDER BY stage) AS claimed FROM tb_claimed;
+-- b1 alone: b has a task left, nothing is released
+SELECT r.accepted FROM tb_claimed c, parflow_complete_many(ARRAY[c.task], ARRAY[c.token], NULL) r WHERE c.stage = 'b1';
+SELECT stage, state FROM parflow.tasks WHERE run = :brun AND stage IN ('c1', 'd1') ORDER BY stage;
+-- a1 and b2 in one batch: a and b are done together
+SELECT count(*) FILTER (WHERE r.accepted) AS accepted
+  FROM parflow_complete_many((SELECT array_agg(task ORDER BY stage) FROM tb_claimed WHERE stage <> 'b1'),
+                             (SELECT array_agg(token ORDER BY stage) FROM tb_claimed WHERE stage <> 'b1'), NULL) r;
+SELECT stage, state FROM parflow.tasks WHERE run = :brun AND stage IN ('c1', 'd1') ORDER BY stage;
+SELECT parflow_cancel(:brun);
+
 -- complete_and_claim: completes, then claims the next task of the kind.
 SELECT parflow_define('chain', '{"groups": [{"name": "g", "parallel": false, "stages": [
     {"name": "c1", "agent": "c", "estimate": "1 min"},

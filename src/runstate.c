@@ -218,26 +218,37 @@ static PfStmt st_release_holds = {
  * Group barriers: a group is done when its last task is (only groups that
  * other groups wait for keep count).  Every completion of a group updates
  * its row, so this comes after the stage edges: the row lock is held for as
- * short a time as possible before the commit.
+ * short a time as possible before the commit.  Each task's group is probed
+ * in group_dep_dep_idx and the counts applied through a map, so that a
+ * generic plan reads neither every barrier of the version nor every group
+ * of the run (a join of the update to c was planned as a hash of them).
  */
 static PfStmt st_barriers = {
 	"WITH c AS (SELECT t.group_ord, count(*)::integer AS n FROM parflow.task t "
+	"            CROSS JOIN LATERAL (SELECT FROM parflow.group_dep gd "
+	"                                 WHERE gd.version_id = $2 AND gd.dep_ord = t.group_ord LIMIT 1) w "
 	"            WHERE t.run_id = $1 AND t.stage_ord = ANY ($3) AND t.item IS NULL AND NOT t.skip_barrier "
-	"              AND EXISTS (SELECT FROM parflow.group_dep gd "
-	"                           WHERE gd.version_id = $2 AND gd.dep_ord = t.group_ord) "
 	"            GROUP BY t.group_ord), "
-	"u AS (UPDATE parflow.run_group rg SET pending = rg.pending - c.n FROM c "
-	"       WHERE rg.run_id = $1 AND rg.group_ord = c.group_ord "
+	"m AS (SELECT jsonb_object_agg(c.group_ord::text, c.n) AS n, array_agg(c.group_ord) AS ords FROM c), "
+	"u AS (UPDATE parflow.run_group rg SET pending = rg.pending - ((SELECT m.n FROM m) ->> rg.group_ord::text)::integer "
+	"       WHERE rg.run_id = $1 AND rg.group_ord = ANY ((SELECT m.ords FROM m)::integer[]) "
 	"      RETURNING rg.group_ord, rg.pending) "
 	"SELECT coalesce(array_agg(u.group_ord) FILTER (WHERE u.pending = 0), '{}') FROM u",
 	3, {INT8OID, INT8OID, INT4ARRAYOID}
 };
 
-/* through the barriers of groups just done */
+/*
+ * Through the barriers of groups just done: the stages of the groups that
+ * wait for them, from the definition (the tasks of a run have no index by
+ * group, and reading every task of the run made each completion in a chain
+ * of groups cost as much as the run is long); a stage with no task in the
+ * run counts nothing, since the update finds no row for it.
+ */
 static PfStmt st_release_groups = {
-	"WITH d AS (SELECT t.stage_ord, count(*)::integer AS n FROM parflow.group_dep gd "
-	"             JOIN parflow.task t ON t.run_id = $1 AND t.group_ord = gd.group_ord AND t.item IS NULL "
-	"            WHERE gd.version_id = $2 AND gd.dep_ord = ANY ($3) GROUP BY t.stage_ord), "
+	"WITH d AS (SELECT s.ord AS stage_ord, count(*)::integer AS n FROM parflow.group_dep gd "
+	"            CROSS JOIN LATERAL (SELECT st_.ord FROM parflow.stage st_ WHERE st_.version_id = $2 "
+	"                                   AND st_.group_ord = gd.group_ord OFFSET 0) s "
+	"            WHERE gd.version_id = $2 AND gd.dep_ord = ANY ($3) GROUP BY s.ord), "
 	PF_RELEASE_TAIL(""),
 	3, {INT8OID, INT8OID, INT4ARRAYOID}
 };

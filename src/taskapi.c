@@ -495,9 +495,10 @@ complete_held(PfTask *t, int64 left, bool has_dependents, bool instance,
 /*
  * Complete a task in one statement, when (task, token) holds it: the row is
  * locked by the update itself (the run's lock taken first, in its WHERE
- * clause), and the event written with it.  The run's shards are found by
- * values (scalar subqueries), so that the plan probes their key whatever
- * the statistics said when it was made.  No row: the token does not hold
+ * clause), and the event written with it.  The run's row and shards are
+ * found by values (scalar subqueries), so that the plan probes their key
+ * whatever the statistics said when it was made (with few runs, a join on
+ * the task's run_id alone was planned as a hash of every run).  No row: the token does not hold
  * the task, and held() says why.
  */
 static PfStmt st_complete = {
@@ -507,6 +508,7 @@ static PfStmt st_complete = {
 	"             FROM parflow.run r "
 	"            WHERE tk.id = $1 AND tk.token = $2 AND " PF_STATE_IS("tk", "running")
 	"              AND tk.lease_until >= clock_timestamp() AND r.id = tk.run_id "
+	"              AND r.id = (SELECT t0.run_id FROM parflow.task t0 WHERE t0.id = $1) "
 	"              AND parflow._lock_run(tk.run_id) "
 	"        RETURNING tk.id, tk.run_id, tk.stage_ord, tk.group_ord, tk.agent, NULL::text, NULL::boolean, "
 	"                  NULL::boolean, NULL::text, tk.attempt, tk.base_attempt, tk.route_backs, tk.worker, "

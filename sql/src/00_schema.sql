@@ -240,6 +240,10 @@ CREATE INDEX task_awaiting_idx ON parflow.task (run_id) WHERE state = 'awaiting'
 -- stage's task finishes; only held tasks are in it.
 CREATE INDEX task_hold_idx ON parflow.task (run_id, hold_ord) WHERE hold_ord IS NOT NULL;
 CREATE INDEX stage_dep_dep_idx ON parflow.stage_dep (version_id, dep_ord);
+-- The groups that wait for a group, found as its last task finishes (a
+-- completion's barrier count and the release of the groups it opens):
+-- without it each completion reads every barrier of the version.
+CREATE INDEX group_dep_dep_idx ON parflow.group_dep (version_id, dep_ord);
 
 -- What is left of a run, as 16 counters (a task counts in shard id % 16):
 -- concurrent completions of one run seldom update the same row.

@@ -22,8 +22,13 @@
 #   sequential  one group of 500 stages with "parallel": false, one kind
 # Baseline, in the same run and interleaved with the chains: the raw NOTIFY
 # round trip between two connections on the same server (mode raw; 500
-# notifications).  Each of PF_BENCH_HANDOFF_REPS runs (default 5) is raw,
-# relay, groups, sequential, one after the other; a run's figure is a
+# notifications).  The baseline of parflow_complete's time: a minimal SKIP
+# LOCKED queue whose 500 jobs form a chain, one connection claiming and
+# completing each job as its predecessor's completion notifies it (mode
+# qchain: the completion marks the job done, makes the next one claimable
+# and notifies), against parflow_complete in the one-connection chain
+# (groups).  Each of PF_BENCH_HANDOFF_REPS runs (default 5) is raw, relay,
+# groups, sequential, qchain, one after the other; a run's figure is a
 # percentile over its samples (499 hand-offs), and the table prints the
 # median over the runs with min..max, and the per-run ratios hand-off / raw.
 #
@@ -103,6 +108,7 @@ for ((i = 1; i <= reps; i++)); do
     "$client" chain bench_handoff_relay "$agent,$agent_b" "$res.relay.$i.samples" >>"$res.relay.txt"
     "$client" chain bench_handoff_groups "$agent" "$res.groups.$i.samples" >>"$res.groups.txt"
     "$client" chain bench_handoff_sequential "$agent" "$res.sequential.$i.samples" >>"$res.sequential.txt"
+    "$client" qchain "$stages" "$res.qchain.$i.samples" >>"$res.qchain.txt"
 done
 
 echo "== hand-off latency: ${stages}-stage chains; $reps runs (median over runs, min..max), ms"
@@ -166,6 +172,9 @@ for shape in relay groups sequential; do
         "$(awk -v n="$stages" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "wall") print "wall=" kv[2] / n } }' \
            "$res.$shape.txt" | bench_agg /dev/stdin wall)"
 done
+dist "$res.qchain.txt" qclaim "SKIP LOCKED queue chain: claim (baseline)"
+dist "$res.qchain.txt" qcomplete "SKIP LOCKED queue chain: complete (baseline)"
+ratio "$res.groups.txt" complete "$res.qchain.txt" qcomplete "  ratio parflow_complete (groups) / queue's"
 
 # the goals of the issue: on the relay (the successor's agent listening on
 # its own connection, as the raw floor is measured), and the one-connection
@@ -179,6 +188,9 @@ for shape in relay groups; do
     bench_summary "hand-off p99, ms (vs raw NOTIFY), $(label "$shape")" "$(bench_agg "$res.$shape.txt" "${key}_p99")" \
         "$(bench_agg "$res.raw.txt" "${base}_p99")" "$(bench_ratio "$res.$shape.txt" "${key}_p99" "$res.raw.txt" "${base}_p99")"
 done
+bench_summary "parflow_complete p50 in a chain, ms (vs a minimal SKIP LOCKED queue's complete), groups (1 kind, 1 conn)" \
+    "$(bench_agg "$res.groups.txt" complete_p50)" "$(bench_agg "$res.qchain.txt" qcomplete_p50)" \
+    "$(bench_ratio "$res.groups.txt" complete_p50 "$res.qchain.txt" qcomplete_p50)"
 for shape in relay groups; do
     p50=$(bench_med "$res.$shape.txt" "${key}_p50")
     p99=$(bench_med "$res.$shape.txt" "${key}_p99")

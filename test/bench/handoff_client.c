@@ -64,6 +64,21 @@
  *       [AGENT_ARG...]` processes (e.g. --batch 100), waits for "succeeded",
  *       then stops them with SIGTERM.
  *
+ *   qchain N OUTFILE
+ *       The baseline of parflow_complete in a chain: a minimal SKIP LOCKED
+ *       queue whose jobs form a chain, on table bench_qchain_jobs(id,
+ *       state) (made, filled and dropped here).  Job 1 is 'new', the others
+ *       'waiting'; one connection LISTENs on bench_qchain and, N times,
+ *       claims (the claim of mode queue) and completes: one statement
+ *       marks the job done, makes its successor 'new' and notifies
+ *         WITH d AS (UPDATE ... SET state = 'done' WHERE id = $1 AND
+ *           state = 'running' RETURNING id)
+ *         UPDATE ... n SET state = 'new' FROM d WHERE n.id = d.id + 1
+ *           AND n.state = 'waiting' RETURNING pg_notify('bench_qchain', ...)
+ *       (the least a chain's completion does), then it waits for the
+ *       successor's notification, as an agent in mode chain does.  qclaim
+ *       and qcomplete are the call times, as claim and complete there.
+ *
  *   queue NPROC
  *       The baseline of the throughput: a minimal SKIP LOCKED job queue on
  *       table bench_tp.jobs(id, state) (made by the script).  NPROC
@@ -1115,6 +1130,84 @@ mode_reference(const char *workflow, const char *agent, int nproc, const char *b
 }
 
 static int
+mode_qchain(int n, const char *outpath)
+{
+	PGconn	   *c = connect_db("pf_bench_qchain");
+	double	   *claim = malloc(sizeof(double) * n),
+			   *comp = malloc(sizeof(double) * n);
+	FILE	   *out = open_out(outpath);
+	char		nbuf[32];
+	const char *params[1] = {nbuf};
+	int			i;
+
+	if (n < 2)
+		die("qchain: N must be at least 2");
+	snprintf(nbuf, sizeof(nbuf), "%d", n);
+	run_void(c, "SET client_min_messages = warning");
+	run_void(c, "DROP TABLE IF EXISTS bench_qchain_jobs");
+	run_void(c, "CREATE TABLE bench_qchain_jobs (id integer PRIMARY KEY, state text NOT NULL)");
+	run_void(c, "CREATE INDEX bench_qchain_jobs_new_idx ON bench_qchain_jobs (id) WHERE state = 'new'");
+	PQclear(run(c, "INSERT INTO bench_qchain_jobs SELECT i, CASE WHEN i = 1 THEN 'new' ELSE 'waiting' END "
+				"FROM generate_series(1, $1::integer) i", 1, params));
+	run_void(c, "VACUUM ANALYZE bench_qchain_jobs");
+	run_void(c, "LISTEN bench_qchain");
+	prepare(c, "qclaim", "UPDATE bench_qchain_jobs SET state = 'running' WHERE id = "
+			"(SELECT id FROM bench_qchain_jobs WHERE state = 'new' ORDER BY id LIMIT 1 "
+			"FOR UPDATE SKIP LOCKED) RETURNING id", 0);
+	prepare(c, "qcomplete", "WITH d AS (UPDATE bench_qchain_jobs SET state = 'done' "
+			"WHERE id = $1::integer AND state = 'running' RETURNING id) "
+			"UPDATE bench_qchain_jobs n SET state = 'new' FROM d WHERE n.id = d.id + 1 "
+			"AND n.state = 'waiting' RETURNING pg_notify('bench_qchain', n.id::text)", 1);
+	for (i = 0; i < n; i++)
+	{
+		PGresult   *r;
+		PGnotify   *nt;
+		char		id[32];
+		double		t0;
+
+		t0 = mono_us();
+		r = exec_prepared(c, "qclaim", 0, NULL);
+		claim[i] = mono_us() - t0;
+		if (PQntuples(r) != 1 || atoi(PQgetvalue(r, 0, 0)) != i + 1)
+			die("qchain: claim %d returned %d rows", i + 1, PQntuples(r));
+		snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 0));
+		PQclear(r);
+		params[0] = id;
+		t0 = mono_us();
+		r = exec_prepared(c, "qcomplete", 1, params);
+		comp[i] = mono_us() - t0;
+		if (PQntuples(r) != (i + 1 < n ? 1 : 0))
+			die("qchain: completing %s released %d jobs", id, PQntuples(r));
+		PQclear(r);
+		if (i + 1 == n)
+			break;
+		/* the successor's notification (to this connection: at its commit) */
+		for (;;)
+		{
+			if (!PQconsumeInput(c))
+				die("connection lost: %s", PQerrorMessage(c));
+			nt = PQnotifies(c);
+			if (nt != NULL)
+				break;
+			wait_input(c, WAIT_LIMIT_MS);
+		}
+		if (atoi(nt->extra) != i + 2)
+			die("qchain: expected notification %d, got %s", i + 2, nt->extra);
+		PQfreemem(nt);
+	}
+	for (i = 0; i < n; i++)
+		fprintf(out, "%.1f %.1f\n", claim[i], comp[i]);
+	fclose(out);
+	run_void(c, "DROP TABLE bench_qchain_jobs");
+	printf("n=%d", n);
+	print_dist("qclaim", claim, n);
+	print_dist("qcomplete", comp, n);
+	printf("\n");
+	PQfinish(c);
+	return 0;
+}
+
+static int
 mode_queue(int nproc)
 {
 	Children	ch;
@@ -1153,7 +1246,9 @@ main(int argc, char **argv)
 		return mode_reference(argv[2], argv[3], atoi(argv[4]), argv[5], argc - 6, argv + 6);
 	if (argc == 3 && strcmp(argv[1], "queue") == 0)
 		return mode_queue(atoi(argv[2]));
-	fprintf(stderr, "usage: %s raw N OUTFILE | chain WORKFLOW AGENT[,AGENT2] OUTFILE | "
+	if (argc == 4 && strcmp(argv[1], "qchain") == 0)
+		return mode_qchain(atoi(argv[2]), argv[3]);
+	fprintf(stderr, "usage: %s raw N OUTFILE | chain WORKFLOW AGENT[,AGENT2] OUTFILE | qchain N OUTFILE | "
 			"throughput WORKFLOW AGENT NPROC | reference WORKFLOW AGENT NPROC AGENT_BINARY [AGENT_ARG...] | "
 			"queue NPROC\n", progname);
 	return 2;

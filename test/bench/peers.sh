@@ -404,6 +404,11 @@ for s in gw_default gw_batched pgboss; do
     bench_summary "jobs/s, $jobs no-op, 8 workers (vs $(peer_label "$s"))" "$(bench_agg "$f.parflow.txt.d" rate %.0f)" \
         "$(bench_agg "$f.$s.txt.d" rate %.0f)" "$(bench_ratio "$f.parflow.txt.d" rate "$f.$s.txt.d" rate %.2fx)"
 done
+for n in "${sizes[@]}"; do
+    bench_summary "parflow_start of $n stages vs graphile-worker addJobs() of $n jobs, ms (the call, client-side)" \
+        "$(bench_agg "$res.$n.parflow.txt.d" start_call %.0f)" "$(bench_agg "$res.$n.gw_default.txt.d" enqueue %.0f)" \
+        "$(bench_ratio "$res.$n.parflow.txt.d" start_call "$res.$n.gw_default.txt.d" enqueue %.2fx)"
+done
 for s in gw_default pgboss; do
     bench_summary "WAL bytes/job (vs $(peer_label "$s"))" "$(bench_agg "$f.parflow.txt.d" walps %.0f)" \
         "$(bench_agg "$f.$s.txt.d" walps %.0f)" "$(bench_ratio "$f.parflow.txt.d" walps "$f.$s.txt.d" walps %.2fx)"

@@ -134,3 +134,7 @@ COMMENT ON COLUMN parflow.task.hold_ord IS 'A hold of the run''s plan: the task 
 -- The tasks a plan holds for a stage (task.hold_ord): found when that
 -- stage's task finishes; only held tasks are in it.
 CREATE INDEX task_hold_idx ON parflow.task (run_id, hold_ord) WHERE hold_ord IS NOT NULL;
+-- The groups that wait for a group, found as its last task finishes (a
+-- completion's barrier count and the release of the groups it opens):
+-- without it each completion reads every barrier of the version.
+CREATE INDEX group_dep_dep_idx ON parflow.group_dep (version_id, dep_ord);
