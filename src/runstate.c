@@ -241,14 +241,18 @@ static PfStmt st_barriers = {
  * Through the barriers of groups just done: the stages of the groups that
  * wait for them, from the definition (the tasks of a run have no index by
  * group, and reading every task of the run made each completion in a chain
- * of groups cost as much as the run is long); a stage with no task in the
- * run counts nothing, since the update finds no row for it.
+ * of groups cost as much as the run is long), each done group probed in
+ * group_dep_dep_idx (with "= ANY" a generic plan read every barrier of the
+ * version); a stage with no task in the run counts nothing, since the
+ * update finds no row for it.
  */
 static PfStmt st_release_groups = {
-	"WITH d AS (SELECT s.ord AS stage_ord, count(*)::integer AS n FROM parflow.group_dep gd "
+	"WITH d AS (SELECT s.ord AS stage_ord, count(*)::integer AS n FROM unnest($3::integer[]) g(ord) "
+	"            CROSS JOIN LATERAL (SELECT gd.group_ord FROM parflow.group_dep gd "
+	"                                 WHERE gd.version_id = $2 AND gd.dep_ord = g.ord OFFSET 0) gd "
 	"            CROSS JOIN LATERAL (SELECT st_.ord FROM parflow.stage st_ WHERE st_.version_id = $2 "
 	"                                   AND st_.group_ord = gd.group_ord OFFSET 0) s "
-	"            WHERE gd.version_id = $2 AND gd.dep_ord = ANY ($3) GROUP BY s.ord), "
+	"            GROUP BY s.ord), "
 	PF_RELEASE_TAIL(""),
 	3, {INT8OID, INT8OID, INT4ARRAYOID}
 };

@@ -111,7 +111,11 @@ BEGIN
 
     -- pending: stage edges, plus one per group barrier the task's group waits
     -- for, plus the plan's hold; a task is written in its first state (a
-    -- skipped one keeps the reason in error), so that nothing is written twice
+    -- skipped one keeps the reason in error), so that nothing is written twice.
+    -- The edges and barriers are counted once for the version (a count per
+    -- stage probed an index each, the stage edges' through the wrong one
+    -- while the version had none), and the skip reason is taken once per
+    -- stage (OFFSET 0: pulled up, it was computed for each of its three uses).
     INSERT INTO parflow.task (run_id, stage_ord, group_ord, agent, state, error, pending, priority, rank, not_before,
                               hold_ord)
     SELECT new_run, x.ord, x.group_ord, x.agent,
@@ -123,12 +127,13 @@ BEGIN
       -- (a map stage's own task has no agent: it waits for its instances)
       FROM (SELECT s.ord, s.group_ord, CASE WHEN s.map_over_ord IS NULL THEN s.agent END AS agent, rk.rank, sk.why,
                    rk.hold_ord,
-                   (SELECT count(*) FROM parflow.stage_dep d WHERE d.version_id = ver AND d.stage_ord = s.ord)
-                   + (SELECT count(*) FROM parflow.group_dep gd
-                       WHERE gd.version_id = ver AND gd.group_ord = s.group_ord)
-                   + (rk.hold_ord IS NOT NULL)::integer AS pending
+                   coalesce(sd.n, 0) + coalesce(gd.n, 0) + (rk.hold_ord IS NOT NULL)::integer AS pending
               FROM parflow.stage s JOIN unnest(rk_ords, rk_ranks, rk_holds) rk(ord, rank, hold_ord) ON rk.ord = s.ord
-             CROSS JOIN LATERAL (SELECT parflow._skip_reason(s, vstages[s.verifies_ord + 1], flags) AS why) sk
+              LEFT JOIN (SELECT d.stage_ord, count(*)::integer AS n FROM parflow.stage_dep d
+                          WHERE d.version_id = ver GROUP BY d.stage_ord) sd ON sd.stage_ord = s.ord
+              LEFT JOIN (SELECT g.group_ord, count(*)::integer AS n FROM parflow.group_dep g
+                          WHERE g.version_id = ver GROUP BY g.group_ord) gd ON gd.group_ord = s.group_ord
+             CROSS JOIN LATERAL (SELECT parflow._skip_reason(s, vstages[s.verifies_ord + 1], flags) AS why OFFSET 0) sk
              WHERE s.version_id = ver) x
      -- task ids in stage order: the dispatcher breaks ties between equal
      -- ranks by task id, as the planner does by stage
