@@ -188,6 +188,7 @@ extern Oid	pf_ext_func(const char *name, int nargs);
 extern void pf_event(int64 run, int64 task, const char *kind, Datum detail, bool has_detail);
 extern void pf_announce(int64 run, const char *kind, Datum detail, bool has_detail);
 extern void pf_done(int64 run, int64 version, Datum ords);
+extern void pf_done_through(int64 run, int64 version, Datum ords, bool edges, bool barriers);
 extern void pf_finish_if_done(int64 run);
 extern void pf_check_blocked(int64 run);
 extern char *pf_retry_or_fail(PfTask *t, const char *why, const char *err, bool retryable);

@@ -300,6 +300,18 @@ release_holds(int64 run)
 void
 pf_done(int64 run, int64 version, Datum ords)
 {
+	pf_done_through(run, version, ords, true, true);
+}
+
+/*
+ * pf_done for tasks whose dependents are known to be only through stage
+ * edges or holds (edges) or only through their groups' barriers (barriers):
+ * a completion knows which of the two it has (st_complete), and skips the
+ * other's statement.  Tasks passed through are looked at both ways.
+ */
+void
+pf_done_through(int64 run, int64 version, Datum ords, bool edges, bool barriers)
+{
 	ArrayType  *cur = DatumGetArrayTypeP(ords);
 	bool		signalled = false;
 
@@ -311,11 +323,19 @@ pf_done(int64 run, int64 version, Datum ords)
 		ArrayType  *groups;
 
 		CHECK_FOR_INTERRUPTS();
-		pf_exec(&st_release_edges, v, NULL, 0);
-		passed = array_result(1);
-		awaiting = array_result(2);
-		pf_exec(&st_barriers, v, NULL, 0);
-		groups = array_result(1);
+		passed = awaiting = groups = construct_empty_array(INT4OID);
+		if (edges)
+		{
+			pf_exec(&st_release_edges, v, NULL, 0);
+			passed = array_result(1);
+			awaiting = array_result(2);
+		}
+		if (barriers)
+		{
+			pf_exec(&st_barriers, v, NULL, 0);
+			groups = array_result(1);
+		}
+		edges = barriers = true;
 		if (ArrayGetNItems(ARR_NDIM(groups), ARR_DIMS(groups)) > 0)
 		{
 			v[2] = PointerGetDatum(groups);

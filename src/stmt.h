@@ -11,7 +11,9 @@
 /*
  * One statement: its text and argument types, and its plan once prepared
  * (kept for the life of the backend; the plan cache re-plans it when the
- * tables it reads change, or are dropped and created again).
+ * tables it reads change, or are dropped and created again).  A statement
+ * that locks rows with SKIP LOCKED sets skip_wait (see pf_exec): write its
+ * initializer with .skip_wait = true.
  */
 typedef struct PfStmt
 {
@@ -19,6 +21,7 @@ typedef struct PfStmt
 	int			nargs;
 	Oid			types[PF_STMT_MAXARGS];
 	SPIPlanPtr	plan;
+	bool		skip_wait;
 } PfStmt;
 
 extern int	pf_exec(PfStmt *st, Datum *values, const char *nulls, long count);

@@ -209,7 +209,8 @@ static PfStmt st_claim = {
 	"        FROM u ORDER BY " PF_DISPATCH_ORDER("u") ") "
 	PF_CLAIM_RESULT
 	" ORDER BY " PF_DISPATCH_ORDER("u"),
-	4, {TEXTOID, TEXTOID, INTERVALOID, INT4OID}
+	4, {TEXTOID, TEXTOID, INTERVALOID, INT4OID},
+	.skip_wait = true
 };
 
 /* Row row of the last result, a claim's from column col on, into the function's result. */
@@ -458,15 +459,16 @@ parflow_heartbeat(PG_FUNCTION_ARGS)
 
 /*
  * After a held task was marked succeeded and taken off its run's remaining
- * count (left: what is left of the run): its dependents released (when it
- * has any), its run finished or found blocked; its slot given to the next
+ * count (left: what is left of the run): its dependents released (through
+ * stage edges and holds when edges, through its group's barrier when
+ * barriers), its run finished or found blocked; its slot given to the next
  * task of its run when the dispatcher would choose it (see pf_handover,
  * which claims it for claim, when not NULL, when it can), else a dispatch
  * pass asked for at commit.  *handed: the task handed the slot;
  * *claimed: whether claim claimed it (its row is the last result's).
  */
 static void
-complete_held(PfTask *t, int64 left, bool has_dependents, bool instance,
+complete_held(PfTask *t, int64 left, bool edges, bool barriers, bool instance,
 			  const PfClaimArgs *claim, int64 *handed, bool *claimed)
 {
 	int32		ord = t->stage_ord;
@@ -476,8 +478,8 @@ complete_held(PfTask *t, int64 left, bool has_dependents, bool instance,
 	/* a map instance's dependents are its stage's: they wait for every instance */
 	if (instance)
 		pf_instances_done(t->run_id, t->version_id, pf_int8_array(&t->id, 1));
-	else if (has_dependents)
-		pf_done(t->run_id, t->version_id, pf_int4_array(&ord, 1));
+	else if (edges || barriers)
+		pf_done_through(t->run_id, t->version_id, pf_int4_array(&ord, 1), edges, barriers);
 	if (left <= 0)
 		pf_finish_if_done(t->run_id);
 	if (t->run_failed > 0)
@@ -524,9 +526,9 @@ static PfStmt st_complete = {
 	"                    WHERE x.run_id = (SELECT u2.run_id FROM u u2) "
 	"                      AND x.shard <> (SELECT parflow._shard(u2.id) FROM u u2)), 0), "
 	"       EXISTS (SELECT FROM parflow.stage_dep d WHERE d.version_id = u.version_id AND d.dep_ord = u.stage_ord) "
-	"       OR EXISTS (SELECT FROM parflow.group_dep gd WHERE gd.version_id = u.version_id AND gd.dep_ord = u.group_ord) "
 	"       OR EXISTS (SELECT FROM parflow.task h WHERE h.run_id = u.run_id AND h.hold_ord = u.stage_ord AND h.item IS NULL), "
-	"       u.item IS NOT NULL "
+	"       u.item IS NOT NULL, "
+	"       EXISTS (SELECT FROM parflow.group_dep gd WHERE gd.version_id = u.version_id AND gd.dep_ord = u.group_ord) "
 	"  FROM u",
 	3, {INT8OID, UUIDOID, JSONBOID}
 };
@@ -567,8 +569,8 @@ complete_call(FunctionCallInfo fcinfo, int arg, const PfClaimArgs *claim, bool *
 	}
 	load_held(0, &t, NULL);
 	/* (column PF_HELD_COLS + 1 of st_complete is the task's item) */
-	complete_held(&t, pf_int8(0, PF_HELD_COLS + 2), pf_bool(0, PF_HELD_COLS + 3), pf_bool(0, PF_HELD_COLS + 4),
-				  claim, &handed, claimed);
+	complete_held(&t, pf_int8(0, PF_HELD_COLS + 2), pf_bool(0, PF_HELD_COLS + 3), pf_bool(0, PF_HELD_COLS + 5),
+				  pf_bool(0, PF_HELD_COLS + 4), claim, &handed, claimed);
 	return handed;
 }
 
