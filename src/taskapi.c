@@ -194,8 +194,9 @@ check_claim_args(FunctionCallInfo fcinfo, int first, PfClaimArgs *a, bool with_m
 /*
  * Claim up to max_tasks dispatched tasks of a kind, in dispatch order, each
  * with a fresh lease token (tasks another claim holds, or whose run an
- * operator holds, are passed over: a claim never waits); the input of each
- * is PF_TASK_INPUT (core.h).
+ * operator holds, are passed over, and a wait PostgreSQL would make anyway
+ * is cut short: see PfStmt.skip_wait); the input of each is PF_TASK_INPUT
+ * (core.h).
  */
 static PfStmt st_claim = {
 	"WITH ok AS (SELECT " PF_MAY_CLAIM " AS ok), "
