@@ -499,10 +499,10 @@ complete_held(PfTask *t, int64 left, bool edges, bool barriers, bool instance,
  * Complete a task in one statement, when (task, token) holds it: the row is
  * locked by the update itself (the run's lock taken first, in its WHERE
  * clause), and the event written with it.  The run's row and shards are
- * found by values (scalar subqueries), so that the plan probes their key
- * whatever the statistics said when it was made (with few runs, a join on
- * the task's run_id alone was planned as a hash of every run).  No row: the token does not hold
- * the task, and held() says why.
+ * found by values (scalar subqueries), so that the plan looks them up
+ * whatever the statistics said when it was made (a join on the task's
+ * run_id alone was planned as a hash join over every run).  No row: the
+ * token does not hold the task, and held() says why.
  */
 static PfStmt st_complete = {
 	"WITH u AS (UPDATE parflow.task tk SET state = 'succeeded', output = $3, token = NULL, "
