@@ -95,8 +95,7 @@ static PfStmt st_timeouts = {
 	"   AND tk.started_at + s.timeout < clock_timestamp() "
 	"   AND parflow._lock_run(tk.run_id, false, true) "
 	"   FOR UPDATE OF tk SKIP LOCKED",
-	0, {0},
-	.skip_wait = true
+	0, {0}
 };
 
 /* Whether any live run has a stage with a timeout (stage_timeout_idx). */
@@ -113,8 +112,7 @@ static PfStmt st_leases = {
 	" WHERE tk.state = 'running' AND tk.lease_until < clock_timestamp() "
 	"   AND parflow._lock_run(tk.run_id, false, true) "
 	"   FOR UPDATE OF tk SKIP LOCKED",
-	0, {0},
-	.skip_wait = true
+	0, {0}
 };
 
 /* Dispatched tasks no agent claimed in time give their slot back for a while. */
@@ -127,8 +125,7 @@ static PfStmt st_unclaimed = {
 	"SELECT u.run_id, u.id, 'unclaimed', "
 	"       jsonb_build_object('claim_timeout', current_setting('parflow.claim_timeout')) "
 	"  FROM u ORDER BY u.id",
-	1, {INTERVALOID},
-	.skip_wait = true
+	1, {INTERVALOID}
 };
 
 /*
@@ -146,8 +143,7 @@ static PfStmt st_interrupts_over = {
 	"SELECT u.run_id, u.id, 'interrupt_expired', "
 	"       jsonb_build_object('worker', u.worker, 'interrupt_grace', current_setting('parflow.interrupt_grace')) "
 	"  FROM u ORDER BY u.id",
-	1, {INTERVALOID},
-	.skip_wait = true
+	1, {INTERVALOID}
 };
 
 static Datum
@@ -253,8 +249,7 @@ static PfStmt st_take_back = {
 	"      RETURNING tk.id, tk.run_id) "
 	"INSERT INTO parflow.event (run_id, task_id, kind, detail) "
 	"SELECT u.run_id, u.id, 'preempted', '{\"why\": \"P0 run waiting\"}' FROM u ORDER BY u.id",
-	1, {INT4OID},
-	.skip_wait = true
+	1, {INT4OID}
 };
 
 static PfStmt st_interrupt = {
@@ -269,8 +264,7 @@ static PfStmt st_interrupt = {
 	"SELECT u.id, u.run_id, u.agent, s.name FROM u JOIN parflow.run r ON r.id = u.run_id "
 	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name")
 	" ORDER BY u.priority DESC, u.started_at DESC",
-	1, {INT4OID},
-	.skip_wait = true
+	1, {INT4OID}
 };
 
 /*
@@ -630,8 +624,7 @@ static PfStmt st_lock_chosen = {
 	"SELECT l.id FROM unnest($1::bigint[]) x(id) "
 	" CROSS JOIN LATERAL (SELECT t.id FROM parflow.task t WHERE t.id = x.id AND " PF_STATE_IS("t", "ready")
 	"                      LIMIT 1 FOR UPDATE SKIP LOCKED) l",
-	1, {INT8ARRAYOID},
-	.skip_wait = true
+	1, {INT8ARRAYOID}
 };
 
 /*

@@ -772,7 +772,8 @@ static PfStmt st_handover = {
 	"e AS (INSERT INTO parflow.event (run_id, task_id, kind, detail) "
 	"      SELECT $1, uh.id, 'dispatched', jsonb_build_object('handover', $7) FROM uh) "
 	"SELECT " HANDOVER_COLS ", EXISTS (SELECT FROM uh) FROM k",
-	9, {INT8OID, INT8OID, TEXTOID, INT4OID, BOOLOID, INT4OID, INT8OID, BOOLOID, INT4OID}
+	9, {INT8OID, INT8OID, TEXTOID, INT4OID, BOOLOID, INT4OID, INT8OID, BOOLOID, INT4OID},
+	.own_xid = true
 };
 
 /*
@@ -799,7 +800,8 @@ static PfStmt st_handover_claim = {
 	"SELECT " HANDOVER_COLS ", EXISTS (SELECT FROM uh) OR EXISTS (SELECT FROM u), c.* "
 	"  FROM k LEFT JOIN (" PF_CLAIM_RESULT ") c ON true",
 	12, {INT8OID, INT8OID, TEXTOID, INT4OID, BOOLOID, INT4OID, INT8OID, BOOLOID, INT4OID,
-	TEXTOID, TEXTOID, INTERVALOID}
+	TEXTOID, TEXTOID, INTERVALOID},
+	.own_xid = true
 };
 
 /*

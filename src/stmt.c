@@ -28,14 +28,15 @@
  * take; when that agent waits in turn for a row the claim's transaction
  * holds (a run's remaining count, a dependent task, a group barrier), the
  * two deadlock, and one of them fails with 40P01 after deadlock_timeout.
- * Such a statement (PfStmt.skip_wait) runs in a subtransaction with a
+ * So a statement that locks with SKIP LOCKED runs in a subtransaction with a
  * lock_timeout of PF_SKIP_WAIT_MS: when it expires, the statement alone is
  * rolled back and run again with a new snapshot (the row it waited for has
  * moved on), and after PF_SKIP_TRIES it returns no rows, as when every row
  * it wanted was locked.  Only the statement's own waits are cut short.
- * The hand-over is not run so: the rows it writes carry the completion's
- * own transaction id, by which its being part of the completion is seen,
- * and what it may wait for that way, a claim, is itself cut short.
+ * The hand-over is not run so (PfStmt.own_xid): the rows it writes carry
+ * the completion's own transaction id, by which its being part of the
+ * completion is seen, and what it may wait for that way, a claim, is itself
+ * cut short.
  */
 #define PF_SKIP_WAIT_MS 20
 #define PF_SKIP_TRIES 3
@@ -120,7 +121,9 @@ pf_exec(PfStmt *st, Datum *values, const char *nulls, long count)
 	int			n = 0;
 	int			tries;
 
-	if (!st->skip_wait)
+	if (st->skip_wait == 0)
+		st->skip_wait = strstr(st->sql, "SKIP LOCKED") != NULL && !st->own_xid ? 1 : -1;
+	if (st->skip_wait < 0)
 		return run_plan(st, values, nulls, count);
 	for (tries = 1; tries <= PF_SKIP_TRIES; tries++)
 	{

@@ -12,8 +12,10 @@
  * One statement: its text and argument types, and its plan once prepared
  * (kept for the life of the backend; the plan cache re-plans it when the
  * tables it reads change, or are dropped and created again).  A statement
- * that locks rows with SKIP LOCKED sets skip_wait (see pf_exec): write its
- * initializer with .skip_wait = true.
+ * that locks with SKIP LOCKED runs so that it never waits long (see
+ * pf_exec), in a subtransaction of its own, unless own_xid says that the
+ * rows it writes must carry the caller's transaction id: write that
+ * initializer with .own_xid = true.
  */
 typedef struct PfStmt
 {
@@ -21,7 +23,8 @@ typedef struct PfStmt
 	int			nargs;
 	Oid			types[PF_STMT_MAXARGS];
 	SPIPlanPtr	plan;
-	bool		skip_wait;
+	bool		own_xid;
+	int8		skip_wait;		/* pf_exec's: 0 not looked at yet, 1 yes, -1 no */
 } PfStmt;
 
 extern int	pf_exec(PfStmt *st, Datum *values, const char *nulls, long count);

@@ -195,7 +195,7 @@ check_claim_args(FunctionCallInfo fcinfo, int first, PfClaimArgs *a, bool with_m
  * Claim up to max_tasks dispatched tasks of a kind, in dispatch order, each
  * with a fresh lease token (tasks another claim holds, or whose run an
  * operator holds, are passed over, and a wait PostgreSQL would make anyway
- * is cut short: see PfStmt.skip_wait); the input of each is PF_TASK_INPUT
+ * is cut short: see pf_exec); the input of each is PF_TASK_INPUT
  * (core.h).
  */
 static PfStmt st_claim = {
@@ -210,8 +210,7 @@ static PfStmt st_claim = {
 	"        FROM u ORDER BY " PF_DISPATCH_ORDER("u") ") "
 	PF_CLAIM_RESULT
 	" ORDER BY " PF_DISPATCH_ORDER("u"),
-	4, {TEXTOID, TEXTOID, INTERVALOID, INT4OID},
-	.skip_wait = true
+	4, {TEXTOID, TEXTOID, INTERVALOID, INT4OID}
 };
 
 /* Row row of the last result, a claim's from column col on, into the function's result. */
@@ -227,9 +226,12 @@ put_claim_row(ReturnSetInfo *rsinfo, int row, int col)
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
 }
 
-/* Claim into the function's result (SPI connected, result set up). */
+/*
+ * Claim into the function's result (SPI connected, result set up); checked:
+ * the caller has run pf_may_claim already.
+ */
 static int
-claim_into(ReturnSetInfo *rsinfo, PfClaimArgs *a, int64 *first)
+claim_into(ReturnSetInfo *rsinfo, PfClaimArgs *a, int64 *first, bool checked)
 {
 	Datum		v[4] = {CStringGetTextDatum(a->agent), CStringGetTextDatum(a->worker),
 	a->lease, Int32GetDatum(a->max_tasks)};
@@ -238,9 +240,9 @@ claim_into(ReturnSetInfo *rsinfo, PfClaimArgs *a, int64 *first)
 
 	n = pf_exec(&st_claim, v, NULL, 0);
 	/* the claim checks the role too: no row may mean it may not claim */
-	if (n == 0)
+	if (n == 0 && !checked)
 		pf_may_claim(a->agent);
-	else if (first)
+	else if (n > 0 && first)
 		*first = pf_int8(0, 1);
 	for (i = 0; i < n; i++)
 		put_claim_row(rsinfo, i, 1);
@@ -260,7 +262,7 @@ parflow_claim(PG_FUNCTION_ARGS)
 	check_claim_args(fcinfo, 0, &a, PG_NARGS() > 3);
 	InitMaterializedSRF(fcinfo, 0);
 	connect_spi();
-	claim_into(rsinfo, &a, NULL);
+	claim_into(rsinfo, &a, NULL, false);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -621,7 +623,7 @@ parflow_complete_and_claim(PG_FUNCTION_ARGS)
 		put_claim_row(rsinfo, 0, PF_HANDOVER_CLAIM_COL);
 	else
 	{
-		int			n = claim_into(rsinfo, &a, &first);
+		int			n = claim_into(rsinfo, &a, &first, true);
 
 		/*
 		 * The task the completion handed its slot to may still be the one

@@ -171,8 +171,7 @@ static PfStmt st_take_kept = {
 	" WHERE sg.id = (SELECT k.id FROM parflow.signal k WHERE k.run_id = $1 AND k.event = $2 "
 	"                 ORDER BY k.id LIMIT 1 FOR UPDATE SKIP LOCKED) "
 	"RETURNING sg.payload, sg.sent_by::text",
-	2, {INT8OID, TEXTOID},
-	.skip_wait = true
+	2, {INT8OID, TEXTOID}
 };
 
 static void start_child(int64 run, int64 task, const char *workflow);
@@ -578,8 +577,7 @@ static PfStmt st_children_done = {
 	" WHERE tk.state = 'awaiting' AND tk.agent IS NULL AND c.state IN ('succeeded', 'blocked', 'cancelled') "
 	"   AND parflow._lock_run(tk.run_id, false, true) "
 	" ORDER BY tk.id FOR UPDATE OF tk SKIP LOCKED",
-	0, {0},
-	.skip_wait = true
+	0, {0}
 };
 
 /*
@@ -996,8 +994,7 @@ static PfStmt st_wait_timeouts = {
 	"   AND tk.started_at + s.wait_timeout < clock_timestamp() "
 	"   AND parflow._lock_run(tk.run_id, false, true) "
 	" ORDER BY tk.id FOR UPDATE OF tk SKIP LOCKED",
-	0, {0},
-	.skip_wait = true
+	0, {0}
 };
 
 static PfStmt st_wait_skip = {

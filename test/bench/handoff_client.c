@@ -111,6 +111,11 @@
 
 static const char *progname = "handoff_client";
 
+/* The claim of the minimal SKIP LOCKED queue (modes queue and qchain) on table t. */
+#define QUEUE_CLAIM(t) \
+	"UPDATE " t " SET state = 'running' WHERE id = " \
+	"(SELECT id FROM " t " WHERE state = 'new' LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id"
+
 static void
 die(const char *fmt,...)
 {
@@ -842,10 +847,7 @@ queue_child(int id, const char *unused, int ready_fd, int go_fd, int stop_fd)
 	char		one = 'r';
 	const char *params[1];
 
-	prepare(c, "claim",
-			"UPDATE bench_tp.jobs SET state = 'running' WHERE id = "
-			"(SELECT id FROM bench_tp.jobs WHERE state = 'new' LIMIT 1 FOR UPDATE SKIP LOCKED) "
-			"RETURNING id", 0);
+	prepare(c, "claim", QUEUE_CLAIM("bench_tp.jobs"), 0);
 	prepare(c, "complete", "UPDATE bench_tp.jobs SET state = 'done' WHERE id = $1::bigint", 1);
 	if (write(ready_fd, &one, 1) != 1)
 		die("write failed");
@@ -1151,9 +1153,7 @@ mode_qchain(int n, const char *outpath)
 				"FROM generate_series(1, $1::integer) i", 1, params));
 	run_void(c, "VACUUM ANALYZE bench_qchain_jobs");
 	run_void(c, "LISTEN bench_qchain");
-	prepare(c, "qclaim", "UPDATE bench_qchain_jobs SET state = 'running' WHERE id = "
-			"(SELECT id FROM bench_qchain_jobs WHERE state = 'new' ORDER BY id LIMIT 1 "
-			"FOR UPDATE SKIP LOCKED) RETURNING id", 0);
+	prepare(c, "qclaim", QUEUE_CLAIM("bench_qchain_jobs"), 0);
 	prepare(c, "qcomplete", "WITH d AS (UPDATE bench_qchain_jobs SET state = 'done' "
 			"WHERE id = $1::integer AND state = 'running' RETURNING id) "
 			"UPDATE bench_qchain_jobs n SET state = 'new' FROM d WHERE n.id = d.id + 1 "
