@@ -82,6 +82,15 @@ SELECT parflow_cancel(:h4);
 SET parflow.learn_min_runs = 0;
 SELECT parallel AS declared_again FROM parflow_estimate('hist', '{performance,security}');
 RESET parflow.learn_min_runs;
+-- Only the workflow's last parflow.learn_window runs count: the last three
+-- (h4 cancelled, h3, h2) hold two successes of each stage, the last four
+-- three (samples counts every run, as parflow.stage_stats does).
+SET parflow.learn_window = 3;
+SELECT stage, samples, source FROM parflow_estimates('hist') WHERE stage IN ('research', 'backend');
+SET parflow.learn_window = 4;
+SELECT stage, samples, source FROM parflow_estimates('hist') WHERE stage IN ('research', 'backend');
+SET parflow.learn_window = 0;
+RESET parflow.learn_window;
 SELECT stage, runs, p50, p90, mean, last FROM parflow.stage_stats WHERE workflow = 'hist' ORDER BY stage;
 
 -- The Gantt chart of a finished run.

@@ -20,6 +20,18 @@
 #define PF_ACTIVE_STATES "('" PF_ACTIVE_STATE_1 "', '" PF_ACTIVE_STATE_2 "')"
 
 /*
+ * Task t holds a slot: the condition of task_active_idx, whose predicate
+ * adds group_ord IS NOT NULL (always true) so that only a statement that
+ * says so can use it.  A claim (state = 'dispatched') implies the states
+ * alone, and a generic plan made while few tasks were at work would scan
+ * and sort every task at work in the database for each claim instead of
+ * walking task_claim_idx in claim order.  A statement about running tasks
+ * only adds PF_ON_ACTIVE_IDX to its state = 'running'.
+ */
+#define PF_ON_ACTIVE_IDX(t) " AND " t ".group_ord IS NOT NULL "
+#define PF_ACTIVE(t) " " t ".state IN " PF_ACTIVE_STATES PF_ON_ACTIVE_IDX(t)
+
+/*
  * The dispatch order among ready tasks (and the claim order), for ORDER BY.
  * Under fair share (parflow.fair_share) it orders the tasks within a run,
  * and across runs of equal priority the run with the fewest tasks at work

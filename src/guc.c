@@ -26,6 +26,7 @@ int			pf_claim_timeout_ms = 30000;
 int			pf_interrupt_grace_ms = 30000;
 int			pf_retention_min = 30 * 24 * 60;
 int			pf_learn_min_runs = 3;
+int			pf_learn_window = 20;
 int			pf_plan_effort = 50;
 bool		pf_plan_holds = true;
 int			pf_max_map_width = 10000;
@@ -136,6 +137,15 @@ pf_guc_init(void)
 							"0 turns learned estimates off: plans use the declared estimates only.",
 							&pf_learn_min_runs,
 							3, 0, 1000000,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("parflow.learn_window",
+							"How many of a workflow's last runs learned estimates are taken from.",
+							"A start reads the tasks of these runs only, however long the workflow's history.",
+							&pf_learn_window,
+							20, 1, 1000000,
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);

@@ -15,6 +15,7 @@ extern int	pf_claim_timeout_ms;
 extern int	pf_interrupt_grace_ms;
 extern int	pf_retention_min;
 extern int	pf_learn_min_runs;
+extern int	pf_learn_window;
 extern int	pf_plan_effort;
 extern bool pf_plan_holds;
 extern int	pf_max_map_width;

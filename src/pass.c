@@ -91,7 +91,7 @@ static PfStmt st_timeouts = {
 	"              tk.attempt, s.name, parflow._dur(s.timeout)) "
 	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id "
 	PF_STAGE_OF("s", "r.version_id", "tk.stage_ord", "name, timeout")
-	" WHERE tk.state = 'running' AND s.timeout IS NOT NULL "
+	" WHERE tk.state = 'running'" PF_ON_ACTIVE_IDX("tk") " AND s.timeout IS NOT NULL "
 	"   AND tk.started_at + s.timeout < clock_timestamp() "
 	"   AND parflow._lock_run(tk.run_id, false, true) "
 	"   FOR UPDATE OF tk SKIP LOCKED",
@@ -109,7 +109,7 @@ static PfStmt st_any_timeout = {
 static PfStmt st_leases = {
 	"SELECT " PF_TASK_COLS ", format('lease of worker %s expired', tk.worker) "
 	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id "
-	" WHERE tk.state = 'running' AND tk.lease_until < clock_timestamp() "
+	" WHERE tk.state = 'running'" PF_ON_ACTIVE_IDX("tk") " AND tk.lease_until < clock_timestamp() "
 	"   AND parflow._lock_run(tk.run_id, false, true) "
 	"   FOR UPDATE OF tk SKIP LOCKED",
 	0, {0}
@@ -134,7 +134,7 @@ static PfStmt st_unclaimed = {
  */
 static PfStmt st_interrupts_over = {
 	"WITH old AS (SELECT tk.id, tk.worker FROM parflow.task tk "
-	"              WHERE tk.state = 'running' AND tk.interrupted_at IS NOT NULL "
+	"              WHERE tk.state = 'running'" PF_ON_ACTIVE_IDX("tk") " AND tk.interrupted_at IS NOT NULL "
 	"                AND tk.interrupted_at < clock_timestamp() - $1 FOR UPDATE SKIP LOCKED), "
 	"u AS (UPDATE parflow.task tk SET state = 'ready', attempt = tk.attempt - 1, token = NULL, "
 	"             worker = NULL, lease_until = NULL, interrupted_at = NULL, not_before = NULL "
@@ -226,7 +226,7 @@ static PfStmt st_p0_want = {
 	"                          AND parflow._conc_at_work(c.name, r.input -> c.key) >= c.max_concurrent)), "
 	"cov AS ( "
 	"    SELECT rt.id, a.max_concurrent - (SELECT count(*) FROM parflow.task b "
-	"                                        WHERE b.run_id = rt.run_id AND b.state IN " PF_ACTIVE_STATES
+	"                                        WHERE b.run_id = rt.run_id AND" PF_ACTIVE("b")
 	"                                          AND b.agent = ANY (a.agents)) AS room, "
 	"           row_number() OVER (PARTITION BY rt.run_id, a.ord ORDER BY rt.id) AS k "
 	"      FROM rt JOIN parflow.affinity a ON a.version_id = rt.version_id AND rt.agent = ANY (a.agents)), "
@@ -236,9 +236,9 @@ static PfStmt st_p0_want = {
 	"     GROUP BY rt.run_id, rt.max_parallel) "
 	"SELECT (least(coalesce(sum(least(x.n, x.max_parallel - a.c)), 0), $2) - greatest($1, 0) "
 	"        - (SELECT count(*) FROM parflow.task tk "
-	"            WHERE tk.state = 'running' AND tk.interrupted_at IS NOT NULL))::integer "
+	"            WHERE tk.state = 'running'" PF_ON_ACTIVE_IDX("tk") " AND tk.interrupted_at IS NOT NULL))::integer "
 	"  FROM x CROSS JOIN LATERAL (SELECT count(*)::integer AS c FROM parflow.task a "
-	"                              WHERE a.run_id = x.run_id AND a.state IN " PF_ACTIVE_STATES ") a",
+	"                              WHERE a.run_id = x.run_id AND" PF_ACTIVE("a") ") a",
 	2, {INT4OID, INT4OID}
 };
 
@@ -254,7 +254,7 @@ static PfStmt st_take_back = {
 
 static PfStmt st_interrupt = {
 	"WITH v AS (SELECT tk.id FROM parflow.task tk "
-	"            WHERE tk.state = 'running' AND tk.priority > 0 AND tk.interrupted_at IS NULL "
+	"            WHERE tk.state = 'running'" PF_ON_ACTIVE_IDX("tk") " AND tk.priority > 0 AND tk.interrupted_at IS NULL "
 	"            ORDER BY tk.priority DESC, tk.started_at DESC LIMIT $1 FOR UPDATE SKIP LOCKED), "
 	"u AS (UPDATE parflow.task tk SET interrupted_at = clock_timestamp() FROM v WHERE tk.id = v.id "
 	"      RETURNING tk.id, tk.run_id, tk.agent, tk.worker, tk.stage_ord, tk.priority, tk.started_at), "
@@ -321,12 +321,12 @@ typedef struct PfSlot
 
 static PfStmt st_active = {
 	"SELECT tk.run_id, -1, count(*)::integer FROM parflow.task tk "
-	" WHERE tk.state IN " PF_ACTIVE_STATES " GROUP BY tk.run_id "
+	" WHERE" PF_ACTIVE("tk") " GROUP BY tk.run_id "
 	"UNION ALL "
 	"SELECT tk.run_id, a.ord, count(*)::integer FROM parflow.task tk "
 	"  JOIN parflow.run r ON r.id = tk.run_id "
 	"  JOIN parflow.affinity a ON a.version_id = r.version_id AND tk.agent = ANY (a.agents) "
-	" WHERE tk.state IN " PF_ACTIVE_STATES " GROUP BY tk.run_id, a.ord",
+	" WHERE" PF_ACTIVE("tk") " GROUP BY tk.run_id, a.ord",
 	0, {0}
 };
 
@@ -461,7 +461,7 @@ static PfStmt st_conc_active = {
 	"  FROM parflow.task tk JOIN parflow.run r ON r.id = tk.run_id "
 	"  JOIN parflow.concurrency c ON c.version_id = r.version_id "
 	"   AND (c.stage_ords IS NULL OR tk.stage_ord = ANY (c.stage_ords)) "
-	" WHERE tk.state IN " PF_ACTIVE_STATES " AND r.input ? c.key "
+	" WHERE" PF_ACTIVE("tk") " AND r.input ? c.key "
 	" GROUP BY 1, 2",
 	0, {0}
 };

@@ -728,9 +728,9 @@ pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_out)
 	"            WHERE tk.run_id = $1 AND tk.state = 'ready' AND " PF_READY_NOW("tk") \
 	"            ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 1 FOR UPDATE SKIP LOCKED), " \
 	"ra AS (SELECT count(*)::integer AS n FROM parflow.task a " \
-	"        WHERE a.state IN " PF_ACTIVE_STATES " AND a.run_id = $1), " \
+	"        WHERE" PF_ACTIVE("a") " AND a.run_id = $1), " \
 	"k AS (SELECT b.id, b.agent, s.name, (SELECT ra.n FROM ra) AS run_active, " \
-	"       (SELECT count(*)::integer FROM parflow.task a WHERE a.state IN " PF_ACTIVE_STATES ") AS all_active, " \
+	"       (SELECT count(*)::integer FROM parflow.task a WHERE" PF_ACTIVE("a") ") AS all_active, " \
 	"       EXISTS (SELECT FROM parflow.affinity a WHERE a.version_id = $2 " \
 	"                  AND b.agent = ANY (a.agents) AND NOT $3 = ANY (a.agents)) " \
 	"       OR EXISTS (SELECT FROM parflow.concurrency c WHERE c.version_id = $2 " \
@@ -753,7 +753,7 @@ pf_route_back(PfTask *t, const char *err, Datum out_doc, bool has_out)
 	"                                             WHERE x.run_id = xr.id AND x.state = 'ready' AND " PF_READY_NOW("x") \
 	"                                             ORDER BY " PF_DISPATCH_ORDER("x") " LIMIT 1) x) " \
 	"                   AND (SELECT count(*)::integer FROM parflow.task xa " \
-	"                         WHERE xa.state IN " PF_ACTIVE_STATES " AND xa.run_id = xr.id) < (SELECT ra.n FROM ra))) " \
+	"                         WHERE" PF_ACTIVE("xa") " AND xa.run_id = xr.id) < (SELECT ra.n FROM ra))) " \
 	"       END AS not_next, " \
 	"       EXISTS (SELECT FROM (SELECT tk.id FROM parflow.task tk WHERE tk.run_id = $1 AND tk.state = 'ready' " \
 	"                             ORDER BY " PF_DISPATCH_ORDER("tk") " LIMIT 2) m WHERE m.id <> b.id) AS more_ready, " \

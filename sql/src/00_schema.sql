@@ -235,7 +235,10 @@ CREATE INDEX task_ready_idx ON parflow.task (run_id, priority, rank DESC, id) WH
 -- plan made while no task was ready would otherwise scan this one for a
 -- run's tasks).
 CREATE INDEX task_dispatch_idx ON parflow.task (priority, rank DESC, id) WHERE state = 'ready' AND priority >= 0;
-CREATE INDEX task_active_idx ON parflow.task (run_id) WHERE state IN ('dispatched', 'running');
+-- Tasks at work (PF_ACTIVE in src/core.h): group_ord IS NOT NULL is always
+-- true, and there so that only statements that say it use this index, not a
+-- claim, whose state = 'dispatched' implies the states alone.
+CREATE INDEX task_active_idx ON parflow.task (run_id) WHERE state IN ('dispatched', 'running') AND group_ord IS NOT NULL;
 -- Claims walk the dispatched tasks of a kind in claim order instead of
 -- sorting them all (a fan-out of thousands under a high cap).
 CREATE INDEX task_claim_idx ON parflow.task (agent, priority, rank DESC, id) WHERE state = 'dispatched';

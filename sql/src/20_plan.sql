@@ -38,9 +38,25 @@ RETURNS TABLE(stage_ord integer, rank bigint, makespan interval, hold_ord intege
     LANGUAGE C STABLE;
 COMMENT ON FUNCTION parflow._ranks(bigint, text[], integer) IS 'Internal: dispatch rank of each stage from the plan under a cap, the planned makespan, and the stage whose finish the plan holds it for (NULL: none)';
 
--- The observed median of each stage of a version, over every run of its
--- workflow (matched by stage name), when it finished in at least
--- parflow.learn_min_runs runs; nothing when that is 0.
+-- The runs of the workflow of a version that learned estimates look at: its
+-- last parflow.learn_window runs (a start reads their tasks, not every task
+-- the workflow ever ran).
+CREATE OR REPLACE FUNCTION parflow._learn_runs(p_version bigint)
+RETURNS TABLE(run_id bigint, version_id bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT r.id, r.version_id FROM parflow.run r
+     WHERE r.version_id IN (SELECT v2.id FROM parflow.workflow_version v2
+                             WHERE v2.workflow_id = (SELECT v.workflow_id FROM parflow.workflow_version v
+                                                      WHERE v.id = p_version))
+     ORDER BY r.id DESC
+     LIMIT current_setting('parflow.learn_window')::integer
+$$;
+COMMENT ON FUNCTION parflow._learn_runs(bigint) IS
+    'Internal: the last parflow.learn_window runs of the workflow of a version, whose tasks learned estimates come from';
+
+-- The observed median of each stage of a version, over the last runs of its
+-- workflow (parflow._learn_runs; matched by stage name), when it finished in
+-- at least parflow.learn_min_runs of them; nothing when that is 0.
 CREATE OR REPLACE FUNCTION parflow._observed(p_version bigint)
 RETURNS TABLE(stage_ord integer, samples integer, median interval, usec bigint)
 LANGUAGE sql STABLE AS $$
@@ -48,20 +64,21 @@ LANGUAGE sql STABLE AS $$
       FROM parflow.stage s
       JOIN (SELECT s2.name, count(*)::integer AS n,
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY t.finished_at - t.started_at) AS med
-              FROM parflow.workflow_version v2
-              JOIN parflow.run r ON r.version_id = v2.id
-              JOIN parflow.task t ON t.run_id = r.id AND t.state = 'succeeded' AND t.started_at IS NOT NULL
-              -- one index probe per task (a join can be planned as a scan of every stage of every version)
+              FROM parflow._learn_runs(p_version) lr
+              -- index probes per run and per task (joins can be planned as scans of every task, or of
+              -- every stage of every version)
+             CROSS JOIN LATERAL (SELECT t.stage_ord, t.started_at, t.finished_at FROM parflow.task t
+                                  WHERE t.run_id = lr.run_id AND t.state = 'succeeded'
+                                    AND t.started_at IS NOT NULL OFFSET 0) t
              CROSS JOIN LATERAL (SELECT st.name FROM parflow.stage st
-                                  WHERE st.version_id = v2.id AND st.ord = t.stage_ord LIMIT 1) s2
-             WHERE v2.workflow_id = (SELECT v.workflow_id FROM parflow.workflow_version v WHERE v.id = p_version)
+                                  WHERE st.version_id = lr.version_id AND st.ord = t.stage_ord LIMIT 1) s2
              GROUP BY s2.name) o ON o.name = s.name
      WHERE s.version_id = p_version
        AND current_setting('parflow.learn_min_runs')::integer > 0
        AND o.n >= current_setting('parflow.learn_min_runs')::integer
 $$;
 COMMENT ON FUNCTION parflow._observed(bigint) IS
-    'Internal: the observed median duration of the stages of a version that finished in at least parflow.learn_min_runs runs';
+    'Internal: the observed median duration of the stages of a version that finished in at least parflow.learn_min_runs of the last parflow.learn_window runs of its workflow';
 
 CREATE OR REPLACE FUNCTION parflow._run_plan(run bigint) RETURNS interval
     AS 'MODULE_PATHNAME', 'parflow_run_plan'
@@ -69,9 +86,9 @@ CREATE OR REPLACE FUNCTION parflow._run_plan(run bigint) RETURNS interval
 COMMENT ON FUNCTION parflow._run_plan(bigint) IS
     'Internal: the planned makespan of a run, its map stages that expanded counted as their real widths';
 
--- How many instances each map stage of a version ran (the median over every
--- run of its workflow, by stage name), once it expanded in at least
--- parflow.learn_min_runs runs; nothing when that is 0.
+-- How many instances each map stage of a version ran (the median over the
+-- last runs of its workflow, parflow._learn_runs, by stage name), once it
+-- expanded in at least parflow.learn_min_runs of them; nothing when that is 0.
 CREATE OR REPLACE FUNCTION parflow._observed_width(p_version bigint)
 RETURNS TABLE(stage_ord integer, samples integer, width integer)
 LANGUAGE sql STABLE AS $$
@@ -79,21 +96,21 @@ LANGUAGE sql STABLE AS $$
       FROM parflow.stage s
       JOIN (SELECT s2.name, count(*)::integer AS n,
                    percentile_disc(0.5) WITHIN GROUP (ORDER BY jsonb_array_length(t.output))::integer AS w
-              FROM parflow.workflow_version v2
-              JOIN parflow.run r ON r.version_id = v2.id
-              JOIN parflow.task t ON t.run_id = r.id AND t.state = 'succeeded' AND t.item IS NULL
+              FROM parflow._learn_runs(p_version) lr
+              JOIN parflow.task t ON t.run_id = lr.run_id AND t.state = 'succeeded' AND t.item IS NULL
                                  AND t.agent IS NULL AND jsonb_typeof(t.output) = 'array'
              CROSS JOIN LATERAL (SELECT st.name FROM parflow.stage st
-                                  WHERE st.version_id = v2.id AND st.ord = t.stage_ord
+                                  WHERE st.version_id = lr.version_id AND st.ord = t.stage_ord
                                     AND st.map_over_ord IS NOT NULL LIMIT 1) s2
-             WHERE v2.workflow_id = (SELECT v.workflow_id FROM parflow.workflow_version v WHERE v.id = p_version)
+              -- a version without map stages reads no task
+             WHERE EXISTS (SELECT FROM parflow.stage m WHERE m.version_id = p_version AND m.map_over_ord IS NOT NULL)
              GROUP BY s2.name) o ON o.name = s.name
      WHERE s.version_id = p_version AND s.map_over_ord IS NOT NULL
        AND current_setting('parflow.learn_min_runs')::integer > 0
        AND o.n >= current_setting('parflow.learn_min_runs')::integer
 $$;
 COMMENT ON FUNCTION parflow._observed_width(bigint) IS
-    'Internal: the median number of instances of the map stages of a version that expanded in at least parflow.learn_min_runs runs';
+    'Internal: the median number of instances of the map stages of a version that expanded in at least parflow.learn_min_runs of the last parflow.learn_window runs of its workflow';
 
 CREATE OR REPLACE FUNCTION @extschema@.parflow_estimates(workflow text)
 RETURNS TABLE(stage text, agent text, declared interval, observed interval, samples integer,

@@ -36,7 +36,7 @@ LANGUAGE sql STABLE AS $$
       JOIN parflow.run br ON br.id = b.run_id
       JOIN parflow.concurrency bc ON bc.version_id = br.version_id AND bc.name = p_name
                                  AND (bc.stage_ords IS NULL OR b.stage_ord = ANY (bc.stage_ords))
-     WHERE b.state = ANY (parflow._active_states()) AND br.input -> bc.key = p_value
+     WHERE b.state = ANY (parflow._active_states()) AND b.group_ord IS NOT NULL AND br.input -> bc.key = p_value
 $$;
 COMMENT ON FUNCTION parflow._conc_at_work(text, jsonb) IS
     'Internal: tasks at work under the concurrency rules of a name for one value of their key';

@@ -69,7 +69,7 @@ BEGIN
     -- agents holding its tasks are told to stop
     FOR t IN SELECT tk.id, tk.agent, s.name FROM parflow.task tk
                JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = tk.stage_ord
-              WHERE tk.run_id = r.id AND tk.state = ANY (parflow._active_states()) LOOP
+              WHERE tk.run_id = r.id AND tk.state = ANY (parflow._active_states()) AND tk.group_ord IS NOT NULL LOOP
         PERFORM pg_notify('parflow_' || t.agent,
             jsonb_build_object('kind', 'cancel', 'task', t.id, 'run', r.id, 'stage', t.name)::text);
     END LOOP;

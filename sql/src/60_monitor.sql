@@ -74,7 +74,7 @@ SELECT t.worker, t.agent, t.id AS task, t.run_id AS run, s.name AS stage, t.atte
        t.interrupted_at IS NOT NULL AS interrupted
   FROM parflow.task t JOIN parflow.run r ON r.id = t.run_id
   JOIN parflow.stage s ON s.version_id = r.version_id AND s.ord = t.stage_ord
- WHERE t.state = 'running';
+ WHERE t.state = 'running' AND t.group_ord IS NOT NULL;
 COMMENT ON VIEW parflow.agents_at_work IS
     'Agents at work: worker, kind, task, stage, since when, lease left, last heartbeat (or claim), interrupted';
 
@@ -162,7 +162,7 @@ BEGIN
         RETURN NEXT format('retry backoff until %s', t.not_before);
         n := n + 1;
     END IF;
-    SELECT count(*) INTO active FROM parflow.task a WHERE a.state = ANY (parflow._active_states());
+    SELECT count(*) INTO active FROM parflow.task a WHERE a.state = ANY (parflow._active_states()) AND a.group_ord IS NOT NULL;
     IF active >= cap THEN
         RETURN NEXT format('cap reached: parflow.max_parallel_stages (%s/%s at work)', active, cap);
         n := n + 1;
@@ -193,7 +193,7 @@ BEGIN
         END IF;
     END LOOP;
     SELECT count(*) INTO active FROM parflow.task a
-     WHERE a.run_id = r.id AND a.state = ANY (parflow._active_states());
+     WHERE a.run_id = r.id AND a.state = ANY (parflow._active_states()) AND a.group_ord IS NOT NULL;
     IF active >= r.max_parallel THEN
         RETURN NEXT CASE WHEN r.parallel THEN format('cap reached: the run''s max_parallel (%s/%s at work)', active, r.max_parallel)
                          ELSE 'sequential run: one task at a time' END;
@@ -201,7 +201,7 @@ BEGIN
     END IF;
     FOR x IN SELECT a.agents, a.max_concurrent,
                     (SELECT count(*) FROM parflow.task b
-                      WHERE b.run_id = r.id AND b.state = ANY (parflow._active_states()) AND b.agent = ANY (a.agents)) AS c
+                      WHERE b.run_id = r.id AND b.state = ANY (parflow._active_states()) AND b.group_ord IS NOT NULL AND b.agent = ANY (a.agents)) AS c
                FROM parflow.affinity a
               WHERE a.version_id = r.version_id AND t.agent = ANY (a.agents) ORDER BY a.ord LOOP
         IF x.c >= x.max_concurrent THEN

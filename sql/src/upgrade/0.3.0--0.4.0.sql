@@ -141,3 +141,8 @@ CREATE INDEX group_dep_dep_idx ON parflow.group_dep (version_id, dep_ord);
 -- task.run_id loses its foreign key (see the table in 00_schema.sql): its
 -- per-row check was a third of parflow_start's time.
 ALTER TABLE parflow.task DROP CONSTRAINT task_run_id_fkey;
+
+-- Only statements that name group_ord IS NOT NULL use the index of tasks at
+-- work (a claim walks task_claim_idx in claim order).
+DROP INDEX parflow.task_active_idx;
+CREATE INDEX task_active_idx ON parflow.task (run_id) WHERE state IN ('dispatched', 'running') AND group_ord IS NOT NULL;
