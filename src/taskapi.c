@@ -491,9 +491,12 @@ complete_held(PfTask *t, int64 left, bool edges, bool barriers, bool instance,
 	/*
 	 * A dispatch pass is wanted unless the slot was handed over and the pass
 	 * could do nothing more (the handed-over task's NOTIFY wakes the
-	 * dispatcher anyway, only to send it).
+	 * dispatcher anyway, only to send it).  The last task of its run has
+	 * no task of its run to hand the slot to: the pass gives it to another
+	 * run, and a new session's first completion of a one-stage run does not
+	 * plan the hand-over's statement.
 	 */
-	if (pf_handover(t, claim, handed, claimed))
+	if (left <= 0 || pf_handover(t, claim, handed, claimed))
 		pf_wake_at_commit();
 }
 
