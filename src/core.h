@@ -77,15 +77,22 @@
  * output, which jsonb_object_agg keeps once; UNION would build a hash
  * table for every claim), a task u
  * (stage_ord, group_ord, feedback, item, map_item) and its run r (id,
- * version_id, input).
+ * version_id, input).  PF_TASK_INPUT_OF is the expression for other
+ * upstream and skipped maps; PF_TASK_INPUT_QUERY(cols, run_cols) the input
+ * of task $1 of run $2, then cols (the run's run_cols selected too).
  */
-#define PF_TASK_INPUT \
+#define PF_TASK_INPUT_OF(upstream, skipped) \
 	"r.input || jsonb_build_object('upstream', " \
 	"    CASE WHEN jsonb_typeof(r.input -> 'upstream') = 'object' THEN r.input -> 'upstream' ELSE '{}' END " \
-	"    || coalesce(up.upstream, '{}')) " \
-	"|| CASE WHEN up.skipped IS NULL THEN '{}' ELSE jsonb_build_object('skipped', up.skipped) END " \
+	"    || coalesce(" upstream ", '{}')) " \
+	"|| CASE WHEN " skipped " IS NULL THEN '{}' ELSE jsonb_build_object('skipped', " skipped ") END " \
 	"|| CASE WHEN u.feedback IS NULL THEN '{}' ELSE jsonb_build_object('route_back', u.feedback) END " \
 	"|| CASE WHEN u.item IS NULL THEN '{}' ELSE jsonb_build_object('item', u.map_item, 'index', u.item) END"
+#define PF_TASK_INPUT PF_TASK_INPUT_OF("up.upstream", "up.skipped")
+/* Whether task u of run r depends on any stage (else PF_TASK_UPSTREAM finds nothing). */
+#define PF_TASK_HAS_UPSTREAM \
+	"(EXISTS (SELECT FROM parflow.stage_dep d WHERE d.version_id = r.version_id AND d.stage_ord = u.stage_ord) " \
+	" OR EXISTS (SELECT FROM parflow.group_dep gd WHERE gd.version_id = r.version_id AND gd.group_ord = u.group_ord))"
 #define PF_TASK_UPSTREAM \
 	" CROSS JOIN LATERAL ( " \
 	"   SELECT jsonb_object_agg(ds.name, dt.output) FILTER (WHERE dt.state = 'succeeded') AS upstream, " \
@@ -101,13 +108,24 @@
 	"                         WHERE t2.run_id = r.id AND t2.stage_ord = dep.ord AND t2.item IS NULL LIMIT 1) dt " \
 	"   " PF_STAGE_OF("ds", "r.version_id", "dep.ord", "name") \
 	"    WHERE dt.state IN ('succeeded', 'skipped')) up "
+#define PF_TASK_INPUT_QUERY(cols, run_cols) \
+	"SELECT " PF_TASK_INPUT cols \
+	"  FROM (SELECT tk.id, tk.stage_ord, tk.group_ord, tk.feedback, tk.item, tk.map_item " \
+	"          FROM parflow.task tk WHERE tk.id = $1) u " \
+	" CROSS JOIN LATERAL (SELECT rr.id, rr.version_id, rr.input" run_cols \
+	"                       FROM parflow.run rr WHERE rr.id = $2 LIMIT 1) r " \
+	PF_TASK_UPSTREAM
 
 /*
  * A claim, shared by parflow_claim and the hand-over that claims the task it
  * hands the slot to (parflow_complete_and_claim): what a task claimed by
  * worker w with lease l is set to (alias tk), what the update returns, the
  * detail of its 'running' event (for a row u of what it returned), and the
- * claim's result rows, PF_CLAIM_COLS columns, one per row of a CTE u.
+ * claim's result rows, one per row of a CTE u: PF_CLAIM_COLS columns, then
+ * whether the task depends on any stage.  The input in them has no
+ * upstream outputs: a task that depends on stages has its input made again
+ * with them (taskapi.c put_claim_row), so that a claim of tasks without
+ * dependencies neither plans nor runs PF_TASK_UPSTREAM.
  */
 #define PF_CLAIM_SET(w, l) \
 	"state = 'running', attempt = tk.attempt + 1, worker = " w ", token = gen_random_uuid(), " \
@@ -118,12 +136,11 @@
 	"tk.feedback, tk.priority, tk.rank, tk.worker, tk.item, tk.map_item"
 #define PF_RUNNING_DETAIL(u) "jsonb_build_object('worker', " u ".worker, 'attempt', " u ".attempt)"
 #define PF_CLAIM_RESULT \
-	"SELECT u.id, u.token, u.run_id, s.name, u.attempt, " PF_TASK_INPUT ", " \
-	"       s.estimate, u.lease_until, u.item " \
+	"SELECT u.id, u.token, u.run_id, s.name, u.attempt, " PF_TASK_INPUT_OF("NULL::jsonb", "NULL::jsonb") ", " \
+	"       s.estimate, u.lease_until, u.item, " PF_TASK_HAS_UPSTREAM \
 	"  FROM u CROSS JOIN LATERAL (SELECT rr.id, rr.version_id, rr.input FROM parflow.run rr " \
 	"                             WHERE rr.id = u.run_id LIMIT 1) r " \
-	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name, estimate") \
-	PF_TASK_UPSTREAM
+	PF_STAGE_OF("s", "r.version_id", "u.stage_ord", "name, estimate")
 #define PF_CLAIM_COLS 9
 
 /* The arguments of a claim, checked before anything else happens. */

@@ -213,16 +213,35 @@ static PfStmt st_claim = {
 	4, {TEXTOID, TEXTOID, INTERVALOID, INT4OID}
 };
 
-/* Row row of the last result, a claim's from column col on, into the function's result. */
+/* The input of claimed task $1 of run $2, its upstream outputs included. */
+static PfStmt st_claim_input = {
+	PF_TASK_INPUT_QUERY("", ""),
+	2, {INT8OID, INT8OID}
+};
+
+/*
+ * Row row of result tt, a claim's from column col on, into the function's
+ * result; the input made again with the upstream outputs when the task
+ * depends on stages (see PF_CLAIM_RESULT).
+ */
 static void
-put_claim_row(ReturnSetInfo *rsinfo, int row, int col)
+put_claim_row(ReturnSetInfo *rsinfo, SPITupleTable *tt, int row, int col)
 {
 	Datum		out[PF_CLAIM_COLS];
 	bool		nulls[PF_CLAIM_COLS];
+	bool		isnull;
 	int			c;
 
 	for (c = 0; c < PF_CLAIM_COLS; c++)
-		out[c] = pf_datum(row, col + c, &nulls[c]);
+		out[c] = SPI_getbinval(tt->vals[row], tt->tupdesc, col + c, &nulls[c]);
+	if (DatumGetBool(SPI_getbinval(tt->vals[row], tt->tupdesc, col + PF_CLAIM_COLS, &isnull)) && !isnull)
+	{
+		Datum		v[2] = {out[0], out[2]};
+
+		if (pf_exec(&st_claim_input, v, NULL, 1) != 1)
+			elog(ERROR, "parflow: the input of task " INT64_FORMAT " was not found", DatumGetInt64(out[0]));
+		out[5] = pf_datum(0, 1, &nulls[5]);
+	}
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
 }
 
@@ -238,14 +257,17 @@ claim_into(ReturnSetInfo *rsinfo, PfClaimArgs *a, int64 *first, bool checked)
 	int			n,
 				i;
 
+	SPITupleTable *tt;
+
 	n = pf_exec(&st_claim, v, NULL, 0);
+	tt = SPI_tuptable;
 	/* the claim checks the role too: no row may mean it may not claim */
 	if (n == 0 && !checked)
 		pf_may_claim(a->agent);
 	else if (n > 0 && first)
 		*first = pf_int8(0, 1);
 	for (i = 0; i < n; i++)
-		put_claim_row(rsinfo, i, 1);
+		put_claim_row(rsinfo, tt, i, 1);
 	return n;
 }
 
@@ -623,7 +645,7 @@ parflow_complete_and_claim(PG_FUNCTION_ARGS)
 	pf_may_claim(a.agent);
 	handed = complete_call(fcinfo, 2, try_fused_claim ? &a : NULL, &claimed);
 	if (claimed)
-		put_claim_row(rsinfo, 0, PF_HANDOVER_CLAIM_COL);
+		put_claim_row(rsinfo, SPI_tuptable, 0, PF_HANDOVER_CLAIM_COL);
 	else
 	{
 		int			n = claim_into(rsinfo, &a, &first, true);

@@ -282,12 +282,7 @@ static PfStmt st_child = {
 
 /* What a child run of task $1 starts with: the stage's input, the parent's flags, priority and mode. */
 static PfStmt st_child_args = {
-	"SELECT " PF_TASK_INPUT ", r.flags, r.priority, r.parallel "
-	"  FROM (SELECT tk.id, tk.stage_ord, tk.group_ord, tk.feedback, tk.item, tk.map_item "
-	"          FROM parflow.task tk WHERE tk.id = $1) u "
-	" CROSS JOIN LATERAL (SELECT rr.id, rr.version_id, rr.input, rr.flags, rr.priority, rr.parallel "
-	"                       FROM parflow.run rr WHERE rr.id = $2 LIMIT 1) r "
-	PF_TASK_UPSTREAM,
+	PF_TASK_INPUT_QUERY(", r.flags, r.priority, r.parallel ", ", rr.flags, rr.priority, rr.parallel"),
 	2, {INT8OID, INT8OID}
 };
 
